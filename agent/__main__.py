@@ -1,0 +1,5 @@
+import sys
+
+from vmaudit.cli import main
+
+sys.exit(main())

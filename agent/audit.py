@@ -1,0 +1,86 @@
+"""The pipeline every command shares: collect one snapshot -> evaluate checks -> one report.
+
+    facts = collect_facts(root="/", uri="qemu:///system")
+    report = build_report(facts, policy)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .engine import apply_waivers, evaluate, summarize
+from .facts import Facts, SnapshotError, iter_markers
+from .policy import Policy, PolicyError
+
+REPORT_SCHEMA = "vmaudit-report/1"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] | None = None) -> dict:
+    """Collect a snapshot of the host under `root`. Live facts only when root is '/'."""
+    from vmaudit.collectors import Context, collect
+
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise PolicyError(f"{root}: --root is not a directory")
+    ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"))
+    return collect(ctx, only=only)
+
+
+def load_snapshot(path: str) -> dict:
+    """Read a saved facts snapshot; PolicyError (exit 2) with a one-line reason if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise PolicyError(f"{path}{f', line {line}' if line else ''}: not a JSON facts snapshot: "
+                          f"{getattr(exc, 'msg', exc)}") from None
+    try:
+        Facts(data)
+    except SnapshotError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    return data
+
+
+def collector_errors(facts_data: dict) -> list[dict]:
+    out = []
+    for name, value in sorted(facts_data.get("sources", {}).items()):
+        for path, kind, reason in iter_markers(value, name):
+            if kind == "unavailable":
+                out.append({"collector": path, "reason": reason})
+    return out
+
+
+def build_report(facts_data: dict, policy: Policy, started_at: str | None = None,
+                 checks: Any = None) -> dict:
+    """Evaluate a snapshot under a policy into the JSON report of CONTRACT.md."""
+    started_at = started_at or facts_data.get("collected_at") or now_rfc3339()
+    facts = Facts(facts_data)
+    findings = evaluate(facts, policy, checks)
+    expired = apply_waivers(findings, policy.waivers)
+    host = facts.host
+    report = {
+        "schema": REPORT_SCHEMA,
+        "tool": {"name": "vmaudit", "version": __version__},
+        "host": {"hostname": host.get("hostname"), "zone": policy.zone,
+                 "libvirt_uri": host.get("libvirt_uri"), "root": host.get("root", "/")},
+        "started_at": started_at,
+        "finished_at": now_rfc3339(),
+        "policy": {"source": policy.source, "sha256": policy.sha256},
+        "summary": summarize(findings),
+        "findings": findings,
+        "collector_errors": collector_errors(facts_data),
+    }
+    if expired:
+        report["expired_waivers"] = expired
+    return report

@@ -1,0 +1,74 @@
+"""The `vmaudit` command line: parses arguments and hands over to one module of vmaudit.commands.
+
+Command modules are imported only when their command runs, so `vmaudit run` never loads what central
+collection needs (paramiko) and start-up stays short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+
+# command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int.
+COMMANDS = {
+    "run": ("vmaudit.commands.run", "audit this host (or a saved snapshot) and write reports"),
+    "facts": ("vmaudit.commands.facts", "collect facts only and write them as one JSON snapshot"),
+    "checks": ("vmaudit.commands.checks", "list the check catalogue"),
+    "explain": ("vmaudit.commands.explain", "explain one check: rationale, rule, sources, remediation"),
+    "diff": ("vmaudit.commands.diff", "what changed between two reports"),
+    "history": ("vmaudit.commands.history", "list past runs kept in the state directory"),
+    "agent": ("vmaudit.commands.agent", "audit on a schedule, for hosts without systemd timers"),
+    "collect": ("vmaudit.commands.collect", "collect and audit many hosts over SSH"),
+}
+
+
+class UsageError(Exception):
+    """Bad usage or bad input file: exit status 2 with a one-line message."""
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the selected command's module is imported to define its options."""
+    parser = argparse.ArgumentParser(prog="vmaudit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vmaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-v", "--verbose", action="store_true", help="log progress and timings")
+        p.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        p.set_defaults(_module=module)
+        if name == selected:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    logging.basicConfig(level=level, format="vmaudit: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    from .policy import PolicyError
+
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except (UsageError, PolicyError) as exc:
+        print(f"vmaudit {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vmaudit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

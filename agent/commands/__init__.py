@@ -1,0 +1,1 @@
+"""One module per `vmaudit` command: add_arguments(parser) and main(args) -> exit status."""

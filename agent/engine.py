@@ -1,0 +1,233 @@
+"""The check registry and the evaluation of a facts snapshot into findings.
+
+A check is a plain function decorated with `@check(...)`; its docstring is what `vmaudit explain` prints.
+Two scopes:
+
+    @check("M2-TCG-GUEST", severity="high", title=..., remediation=..., scope="guest")
+    def tcg_guest(guest, facts, policy): yield Result(...)
+
+    @check("M2-IOMMU", severity="high", title=..., remediation=...)
+    def iommu(facts, policy): yield Result(...)
+
+Checks are pure: they read the snapshot and the policy and yield `Result`s, never touching the system.
+A check that hits missing evidence raises (via `need()`/`Facts.source()`) and the engine turns that
+into an `error` (or `skip`) finding for it; per-guest checks fail that way for one guest only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterable
+
+from .facts import EvidenceMissing, Facts, Guest, NotApplicable
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+STATUSES = ("pass", "fail", "warn", "error", "skip")
+MEASURES = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8")
+_ID = re.compile(r"^(M[1-8]|F)-[A-Z0-9]+(-[A-Z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What the catalogue says about one check (immutable; results live elsewhere)."""
+
+    id: str
+    measure: str
+    severity: str
+    title: str
+    remediation: str
+    scope: str  # "host" or "guest" (or "fleet" for F-* checks)
+    func: Callable[..., Iterable[Result]]
+    sources: str = ""
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.func.__doc__ or "")
+
+
+@dataclass
+class Result:
+    """One verdict a check yields; the engine adds the check's metadata to make it a finding."""
+
+    status: str
+    message: str
+    resource: str = "host"
+    evidence: dict = field(default_factory=dict)
+    expected: str | None = None
+    actual: str | None = None
+    severity: str | None = None  # overrides the check's default severity for this finding
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"bad status {self.status!r}")
+        if self.severity is not None and self.severity not in SEVERITIES:
+            raise ValueError(f"bad severity {self.severity!r}")
+
+
+REGISTRY: dict[str, CheckSpec] = {}
+
+
+def check(id: str, *, severity: str, title: str, remediation: str, scope: str = "host",
+          sources: str = "") -> Callable:
+    """Register a check function under its catalogue ID."""
+    if not _ID.match(id):
+        raise ValueError(f"check ID {id!r} is not of the form M<n>-SLUG or F-SLUG")
+    if severity not in SEVERITIES:
+        raise ValueError(f"{id}: bad severity {severity!r}")
+    if scope not in ("host", "guest", "fleet"):
+        raise ValueError(f"{id}: bad scope {scope!r}")
+    if not title.strip() or not remediation.strip():
+        raise ValueError(f"{id}: title and remediation are required")
+
+    def register(func: Callable) -> Callable:
+        if id in REGISTRY and REGISTRY[id].func.__qualname__ != func.__qualname__:
+            raise ValueError(f"check {id} registered twice")
+        if not (func.__doc__ or "").strip():
+            raise ValueError(f"{id}: the check function needs a docstring (vmaudit explain prints it)")
+        REGISTRY[id] = CheckSpec(id=id, measure=id.split("-", 1)[0], severity=severity, title=title,
+                                 remediation=remediation, scope=scope, func=func, sources=sources)
+        return func
+
+    return register
+
+
+def load_checks() -> dict[str, CheckSpec]:
+    """Import every module of vmaudit.checks (each registers its checks) and return the registry."""
+    import vmaudit.checks as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return dict(sorted(REGISTRY.items()))
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def _finding(spec: CheckSpec, r: Result) -> dict:
+    out: dict[str, Any] = {
+        "check_id": spec.id, "measure": spec.measure, "title": spec.title,
+        "status": r.status, "severity": r.severity or spec.severity,
+        "resource": r.resource, "message": r.message, "evidence": r.evidence,
+    }
+    if r.expected is not None:
+        out["expected"] = r.expected
+    if r.actual is not None:
+        out["actual"] = r.actual
+    out["remediation"] = spec.remediation
+    return out
+
+
+def _missing(spec: CheckSpec, exc: Exception, resource: str = "host") -> Result:
+    status = "skip" if isinstance(exc, NotApplicable) else "error"
+    what = "not applicable" if status == "skip" else "evidence missing"
+    return Result(status, f"{what}: {exc}", resource=resource, evidence={"reason": str(exc)})
+
+
+def _run(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
+    try:
+        return list(spec.func(*args))
+    except (EvidenceMissing, NotApplicable) as exc:
+        return [_missing(spec, exc, resource)]
+
+
+def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = None,
+             only: Iterable[str] | None = None) -> list[dict]:
+    """Run every host and guest check over the snapshot; return findings sorted by check ID, resource.
+
+    A check that raises anything other than missing evidence is a bug in vmaudit: it is reported as an
+    `error` finding for that check (with the exception) rather than aborting the whole audit.
+    """
+    checks = checks or load_checks()
+    if only is not None:
+        wanted = set(only)
+        checks = {k: v for k, v in checks.items() if k in wanted}
+    guest_checks = [c for c in checks.values() if c.scope == "guest"]
+    host_checks = [c for c in checks.values() if c.scope == "host"]
+    results: list[tuple[CheckSpec, Result]] = []
+
+    try:
+        guests = facts.guests()
+        guest_error: Exception | None = None
+    except (EvidenceMissing, NotApplicable) as exc:
+        guests, guest_error = [], exc
+    inventory = getattr(policy, "inventory", None)
+    for guest in guests:
+        if inventory is not None:
+            guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
+        for spec in guest_checks:
+            results.extend((spec, r) for r in _guarded(spec, (guest, facts, policy), guest.resource))
+        try:
+            guest.precompute()
+            guest.release()  # the shared views are cached; the tree can go
+        except EvidenceMissing:
+            pass
+    if guest_error is not None:
+        results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
+
+    for spec in host_checks:
+        results.extend((spec, r) for r in _guarded(spec, (facts, policy), "host"))
+
+    findings = [_finding(spec, r) for spec, r in results]
+    findings.sort(key=lambda f: (f["check_id"], f["resource"]))
+    return findings
+
+
+def _guarded(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
+    try:
+        return _run(spec, args, resource)
+    except Exception as exc:  # a defect in a check must not hide the other 50 checks' results
+        return [Result("error", f"internal error in check: {type(exc).__name__}: {exc}", resource=resource,
+                       evidence={"exception": f"{type(exc).__name__}: {exc}"})]
+
+
+# --- waivers and the report ---------------------------------------------------------------------
+
+def apply_waivers(findings: list[dict], waivers: list, today: date | None = None) -> list[dict]:
+    """Attach matching, unexpired waivers to findings that are not passes. Returns the expired waivers."""
+    today = today or datetime.now(timezone.utc).date()
+    active = [w for w in waivers if w.expires >= today]
+    expired = [w for w in waivers if w.expires < today]
+    if active:
+        for f in findings:
+            if f["status"] == "pass":
+                continue
+            for w in active:
+                if fnmatch.fnmatchcase(f["check_id"], w.check) and fnmatch.fnmatchcase(f["resource"], w.resource):
+                    f["waiver"] = w.as_dict()
+                    break
+    return [w.as_dict() for w in expired]
+
+
+def summarize(findings: list[dict]) -> dict:
+    def empty() -> dict:
+        return {s: 0 for s in STATUSES} | {"waived": 0}
+
+    summary = empty()
+    by_measure = {m: empty() for m in MEASURES}
+    for f in findings:
+        key = "waived" if "waiver" in f else f["status"]
+        summary[key] += 1
+        by_measure.setdefault(f["measure"], empty())[key] += 1
+    summary["by_measure"] = by_measure
+    return summary
+
+
+def exit_status(findings: list[dict], fail_on: str) -> int:
+    """CONTRACT.md: 1 for an unwaived fail at or above fail_on, else 3 if any error, else 0."""
+    threshold = SEVERITIES.index(fail_on)
+    unwaived = [f for f in findings if "waiver" not in f]
+    if any(f["status"] == "fail" and SEVERITIES.index(f["severity"]) <= threshold for f in unwaived):
+        return 1
+    if any(f["status"] == "error" for f in unwaived):
+        return 3
+    return 0
+
+
+__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "load_checks", "evaluate", "apply_waivers",
+           "summarize", "exit_status", "Guest", "Facts", "SEVERITIES", "STATUSES", "MEASURES"]

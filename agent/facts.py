@@ -1,0 +1,273 @@
+"""The facts snapshot: everything vmaudit knows about one host, collected before any check runs.
+
+A snapshot is plain JSON (so it can be saved with `vmaudit facts`, shipped from a remote host and
+evaluated elsewhere with `vmaudit run --facts`). Its shape:
+
+    {"schema": "vmaudit-facts/1",
+     "tool": {"name": "vmaudit", "version": "…"},
+     "collected_at": "RFC 3339 UTC",
+     "host": {"hostname": "…", "root": "/", "live": true, "libvirt_uri": "qemu:///system"},
+     "sources": {"<source name>": <value>, …}}
+
+Each source value is whatever its collector returns, or one of two markers:
+
+    {"unavailable": "reason"}   the evidence could not be read   -> checks that need it say `error`
+    {"not_collected": "reason"} the evidence does not apply here -> checks that need it say `skip`
+
+Markers may also appear deeper inside a source (one guest's snapshot list, one sysfs file). Checks get
+values through `need()` / `Facts.source()`, which turn markers into exceptions the engine reports.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from functools import cached_property
+from typing import Any, Iterator
+
+SCHEMA = "vmaudit-facts/1"
+
+# XML namespaces of the domain metadata vmaudit reads.
+NS_VMAUDIT = "urn:vmaudit:guest:1"
+NS_LIBOSINFO = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+NS_QEMU = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+LABEL_KEYS = ("zone", "service", "owner", "redundancy", "patch_group")
+
+
+class EvidenceMissing(Exception):
+    """Evidence a check needs could not be collected; the check reports `error` with this reason."""
+
+
+class NotApplicable(Exception):
+    """Evidence does not exist in this kind of run (e.g. live facts under --root); the check says `skip`."""
+
+
+class SnapshotError(ValueError):
+    """A facts snapshot that is not one (wrong schema, wrong shape)."""
+
+
+def unavailable(reason: object) -> dict:
+    return {"unavailable": str(reason)}
+
+
+def not_collected(reason: str) -> dict:
+    return {"not_collected": reason}
+
+
+def is_marker(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and ("unavailable" in value or "not_collected" in value)
+
+
+def need(value: Any, what: str) -> Any:
+    """Return `value`, or raise the exception its marker stands for, naming `what` was missing."""
+    if isinstance(value, dict) and len(value) == 1:
+        if "unavailable" in value:
+            raise EvidenceMissing(f"{what}: {value['unavailable']}")
+        if "not_collected" in value:
+            raise NotApplicable(f"{what}: {value['not_collected']}")
+    return value
+
+
+class Facts:
+    """Read access to a snapshot, with guests' XML parsed once and shared by every check."""
+
+    def __init__(self, data: dict):
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
+        for key, kind in (("host", dict), ("sources", dict)):
+            if not isinstance(data.get(key), kind):
+                raise SnapshotError(f"snapshot has no '{key}' object")
+        self.data = data
+        self._guests: list[Guest] | None = None
+
+    @property
+    def host(self) -> dict:
+        return self.data["host"]
+
+    @property
+    def live(self) -> bool:
+        return bool(self.host.get("live"))
+
+    def raw(self, name: str) -> Any:
+        """A source as stored, markers included (for checks that report partial evidence)."""
+        if name not in self.data["sources"]:
+            return unavailable("not in this snapshot (collected by an older or limited collector)")
+        return self.data["sources"][name]
+
+    def source(self, name: str) -> Any:
+        return need(self.raw(name), name)
+
+    @property
+    def libvirt(self) -> dict:
+        return self.source("libvirt")
+
+    def guests(self) -> list[Guest]:
+        """Every defined guest, running or not. Raises EvidenceMissing when libvirt was not reachable."""
+        if self._guests is None:
+            domains = need(self.libvirt.get("domains", unavailable("no domain list")), "libvirt domains")
+            self._guests = [Guest(d) for d in domains]
+        return self._guests
+
+
+class Guest:
+    """One libvirt domain: the collected record plus views of its XML that checks share.
+
+    The XML tree is parsed on first use and may be dropped with `release()` once the per-guest checks
+    are done; the derived properties below stay cached so that host-wide checks do not re-parse it.
+    """
+
+    def __init__(self, record: dict):
+        self.record = record
+        self.name: str = record.get("name", "?")
+        self.uuid: str = record.get("uuid", "")
+        self._tree: ET.Element | None = None
+        self.inventory_labels: dict = {}  # filled by the engine from the inventory
+
+    def __repr__(self) -> str:
+        return f"Guest({self.name!r})"
+
+    @property
+    def resource(self) -> str:
+        return f"guest:{self.name}"
+
+    # --- the XML --------------------------------------------------------------------------------
+    @property
+    def tree(self) -> ET.Element:
+        if self._tree is None:
+            xml = need(self.record.get("xml", unavailable("no XML")), f"XML of guest {self.name}")
+            try:
+                self._tree = ET.fromstring(xml)
+            except ET.ParseError as exc:
+                raise EvidenceMissing(f"XML of guest {self.name} does not parse: {exc}") from None
+        return self._tree
+
+    def release(self) -> None:
+        self._tree = None
+
+    def find(self, path: str) -> ET.Element | None:
+        return self.tree.find(path)
+
+    def findall(self, path: str) -> list[ET.Element]:
+        return self.tree.findall(path)
+
+    # --- libvirt state --------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """'running', 'paused', 'shutoff', … as libvirt reports it."""
+        return self.record.get("state", "unknown")
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("shutoff", "crashed", "unknown", "nostate")
+
+    @property
+    def persistent(self) -> Any:
+        return self.record.get("persistent")
+
+    @property
+    def autostart(self) -> Any:
+        return self.record.get("autostart")
+
+    # --- derived views shared by several checks -------------------------------------------------
+    @cached_property
+    def domain_type(self) -> str:
+        return self.tree.get("type", "")
+
+    @cached_property
+    def memory_kib(self) -> int:
+        return _kib(self.tree.find("memory"))
+
+    @cached_property
+    def current_memory_kib(self) -> int:
+        node = self.tree.find("currentMemory")
+        return _kib(node) if node is not None else self.memory_kib
+
+    @cached_property
+    def vcpus(self) -> int:
+        node = self.tree.find("vcpu")
+        if node is None:
+            return 1
+        current = node.get("current")
+        return int(current if current else (node.text or "1").strip())
+
+    @cached_property
+    def metadata_labels(self) -> dict:
+        """Labels from the vmaudit metadata element (`urn:vmaudit:guest:1`)."""
+        labels: dict = {}
+        for root in self.tree.findall(f"metadata/{{{NS_VMAUDIT}}}*"):
+            # virsh metadata stores the element given (commonly <guest>); accept any root element.
+            for key in LABEL_KEYS:
+                node = root.find(f"{{{NS_VMAUDIT}}}{key}")
+                if node is None:
+                    node = root.find(f"{{{NS_VMAUDIT}}}{key.replace('_', '-')}")
+                if node is not None and (node.text or "").strip():
+                    labels.setdefault(key, node.text.strip())
+        return labels
+
+    @cached_property
+    def labels(self) -> dict:
+        """Zone, service, owner, redundancy, patch_group: metadata wins over the inventory."""
+        merged = {k: v for k, v in self.inventory_labels.items() if k in LABEL_KEYS and v}
+        merged.update(self.metadata_labels)
+        return merged
+
+    def label_source(self, key: str) -> str | None:
+        if key in self.metadata_labels:
+            return "metadata"
+        if self.inventory_labels.get(key):
+            return "inventory"
+        return None
+
+    @cached_property
+    def os_id(self) -> str | None:
+        node = self.tree.find(f"metadata/{{{NS_LIBOSINFO}}}libosinfo/{{{NS_LIBOSINFO}}}os")
+        return node.get("id") if node is not None else None
+
+    @cached_property
+    def hostdev_pci(self) -> list[str]:
+        """PCI addresses (DDDD:BB:SS.F) of the guest's passed-through PCI devices."""
+        out = []
+        for hd in self.tree.findall("devices/hostdev[@type='pci']"):
+            addr = hd.find("source/address")
+            if addr is not None:
+                out.append(pci_bdf(addr))
+        return out
+
+    @cached_property
+    def has_hostdev(self) -> bool:
+        return self.tree.find("devices/hostdev") is not None
+
+    def precompute(self) -> None:
+        """Fill the shared views so `release()` can drop the tree without later re-parsing."""
+        for name in ("domain_type", "memory_kib", "current_memory_kib", "vcpus", "labels", "os_id",
+                     "hostdev_pci", "has_hostdev"):
+            getattr(self, name)
+
+
+def _kib(node: ET.Element | None) -> int:
+    if node is None or not (node.text or "").strip():
+        return 0
+    value = int(node.text.strip())
+    unit = (node.get("unit") or "KiB").lower()
+    factor = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024, "m": 1024,
+              "mib": 1024, "mb": 1000 ** 2 / 1024, "g": 1024 ** 2, "gib": 1024 ** 2,
+              "gb": 1000 ** 3 / 1024, "t": 1024 ** 3, "tib": 1024 ** 3, "tb": 1000 ** 4 / 1024}
+    return int(value * factor.get(unit, 1))
+
+
+def pci_bdf(addr: ET.Element) -> str:
+    """`<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>` -> '0000:01:00.0'."""
+    def num(attr: str) -> int:
+        return int(addr.get(attr, "0"), 0)
+    return f"{num('domain'):04x}:{num('bus'):02x}:{num('slot'):02x}.{num('function'):x}"
+
+
+def iter_markers(value: Any, path: str = "") -> Iterator[tuple[str, str, str]]:
+    """Yield (path, kind, reason) for every marker inside a source value."""
+    if is_marker(value):
+        kind = "unavailable" if "unavailable" in value else "not_collected"
+        yield path, kind, value[kind]
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from iter_markers(v, f"{path}.{k}" if path else str(k))

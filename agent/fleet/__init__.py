@@ -1,0 +1,1 @@
+"""Central collection over SSH (vmaudit collect) and the fleet checks."""

@@ -1,0 +1,261 @@
+"""The policy file (TOML): thresholds, allowlists, zones, waivers. Strict: unknown keys and wrong types
+are errors naming the file and line, never silently ignored (CONTRACT.md, Policy)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # RHEL 9 ships Python 3.9
+    import tomli as tomllib
+
+DEFAULT_PATH = "/etc/vmaudit/policy.toml"
+
+
+class PolicyError(ValueError):
+    """A policy, inventory or snapshot that cannot be used; str() is the one-line message for the user."""
+
+
+# Section -> key -> (type or tuple of types, default). A list type is written [type].
+_NUM = (int, float)
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "host": {
+        "zone": (str, None),
+        "migration_peers": ([str], None),      # None: peers not declared
+        "allow_nested": (bool, False),
+    },
+    "zones": {"networks": (dict, {})},         # network / bridge / direct dev / "vlan:<id>" -> zone
+    "limits": {
+        "max_running_guests": (int, 20),
+        "cpu_overcommit": (_NUM, 4.0),
+        "host_memory_reserve": ((str, int), "10%"),   # "10%", "4GiB" or a number of MiB
+        "host_memory_reserve_min": ((str, int), "2GiB"),
+        "max_services": (int, None),            # None: no limit
+    },
+    "patch": {"warn_days": (int, 14), "fail_days": (int, 30)},
+    "services": {"allow": ([str], []), "monitoring_agent": (str, None)},
+    "admins": {"max": (int, 3), "allow": ([str], None)},
+    "inventory": {"path": (str, None)},
+    "guests": {
+        "eol_os": ([str], None),                # None: the built-in list (checks/eol_os.toml)
+        "idle_days": (int, 90),
+        "never_started_days": (int, 30),
+    },
+    "snapshots": {"max_age_days": (int, 30), "max_count": (int, 3)},
+    "saved_state": {"max_age_days": (int, 30)},
+    "agent": {"interval": ((str, int), "1d"), "history_days": (int, 90), "state_dir": (str, None)},
+    "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300)},
+}
+WAIVER_KEYS = {"check": str, "resource": str, "reason": str, "expires": date, "ticket": str}
+
+
+@dataclass(frozen=True)
+class Waiver:
+    check: str
+    resource: str
+    reason: str
+    expires: date
+    ticket: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {"check": self.check, "resource": self.resource, "reason": self.reason,
+               "expires": self.expires.isoformat()}
+        if self.ticket:
+            out["ticket"] = self.ticket
+        return out
+
+
+@dataclass
+class Policy:
+    source: str = "builtin"
+    sha256: str = ""
+    values: dict = field(default_factory=dict)
+    waivers: list[Waiver] = field(default_factory=list)
+    inventory: Any = None  # vmaudit.inventory.Inventory when [inventory] path is set
+
+    def get(self, section: str, key: str) -> Any:
+        """The policy's value, else the default from SCHEMA."""
+        sect = self.values.get(section, {})
+        if key in sect:
+            return sect[key]
+        return SCHEMA[section][key][1]
+
+    def is_set(self, section: str, key: str) -> bool:
+        return key in self.values.get(section, {})
+
+    @property
+    def zone(self) -> str | None:
+        return self.get("host", "zone")
+
+
+def _line_of(text: str, section: str | None, key: str) -> int | None:
+    """Best-effort line number of `key` (inside [section]) for error messages."""
+    lines = text.splitlines()
+    in_section = section is None
+    key_re = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=')
+    for no, line in enumerate(lines, 1):
+        header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        if header:
+            name = header.group(1).strip()
+            in_section = section is None or name == section or name.startswith(section + ".")
+            if section is not None and name == f"{section}.{key}":
+                return no
+            continue
+        if in_section and key_re.match(line):
+            return no
+    return None
+
+
+def _type_ok(value: Any, kind: Any) -> bool:
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(_type_ok(v, kind[0]) for v in value)
+    if kind is int or kind == (int,):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(kind, tuple):
+        return any(_type_ok(value, k) for k in kind)
+    if kind in (float, str, bool, dict, date):
+        if kind is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, kind)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if isinstance(kind, list):
+        return f"a list of {_type_name(kind[0])}"
+    if isinstance(kind, tuple):
+        return " or ".join(_type_name(k) for k in kind)
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a table",
+            date: "a date (YYYY-MM-DD)"}.get(kind, str(kind))
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    def fail(msg: str, section: str | None = None, key: str | None = None) -> PolicyError:
+        line = _line_of(text, section, key) if key else None
+        where = f"{source}, line {line}" if line else source
+        return PolicyError(f"{where}: {msg}")
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: invalid TOML: {exc}") from None
+
+    values: dict[str, dict] = {}
+    waivers: list[Waiver] = []
+    for section, body in data.items():
+        if section == "waivers":
+            if not isinstance(body, list):
+                raise fail("'waivers' must be an array of tables ([[waivers]])", None, "waivers")
+            waivers = [_waiver(w, i, fail) for i, w in enumerate(body, 1)]
+            continue
+        if section not in SCHEMA:
+            raise fail(f"unknown section [{section}] (known: {', '.join(sorted(SCHEMA))}, waivers)",
+                       None, section)
+        if not isinstance(body, dict):
+            raise fail(f"'{section}' must be a table", None, section)
+        for key, value in body.items():
+            if key not in SCHEMA[section]:
+                raise fail(f"unknown key '{key}' in [{section}] (known: {', '.join(SCHEMA[section])})",
+                           section, key)
+            kind = SCHEMA[section][key][0]
+            if not _type_ok(value, kind):
+                raise fail(f"[{section}] {key} must be {_type_name(kind)}, not {value!r}", section, key)
+        values[section] = dict(body)
+
+    zmap = values.get("zones", {}).get("networks", {})
+    for k, v in zmap.items():
+        if not isinstance(v, str):
+            raise fail(f"[zones.networks] {k!r} must map to a zone name (a string)", "zones.networks", k)
+    for key in ("host_memory_reserve", "host_memory_reserve_min"):
+        if key in values.get("limits", {}):
+            try:
+                parse_size(values["limits"][key], total_mib=1)
+            except ValueError as exc:
+                raise fail(f"[limits] {key}: {exc}", "limits", key) from None
+    if "interval" in values.get("agent", {}):
+        try:
+            parse_interval(values["agent"]["interval"])
+        except ValueError as exc:
+            raise fail(f"[agent] interval: {exc}", "agent", "interval") from None
+
+    return Policy(source=source, sha256=hashlib.sha256(text.encode()).hexdigest(), values=values,
+                  waivers=waivers)
+
+
+def _waiver(w: Any, index: int, fail: Any) -> Waiver:
+    if not isinstance(w, dict):
+        raise fail(f"waiver #{index} must be a table", None, "waivers")
+    for key in w:
+        if key not in WAIVER_KEYS:
+            raise fail(f"waiver #{index}: unknown key '{key}' (known: {', '.join(WAIVER_KEYS)})",
+                       "waivers", key)
+    for key in ("check", "reason", "expires"):
+        if key not in w or (isinstance(w[key], str) and not w[key].strip()):
+            raise fail(f"waiver #{index} needs '{key}' (waivers need check, reason and expires)",
+                       "waivers", "check")
+    for key, kind in WAIVER_KEYS.items():
+        # A TOML datetime is a date subclass in Python: waivers expire on a day, so refuse it.
+        if key in w and (not isinstance(w[key], kind) or (kind is date and isinstance(w[key], datetime))):
+            raise fail(f"waiver #{index}: '{key}' must be {_type_name(kind)}, not {w[key]!r}", "waivers", key)
+    return Waiver(check=w["check"], resource=w.get("resource", "*"), reason=w["reason"],
+                  expires=w["expires"], ticket=w.get("ticket"))
+
+
+
+def parse_size(value: Any, total_mib: float) -> float:
+    """'10%' of total, '4GiB', '512MiB', or an int of MiB -> MiB."""
+    if isinstance(value, int):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]i?B?|)\s*", str(value), re.I)
+    if not m:
+        raise ValueError(f"{value!r} is not a size like '10%', '4GiB' or '512MiB'")
+    num, unit = float(m.group(1)), m.group(2).upper()
+    if unit == "%":
+        return total_mib * num / 100
+    scale = {"": 1, "M": 1, "MB": 1, "MIB": 1, "G": 1024, "GB": 1024, "GIB": 1024, "T": 1024 ** 2,
+             "TB": 1024 ** 2, "TIB": 1024 ** 2, "K": 1 / 1024, "KB": 1 / 1024, "KIB": 1 / 1024}
+    return num * scale[unit]
+
+
+def parse_interval(value: Any) -> int:
+    """'30m', '6h', '1d', '90s' or a number of seconds -> seconds."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def load_policy(path: str | None) -> Policy:
+    """Load the policy from `path`, or the default location when present, else built-in defaults.
+
+    Also loads the inventory it names. Raises PolicyError with a one-line message.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_PATH
+    p = Path(path)
+    if not explicit and not p.exists():
+        return Policy()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+    policy = parse_policy(text, str(p))
+    inv_path = policy.get("inventory", "path")
+    if inv_path:
+        from .inventory import load_inventory
+
+        if not Path(inv_path).is_absolute():
+            inv_path = str(p.parent / inv_path)
+        policy.inventory = load_inventory(inv_path)
+    return policy

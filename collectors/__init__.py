@@ -1,0 +1,184 @@
+"""Collectors: each gathers one named source of facts from libvirt or the host, before any check runs.
+
+A collector is a function `(ctx: Context) -> JSON-serialisable value`, registered with `@collector`.
+It never raises for evidence it cannot get: it returns `unavailable(reason)` (or lets an OSError /
+libvirt error escape, which `collect()` records the same way). `live=True` collectors read the running
+system (processes, sockets, units) and are recorded `not_collected` when auditing a `--root` other
+than `/`. Modules in this package register themselves when imported; `collect()` imports them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from vmaudit import __version__
+from vmaudit.facts import SCHEMA, not_collected, unavailable
+
+
+@dataclass(frozen=True)
+class Collector:
+    name: str
+    func: Callable[[Context], Any]
+    live: bool = False
+
+
+COLLECTORS: dict[str, Collector] = {}
+
+
+def collector(name: str, *, live: bool = False) -> Callable:
+    def register(func: Callable) -> Callable:
+        if name in COLLECTORS and COLLECTORS[name].func.__qualname__ != func.__qualname__:
+            raise ValueError(f"collector {name} registered twice")
+        COLLECTORS[name] = Collector(name, func, live)
+        return func
+    return register
+
+
+class Absent:
+    """Returned by Context.read() for a file that does not exist (often meaningful: defaults apply)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = Absent()
+
+
+@dataclass
+class Context:
+    """Where and how to collect: the audited root, whether the system is live, the libvirt URI."""
+
+    root: Path = Path("/")
+    uri: str = "qemu:///system"
+    live: bool = True
+    _conn: Any = field(default=None, repr=False)
+    _conn_error: str | None = field(default=None, repr=False)
+
+    def path(self, path: str) -> Path:
+        """`path` (absolute, as on the audited host) under the audited root."""
+        return self.root / path.lstrip("/") if str(self.root) != "/" else Path(path)
+
+    def read(self, path: str, *, binary: bool = False) -> Any:
+        """The file's text; ABSENT if it does not exist; raises OSError for any other failure."""
+        p = self.path(path)
+        try:
+            return p.read_bytes() if binary else p.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ABSENT
+        except NotADirectoryError:
+            return ABSENT
+
+    def read_fact(self, path: str, absent: Any = None) -> Any:
+        """Like read(), but a read failure becomes an `unavailable` marker naming the file."""
+        try:
+            text = self.read(path)
+        except OSError as exc:
+            return unavailable(f"cannot read {path}: {exc.strerror or exc}")
+        if text is ABSENT:
+            return absent
+        return text
+
+    def listdir(self, path: str) -> list[str] | Absent:
+        try:
+            return sorted(os.listdir(self.path(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return ABSENT
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(self.path(path))
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return self.path(path).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def libvirt(self) -> Any:
+        """The read-only libvirt connection, opened once; raises ConnectionError with the reason."""
+        if self._conn is None and self._conn_error is None:
+            try:
+                import libvirt
+            except ImportError as exc:
+                self._conn_error = f"the libvirt Python binding is not installed ({exc})"
+            else:
+                libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # no stderr noise
+                try:
+                    self._conn = libvirt.openReadOnly(self.uri)
+                except libvirt.libvirtError as exc:
+                    self._conn_error = f"cannot connect to {self.uri}: {exc.get_error_message() or exc}"
+        if self._conn is None:
+            raise ConnectionError(self._conn_error)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+
+def load_collectors() -> dict[str, Collector]:
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return dict(sorted(COLLECTORS.items()))
+
+
+def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror or exc}"
+    if type(exc).__name__ == "libvirtError":
+        return f"libvirt: {exc.get_error_message() if hasattr(exc, 'get_error_message') else exc}"
+    if isinstance(exc, ConnectionError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def collect(ctx: Context, only: list[str] | None = None) -> dict:
+    """Run every collector and return one facts snapshot (see vmaudit.facts)."""
+    collectors = load_collectors()
+    started = time.time()
+    sources: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name, col in collectors.items():
+        if only is not None and name not in only:
+            continue
+        t0 = time.perf_counter()
+        if col.live and not ctx.live:
+            sources[name] = not_collected(f"live fact, not collected when auditing root {ctx.root}")
+        else:
+            try:
+                sources[name] = col.func(ctx)
+            except Exception as exc:  # recorded as missing evidence; the audit goes on
+                sources[name] = unavailable(_error_reason(exc))
+        timings[name] = round(time.perf_counter() - t0, 4)
+    ctx.close()
+    try:
+        hostname = sources.get("libvirt", {}).get("hostname") if isinstance(sources.get("libvirt"), dict) else None
+    except AttributeError:
+        hostname = None
+    if not ctx.live:
+        text = ctx.read_fact("/etc/hostname")
+        hostname = text.strip() if isinstance(text, str) and text.strip() else hostname
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "vmaudit", "version": __version__},
+        "collected_at": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": {"hostname": (hostname if not ctx.live else socket.gethostname()) or "unknown",
+                 "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri},
+        "sources": sources,
+        "timings": timings,
+    }

@@ -1,0 +1,125 @@
+"""Facts from libvirt, over a read-only connection: capabilities, node info, every defined guest
+(running or not) with its XML, state, persistence, autostart, managed-save image and snapshots,
+storage pools with their volumes, and networks."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from vmaudit.facts import unavailable
+
+from . import Context, collector
+
+STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
+          6: "crashed", 7: "pmsuspended"}
+
+
+def _try(call: Any, *args: Any) -> Any:
+    """A libvirt call whose failure is recorded for this item only."""
+    try:
+        return call(*args)
+    except Exception as exc:  # libvirt.libvirtError, or unsupported by the driver
+        msg = exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
+        return unavailable(f"libvirt: {msg}")
+
+
+def _snapshots(dom: Any) -> Any:
+    snaps = _try(dom.listAllSnapshots)
+    if isinstance(snaps, dict):
+        return snaps
+    out = []
+    for snap in snaps:
+        xml = _try(snap.getXMLDesc)
+        if isinstance(xml, dict):
+            out.append({"name": snap.getName(), "xml_error": xml["unavailable"]})
+            continue
+        root = ET.fromstring(xml)
+        ctime = root.findtext("creationTime")
+        memory = root.find("memory")
+        out.append({
+            "name": snap.getName(),
+            "creation_time": int(ctime) if ctime and ctime.strip().isdigit() else None,
+            "state": root.findtext("state"),
+            # an internal or external memory image means a rollback restores running RAM too
+            "memory": memory is not None and memory.get("snapshot", "no") != "no",
+        })
+    return out
+
+
+def _domain(dom: Any) -> dict:
+    state = _try(dom.state)
+    record = {
+        "name": dom.name(),
+        "uuid": dom.UUIDString(),
+        "id": dom.ID(),
+        "state": STATES.get(state[0], str(state[0])) if isinstance(state, list) else "unknown",
+        "persistent": _try(lambda: bool(dom.isPersistent())),
+        "autostart": _try(lambda: bool(dom.autostart())),
+        "managed_save": _try(lambda: bool(dom.hasManagedSaveImage(0))),
+        # flags=0: the live XML for a running guest (its dynamic seclabel included), else the config
+        "xml": _try(dom.XMLDesc, 0),
+        "snapshots": _snapshots(dom),
+    }
+    if isinstance(state, dict):
+        record["state_error"] = state["unavailable"]
+    return record
+
+
+def _pools(conn: Any) -> Any:
+    pools = _try(conn.listAllStoragePools)
+    if isinstance(pools, dict):
+        return pools
+    out = []
+    for pool in pools:
+        entry: dict = {"name": pool.name(), "active": bool(pool.isActive())}
+        xml = _try(pool.XMLDesc, 0)
+        if isinstance(xml, str):
+            root = ET.fromstring(xml)
+            entry["type"] = root.get("type")
+            entry["target"] = root.findtext("target/path")
+        if entry["active"]:
+            vols = _try(pool.listAllVolumes)
+            if isinstance(vols, dict):
+                entry["volumes"] = vols
+            else:
+                entry["volumes"] = [_volume(v) for v in vols]
+        out.append(entry)
+    return out
+
+
+def _volume(vol: Any) -> dict:
+    entry: dict = {"name": vol.name(), "path": _try(vol.path)}
+    xml = _try(vol.XMLDesc, 0)
+    if isinstance(xml, str):
+        root = ET.fromstring(xml)
+        entry["format"] = root.find("target/format").get("type") if root.find("target/format") is not None else None
+        entry["backing"] = root.findtext("backingStore/path")
+    return entry
+
+
+def _networks(conn: Any) -> Any:
+    nets = _try(conn.listAllNetworks)
+    if isinstance(nets, dict):
+        return nets
+    return [{"name": n.name(), "active": bool(n.isActive()), "xml": _try(n.XMLDesc, 0)} for n in nets]
+
+
+@collector("libvirt")
+def collect_libvirt(ctx: Context) -> dict:
+    conn = ctx.libvirt()
+    info = _try(conn.getInfo)
+    return {
+        "uri": conn.getURI(),
+        "hostname": _try(conn.getHostname),
+        "lib_version": _try(conn.getLibVersion),
+        "hv_version": _try(conn.getVersion),
+        "hv_type": _try(conn.getType),
+        "capabilities": _try(conn.getCapabilities),
+        "nodeinfo": ({"model": info[0], "memory_mib": info[1], "cpus": info[2], "mhz": info[3],
+                      "numa_nodes": info[4], "sockets": info[5], "cores": info[6], "threads": info[7]}
+                     if isinstance(info, list) else info),
+        "domains": [_domain(d) for d in conn.listAllDomains(0)],
+        "pools": _pools(conn),
+        "networks": _networks(conn),
+    }
