@@ -1,0 +1,124 @@
+"""libvirt's configuration as files under the audited root: the daemons' and QEMU driver's config
+files, the daemons' environment files, and libvirt's systemd socket units (enabled, and their modes).
+
+Sources:
+  libvirt_config  {"qemu.conf": {"path", "present", "values"}, "libvirtd.conf": ..., ...}
+  daemon_env      {"/etc/default/libvirtd": {"present", "values"}, ...}
+  systemd_units   {"enabled": [unit, ...], "sockets": {unit: {"path", "SocketMode", "SocketGroup",
+                   "ListenStream": [...], ...}}}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from vmaudit.confparse import ConfSyntaxError, parse_env_file, parse_libvirt_conf
+from vmaudit.facts import unavailable
+
+from . import ABSENT, Context, collector
+
+CONF_FILES = ("qemu.conf", "libvirtd.conf", "virtqemud.conf", "virtproxyd.conf")
+ENV_FILES = tuple(f"/etc/{d}/{n}" for d in ("default", "sysconfig")
+                  for n in ("libvirtd", "virtqemud", "virtproxyd"))
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")  # first wins
+SOCKET_UNITS = ("libvirtd*.socket", "virtqemud*.socket", "virtproxyd*.socket")
+
+
+def _parsed(ctx: Context, path: str, parse) -> dict:
+    try:
+        text = ctx.read(path)
+    except OSError as exc:
+        return unavailable(f"cannot read {path}: {exc.strerror or exc}")
+    if text is ABSENT:
+        return {"path": path, "present": False, "values": {}}
+    try:
+        return {"path": path, "present": True, "values": parse(text)}
+    except ConfSyntaxError as exc:
+        return unavailable(f"{path}: {exc}")
+
+
+@collector("libvirt_config")
+def collect_libvirt_config(ctx: Context) -> dict:
+    return {name: _parsed(ctx, f"/etc/libvirt/{name}", parse_libvirt_conf) for name in CONF_FILES}
+
+
+@collector("daemon_env")
+def collect_daemon_env(ctx: Context) -> dict:
+    return {path: _parsed(ctx, path, parse_env_file) for path in ENV_FILES}
+
+
+def parse_unit(text: str) -> dict:
+    """systemd unit syntax: [Section] Key=Value; repeated keys accumulate, an empty value resets."""
+    out: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = out.setdefault(line[1:-1], {})
+            continue
+        if section is None or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if value == "":
+            section[key] = []
+        else:
+            section.setdefault(key, []).append(value)
+    return out
+
+
+def _merge(base: dict, drop_in: dict) -> None:
+    for sect, keys in drop_in.items():
+        target = base.setdefault(sect, {})
+        for key, values in keys.items():
+            if not values:
+                target[key] = []
+            elif key in ("ListenStream", "ListenDatagram"):
+                target.setdefault(key, []).extend(values)
+            else:
+                target[key] = values
+
+
+@collector("systemd_units")
+def collect_systemd_units(ctx: Context) -> dict:
+    enabled: set[str] = set()
+    etc = "/etc/systemd/system"
+    for entry in ctx.listdir(etc) or []:
+        if entry.endswith((".wants", ".requires")):
+            enabled.update(u for u in ctx.listdir(f"{etc}/{entry}") or [] if not u.startswith("."))
+    sockets: dict[str, dict] = {}
+    for unit_dir in UNIT_DIRS:
+        for name in ctx.listdir(unit_dir) or []:
+            if name in sockets or not any(fnmatch.fnmatch(name, p) for p in SOCKET_UNITS):
+                continue
+            path = f"{unit_dir}/{name}"
+            try:
+                text = ctx.read(path)
+            except OSError as exc:
+                sockets[name] = unavailable(f"cannot read {path}: {exc.strerror or exc}")
+                continue
+            if text is ABSENT:  # a dangling link, e.g. masked to /dev/null under another root
+                continue
+            unit = parse_unit(text)
+            drop_ins = []
+            for d in UNIT_DIRS:
+                for conf in ctx.listdir(f"{d}/{name}.d") or []:
+                    if conf.endswith(".conf"):
+                        drop_ins.append((conf, f"{d}/{name}.d/{conf}"))
+            seen = set()
+            for conf, dpath in sorted(drop_ins):  # same name: the earlier directory wins
+                if conf in seen:
+                    continue
+                seen.add(conf)
+                dtext = ctx.read(dpath)
+                if dtext is not ABSENT:
+                    _merge(unit, parse_unit(dtext))
+            sock = unit.get("Socket", {})
+            sockets[name] = {"path": path, "drop_ins": [p for _, p in sorted(drop_ins)],
+                             "SocketMode": (sock.get("SocketMode") or [None])[-1],
+                             "SocketUser": (sock.get("SocketUser") or [None])[-1],
+                             "SocketGroup": (sock.get("SocketGroup") or [None])[-1],
+                             "ListenStream": sock.get("ListenStream", [])}
+    return {"enabled": sorted(enabled), "sockets": sockets}
