@@ -23,14 +23,16 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] | None = None) -> dict:
+def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] | None = None,
+                  online: bool = False) -> dict:
     """Collect a snapshot of the host under `root`. Live facts only when root is '/'."""
     from vmaudit.collectors import Context, collect
 
     root_path = Path(root)
     if not root_path.is_dir():
         raise PolicyError(f"{root}: --root is not a directory")
-    ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"))
+    ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"),
+                  online=online)
     return collect(ctx, only=only)
 
 

@@ -62,6 +62,7 @@ class Context:
     root: Path = Path("/")
     uri: str = "qemu:///system"
     live: bool = True
+    online: bool = False  # --online: collectors may ask the package manager (slow, may use the network)
     _conn: Any = field(default=None, repr=False)
     _conn_error: str | None = field(default=None, repr=False)
 

@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
     if args.facts:
         facts = load_snapshot(args.facts)
     else:
-        facts = collect_facts(root=args.root, uri=args.connect)
+        facts = collect_facts(root=args.root, uri=args.connect, online=args.online)
         libvirt = facts["sources"].get("libvirt")
         if isinstance(libvirt, dict) and "unavailable" in libvirt:
             log.warning("libvirt could not be reached (%s); its checks are reported as errors",
