@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
 HOSTS = FIXTURES / "hosts"
 LIBVIRT = FIXTURES / "libvirt"
+sys.path.insert(0, str(TESTS))  # tests/realenv.py
 
 # In CI real parts (libvirtd, sshd, chromium) must be there: a missing one fails instead of skipping.
 REQUIRE_REAL = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
@@ -53,9 +55,16 @@ def audit(root: str | Path = "empty", uri: str | None = None, policy: Policy | s
     return build_report(facts, policy)
 
 
+# (check_id, status) of every finding a test looked at through findings()/one(): the session hook
+# below holds the catalogue to it (every check is made to fail, or warn, by some test).
+OBSERVED: set[tuple[str, str]] = set()
+
+
 def findings(report: dict, check_id: str, resource: str | None = None) -> list[dict]:
-    return [f for f in report["findings"]
-            if f["check_id"] == check_id and (resource is None or f["resource"] == resource)]
+    found = [f for f in report["findings"]
+             if f["check_id"] == check_id and (resource is None or f["resource"] == resource)]
+    OBSERVED.update((f["check_id"], f["status"]) for f in found)
+    return found
 
 
 def one(report: dict, check_id: str, resource: str = "host") -> dict:
@@ -81,3 +90,33 @@ def tmp_policy(tmp_path):
         p.write_text(text)
         return p
     return write
+
+
+@pytest.fixture(scope="session")
+def real_libvirtd():
+    """A real libvirtd on qemu:///system with the e2e guests of tests/realenv.py; yields the URI."""
+    import realenv
+
+    reason = realenv.available()
+    if reason:
+        if REQUIRE_REAL:
+            pytest.fail(f"real libvirtd required in CI: {reason}")
+        pytest.skip(reason)
+    realenv.setup()
+    yield realenv.URI
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With the whole suite run, every host check must have been seen failing (or warning)."""
+    if exitstatus != 0 or session.config.option.keyword or session.config.option.markexpr:
+        return
+    args = [str(a) for a in session.config.args]
+    if any(a not in (str(TESTS), "tests", ".") for a in args) or not session.items:
+        return  # a partial run proves nothing about coverage
+    from vmaudit.engine import load_checks
+
+    never = sorted(c.id for c in load_checks().values()
+                   if c.scope != "fleet" and not ({(c.id, "fail"), (c.id, "warn")} & OBSERVED))
+    if never:
+        session.exitstatus = 1
+        print(f"\ncatalogue coverage: no test made these checks fail or warn: {', '.join(never)}")
