@@ -105,7 +105,7 @@ def _line_of(text: str, section: str | None, key: str) -> int | None:
         if header:
             name = header.group(1).strip()
             in_section = section is None or name == section or name.startswith(section + ".")
-            if section is not None and name == f"{section}.{key}":
+            if name == (key if section is None else f"{section}.{key}"):
                 return no
             continue
         if in_section and key_re.match(line):

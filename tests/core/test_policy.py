@@ -1,0 +1,107 @@
+"""The policy file: strict TOML, errors that name the file and line, waivers, defaults."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from vmaudit.policy import Policy, PolicyError, load_policy, parse_interval, parse_policy, parse_size
+
+FULL = """
+[host]
+zone = "dmz"                       # the one zone this host may serve
+migration_peers = ["hv02", "hv03"]
+
+[zones.networks]
+"br-dmz" = "dmz"
+"vlan:20" = "internal"
+
+[limits]
+max_running_guests = 20
+cpu_overcommit = 4.0
+host_memory_reserve = "10%"
+
+[patch]
+warn_days = 14
+fail_days = 30
+
+[services]
+allow = ["node_exporter"]
+
+[admins]
+max = 3
+allow = ["alice", "bob"]
+
+[[waivers]]
+check = "M2-IOMMU"
+resource = "host"
+reason = "lab host without VT-d"
+expires = 2027-01-31
+ticket = "SEC-1234"
+"""
+
+
+def test_contract_example_parses():
+    p = parse_policy(FULL, "policy.toml")
+    assert p.zone == "dmz"
+    assert p.get("host", "migration_peers") == ["hv02", "hv03"]
+    assert p.get("zones", "networks") == {"br-dmz": "dmz", "vlan:20": "internal"}
+    assert p.get("limits", "cpu_overcommit") == 4.0
+    assert p.waivers[0].expires == date(2027, 1, 31) and p.waivers[0].ticket == "SEC-1234"
+    assert len(p.sha256) == 64
+
+
+def test_defaults_when_unset():
+    p = Policy()
+    assert p.get("limits", "max_running_guests") == 20
+    assert p.get("patch", "fail_days") == 30
+    assert p.get("admins", "max") == 3
+    assert p.zone is None
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("[host]\nzone = dmz\n", "line 2", "invalid TOML"),
+    ("[limits]\nmax_running_guests = 20\nmax_guests = 4\n", "line 3", "unknown key 'max_guests' in [limits]"),
+    ("[nosuch]\na = 1\n", "line 1", "unknown section [nosuch]"),
+    ("\n[limits]\nmax_running_guests = \"many\"\n", "line 3", "must be an integer"),
+    ("[admins]\nallow = \"alice\"\n", "line 2", "must be a list of a string"),
+    ("[limits]\nhost_memory_reserve = \"lots\"\n", "line 2", "not a size"),
+    ("[[waivers]]\ncheck = \"M2-IOMMU\"\nexpires = 2027-01-01\n", "line 2", "needs 'reason'"),
+    ("[[waivers]]\ncheck = \"M2-IOMMU\"\nreason = \"x\"\n", "line 2", "needs 'expires'"),
+    ("[[waivers]]\ncheck = \"M2-IOMMU\"\nreason = \"x\"\nexpires = \"soon\"\n", "line 4", "must be a date"),
+    ("[[waivers]]\ncheck = \"M2-IOMMU\"\nreason = \"x\"\nexpires = 2027-01-01\nowner = \"me\"\n",
+     "line 5", "unknown key 'owner'"),
+])
+def test_bad_policies_name_file_and_line(text, where, words):
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, "/etc/vmaudit/policy.toml")
+    msg = str(err.value)
+    assert msg.startswith("/etc/vmaudit/policy.toml") and where in msg and words in msg, msg
+    assert "\n" not in msg
+
+
+def test_datetime_expiry_is_refused():
+    with pytest.raises(PolicyError, match="must be a date"):
+        parse_policy('[[waivers]]\ncheck="X"\nreason="r"\nexpires=2027-01-01T10:00:00\n', "p.toml")
+
+
+def test_load_policy_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(PolicyError, match="nope.toml: cannot read policy"):
+        load_policy(str(tmp_path / "nope.toml"))
+
+
+def test_load_policy_resolves_relative_inventory(tmp_path):
+    (tmp_path / "inv.csv").write_text("uuid,name,zone\n11111111-2222-3333-4444-555555555555,web01,dmz\n")
+    (tmp_path / "policy.toml").write_text('[inventory]\npath = "inv.csv"\n')
+    p = load_policy(str(tmp_path / "policy.toml"))
+    assert p.inventory.labels_for("11111111-2222-3333-4444-555555555555") == {"zone": "dmz"}
+
+
+def test_sizes_and_intervals():
+    assert parse_size("10%", total_mib=2048) == pytest.approx(204.8)
+    assert parse_size("2GiB", total_mib=1) == 2048
+    assert parse_size(512, total_mib=1) == 512
+    assert parse_interval("6h") == 21600 and parse_interval("1d") == 86400 and parse_interval(90) == 90
+    with pytest.raises(ValueError):
+        parse_interval("0m")
