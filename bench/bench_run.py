@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark `vmaudit run` against a floor, on libvirt test-driver hosts of N guests.
+
+For each size it builds a node XML of N realistic guests (disks, NICs, graphics, channels, vmaudit
+metadata; a tenth shut off), then runs, one after the other in this same run:
+  vmaudit  `python -m vmaudit run --connect test:///node.xml --root <empty> --format json` (whole process)
+  floor    a bare Python process that opens the same URI read-only, lists every guest and fetches and
+           parses its XML, nothing else
+and prints wall time, CPU time (user+sys) and peak RSS of each, and the ratios vmaudit/floor.
+
+    .venv/bin/python bench/bench_run.py            # 1,000 and 10,000 guests
+    .venv/bin/python bench/bench_run.py 500 2000   # other sizes
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EMPTY_ROOT = REPO / "tests/fixtures/hosts/empty"
+
+FLOOR = r"""
+import sys, xml.etree.ElementTree as ET, libvirt
+libvirt.registerErrorHandler(lambda *a: None, None)
+conn = libvirt.openReadOnly(sys.argv[1])
+n = 0
+for dom in conn.listAllDomains(0):
+    ET.fromstring(dom.XMLDesc(0))
+    n += 1
+print(n)
+"""
+
+GUEST = """  <domain type='{dtype}'>
+    <name>bench-{i:05d}</name>
+    <uuid>6b0e6f9a-0000-4000-8000-{i:012d}</uuid>
+    <metadata>
+      <vm:guest xmlns:vm="urn:vmaudit:guest:1"><vm:zone>{zone}</vm:zone><vm:service>svc{svc}</vm:service>
+        <vm:owner>team{svc}</vm:owner><vm:redundancy>grp{grp}</vm:redundancy></vm:guest>
+      <libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0">
+        <libosinfo:os id="http://debian.org/debian/12"/></libosinfo:libosinfo>
+    </metadata>
+    <memory unit='KiB'>2097152</memory>
+    <currentMemory unit='KiB'>2097152</currentMemory>
+    <vcpu placement='static'>2</vcpu>
+    <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>
+    <features><acpi/><apic/></features>
+    <cpu mode='host-model' check='partial'/>
+    <clock offset='utc'><timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='delay'/></clock>
+    <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+    <devices>
+      <emulator>/usr/bin/qemu-system-x86_64</emulator>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='qcow2' discard='unmap'/>
+        <source file='/var/lib/libvirt/images/bench-{i:05d}.qcow2'/>
+        <target dev='vda' bus='virtio'/>
+      </disk>
+      <disk type='file' device='cdrom'>
+        <driver name='qemu' type='raw'/>
+        <target dev='sda' bus='sata'/>
+        <readonly/>
+      </disk>
+      <controller type='usb' model='qemu-xhci' ports='15'/>
+      <controller type='pci' model='pcie-root'/>
+      <interface type='bridge'>
+        <mac address='52:54:00:{m1:02x}:{m2:02x}:{m3:02x}'/>
+        <source bridge='br-{zone}'/>
+        <model type='virtio'/>
+      </interface>
+      <serial type='pty'><target type='isa-serial' port='0'><model name='isa-serial'/></target></serial>
+      <console type='pty'><target type='serial' port='0'/></console>
+      <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+      <input type='tablet' bus='usb'/>
+      <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'><listen type='address' address='127.0.0.1'/></graphics>
+      <video><model type='virtio' heads='1' primary='yes'/></video>
+      <memballoon model='none'/>
+      <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    </devices>
+    {runstate}
+  </domain>
+"""
+
+
+def node_xml(n: int) -> str:
+    parts = ["<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>",
+             "<cpu><mhz>2400</mhz><model>x86_64</model><active>64</active><nodes>2</nodes><sockets>2</sockets>"
+             "<cores>16</cores><threads>2</threads></cpu>",
+             f"<memory>{max(n * 2 * 1024 * 1024 // 4, 64 * 1024 * 1024)}</memory>"]
+    for i in range(n):
+        parts.append(GUEST.format(
+            i=i, dtype="kvm" if i % 50 else "qemu", zone="dmz" if i % 7 else "internal", svc=i % 40,
+            grp=i // 2, m1=(i >> 16) & 255, m2=(i >> 8) & 255, m3=i & 255,
+            runstate="<test:runstate>5</test:runstate>" if i % 10 == 0 else ""))
+    parts.append("</node>")
+    return "\n".join(parts)
+
+
+def measure(argv: list[str]) -> dict:
+    """Run a command to completion; wall time, CPU time and peak RSS of that process alone."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_chunks = []
+    # drain stdout while it runs (reports can be large)
+    for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+        out_chunks.append(len(chunk))
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1, 3):
+        raise SystemExit(f"{argv[:4]} exited {code}: {err[-2000:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
+            "out_bytes": sum(out_chunks)}
+
+
+def main(sizes: list[int]) -> None:
+    py = sys.executable
+    print(f"{'guests':>7} {'what':<8} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'report MiB':>10}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vmaudit-bench-") as tmp:
+        for n in sizes:
+            node = Path(tmp) / f"node-{n}.xml"
+            node.write_text(node_xml(n))
+            uri = f"test://{node}"
+            vm = measure([py, "-m", "vmaudit", "run", "--connect", uri, "--root", str(EMPTY_ROOT),
+                          "--format", "json"])
+            floor = measure([py, "-c", FLOOR, uri])
+            for name, r in (("vmaudit", vm), ("floor", floor)):
+                print(f"{n:>7} {name:<8} {r['wall']:>8.2f} {r['cpu']:>8.2f} {r['rss_mib']:>9.1f} "
+                      f"{r['out_bytes'] / 2**20:>10.1f}")
+            ratios = (vm["wall"] / floor["wall"], vm["cpu"] / floor["cpu"], vm["rss_mib"] / floor["rss_mib"])
+            print(f"{n:>7} {'ratio':<8} {ratios[0]:>8.2f} {ratios[1]:>8.2f} {ratios[2]:>9.2f}")
+            rows.append((n, vm, floor))
+    if len(rows) >= 2:
+        (n1, a, _), (n2, b, _) = rows[0], rows[-1]
+        print(f"vmaudit cost per guest: {a['wall'] / n1 * 1000:.2f} ms at {n1}, "
+              f"{b['wall'] / n2 * 1000:.2f} ms at {n2} (linear when these match)")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [1000, 10000])
