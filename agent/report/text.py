@@ -1,33 +1,101 @@
-"""The terminal summary: counts per measure, then one line per finding that is not a pass."""
+"""The terminal report (`--format text`, the default): a header, one summary row per measure with its
+counts and a plain-language verdict, then one line per finding that is not a pass, worst first.
+
+Colour only when the caller says the output is a terminal (`color=True`) and `NO_COLOR` is not set
+(https://no-color.org): piped or written to a file, the report is plain text. Every string that may
+come from a guest (names, metadata, messages quoting them) is stripped of control characters, so a
+guest named with an escape sequence cannot drive the reader's terminal.
+"""
 
 from __future__ import annotations
 
-from vmaudit.engine import MEASURES, SEVERITIES
+import os
+
+from .view import (
+    COUNT_KEYS,
+    MEASURE_TITLES,
+    measure_counts,
+    measures_of,
+    outcome,
+    printable,
+    verdict,
+    worst_first_key,
+)
+
+# SGR codes per outcome; verdict keys reuse them.
+_SGR = {"fail": "1;31", "error": "1;35", "warn": "33", "waived": "36", "skip": "2", "pass": "32",
+        "none": "2", "bold": "1"}
+
+
+def use_color(color: bool) -> bool:
+    return bool(color) and not os.environ.get("NO_COLOR")
 
 
 def render(report: dict, *, color: bool = False) -> str:
-    s = report["summary"]
-    host = report["host"]
-    lines = [f"vmaudit {report['tool']['version']}  host {host['hostname']}  zone {host.get('zone') or '-'}  "
-             f"libvirt {host.get('libvirt_uri')}  root {host.get('root')}",
-             f"policy {report['policy']['source']}", ""]
-    lines.append(f"{'measure':<8}" + "".join(f"{k:>8}" for k in ("pass", "fail", "warn", "error", "skip", "waived")))
-    for m in MEASURES:
-        c = s["by_measure"].get(m, {})
-        lines.append(f"{m:<8}" + "".join(f"{c.get(k, 0):>8}" for k in ("pass", "fail", "warn", "error", "skip", "waived")))
-    lines.append(f"{'total':<8}" + "".join(f"{s.get(k, 0):>8}" for k in ("pass", "fail", "warn", "error", "skip", "waived")))
-    lines.append("")
-    order = {"fail": 0, "error": 1, "warn": 2, "skip": 3}
-    rows = [f for f in report["findings"] if f["status"] != "pass"]
-    rows.sort(key=lambda f: (order.get(f["status"], 9), SEVERITIES.index(f["severity"]), f["check_id"], f["resource"]))
-    for f in rows:
-        tag = "WAIVED" if "waiver" in f else f["status"].upper()
-        lines.append(f"{tag:<6} {f['severity']:<8} {f['check_id']:<24} {f['resource']}: {_oneline(f['message'])}")
-    for e in report.get("collector_errors", []):
-        lines.append(f"not collected: {e['collector']}: {e['reason']}")
+    paint = _painter(use_color(color))
+    host = report.get("host", {})
+    policy = report.get("policy", {})
+    sha = str(policy.get("sha256") or "")
+    lines = [
+        paint("bold", f"vmaudit {printable(report.get('tool', {}).get('version', '?'))} audit of "
+                      f"{printable(host.get('hostname') or '?')}"),
+        f"zone {printable(host.get('zone') or '-')}  libvirt {printable(host.get('libvirt_uri') or '-')}  "
+        f"root {printable(host.get('root') or '/')}",
+        f"started {printable(report.get('started_at', '?'))}  finished {printable(report.get('finished_at', '?'))}",
+        f"policy {printable(policy.get('source', '?'))}" + (f" (sha256 {printable(sha[:12])})" if sha else ""),
+        "",
+    ]
+    width = max(len(MEASURE_TITLES.get(m, m)) for m in measures_of(report)) + 5
+    lines.append(f"{'measure':<{width}}" + "".join(f"{k:>7}" for k in COUNT_KEYS) + "  verdict")
+    total = dict.fromkeys(COUNT_KEYS, 0)
+    for m in measures_of(report):
+        counts = measure_counts(report, m)
+        for k in COUNT_KEYS:
+            total[k] += counts[k]
+        key, sentence = verdict(counts)
+        label = f"{m:<3} {MEASURE_TITLES.get(m, m)}"
+        lines.append(f"{printable(label):<{width}}" + "".join(_count(paint, k, counts[k]) for k in COUNT_KEYS)
+                     + "  " + paint(key, sentence))
+    lines.append(f"{'total':<{width}}" + "".join(_count(paint, k, total[k]) for k in COUNT_KEYS))
+
+    rows = sorted((f for f in report.get("findings", []) if f.get("status") != "pass"), key=worst_first_key)
+    if rows:
+        lines.append("")
+        idw = max(len(str(f.get("check_id", ""))) for f in rows)
+        for f in rows:
+            key = outcome(f)
+            line = (f"{str(f.get('severity', '?')):<8} {printable(f.get('check_id', '?')):<{idw}} "
+                    f"{printable(f.get('resource', '?'))}: {printable(f.get('message', ''))}")
+            waiver = f.get("waiver")
+            if isinstance(waiver, dict):
+                ticket = f", {printable(waiver['ticket'])}" if waiver.get("ticket") else ""
+                line += (f" [waived until {printable(waiver.get('expires', '?'))}{ticket}: "
+                         f"{printable(waiver.get('reason', ''))}]")
+            lines.append(paint(key, f"{key.upper():<6}") + " " + line)
+
+    expired = report.get("expired_waivers") or []
+    if expired:
+        lines.append("")
+        for w in expired:
+            lines.append(paint("warn", "expired waiver") +
+                         f" {printable(w.get('check', '?'))} {printable(w.get('resource', '?'))} "
+                         f"(expired {printable(w.get('expires', '?'))}): {printable(w.get('reason', ''))}")
+    errors = report.get("collector_errors") or []
+    if errors:
+        lines.append("")
+        for e in errors:
+            lines.append(paint("error", "not collected") +
+                         f" {printable(e.get('collector', '?'))}: {printable(e.get('reason', ''))}")
     return "\n".join(lines) + "\n"
 
 
-def _oneline(text: str) -> str:
-    # tenants name guests: keep control characters from reaching the terminal
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
+def _count(paint, key: str, n: int) -> str:
+    cell = f"{n:>7}"
+    # colour a count only where it asks for attention; zeros and passes stay plain
+    return paint(key, cell) if n and key in ("fail", "error", "warn") else cell
+
+
+def _painter(on: bool):
+    if not on:
+        return lambda key, text: text
+    return lambda key, text: f"\x1b[{_SGR.get(key, '0')}m{text}\x1b[0m"
