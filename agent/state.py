@@ -275,8 +275,8 @@ class StateDir:
             except sqlite3.DatabaseError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise StateError(f"cannot record the run in {self.db_path}: {exc}; "
-                                 "the history is unchanged") from None
+                raise StateError(f"cannot record the run in {self.db_path}: {exc}; this run was not "
+                                 "stored, the history and latest.json are unchanged") from None
         finally:
             conn.close()
         run_dir = self.runs_path / _run_dir_name(run_id, report.get("started_at") or _now())
