@@ -12,9 +12,9 @@ import os
 import signal
 import sys
 
-import vmaudit.state as state
 import vmaudit.audit as audit
 import vmaudit.fsutil as fsutil
+import vmaudit.state as state
 
 
 def die() -> None:

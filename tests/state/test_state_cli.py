@@ -9,8 +9,18 @@ import os
 import subprocess
 
 import pytest
-from statehelp import (FIXTURE, OK, VMAUDIT, fill, rows, run_into, small_tmpfs, snapshot, tmp_leftovers,
-                       vmaudit)
+from statehelp import (
+    FIXTURE,
+    OK,
+    VMAUDIT,
+    fill,
+    rows,
+    run_into,
+    small_tmpfs,
+    snapshot,
+    tmp_leftovers,
+    vmaudit,
+)
 
 
 def test_run_with_state_dir_stores_reports_history_and_latest(tmp_path):

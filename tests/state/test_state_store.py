@@ -11,9 +11,8 @@ import sqlite3
 from datetime import datetime, timezone
 
 import pytest
-from conftest import audit
-
 import vmaudit.state as state_mod
+from conftest import audit
 from vmaudit.policy import PolicyError
 from vmaudit.report import render
 from vmaudit.state import LockTimeout, StateDir, StateError, last_two_reports, resolve_state_dir
