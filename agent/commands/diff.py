@@ -1,0 +1,57 @@
+"""`vmaudit diff OLD.json NEW.json` (or `--last`): what changed between two reports.
+
+Exit status: 0 nothing got worse, 1 something got worse (a new fail or error, a raised severity,
+warn -> fail, a waiver that stopped applying), 2 bad input (a file that is unreadable or not a
+vmaudit report: a one-line message naming it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import write_output
+
+DEFAULT_STATE_DIR = "/var/lib/vmaudit"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("old", nargs="?", metavar="OLD.json", help="the earlier JSON report")
+    p.add_argument("new", nargs="?", metavar="NEW.json", help="the later JSON report")
+    p.add_argument("--last", action="store_true",
+                   help="compare the last two runs kept in the state directory instead of two files")
+    p.add_argument("--state-dir", metavar="DIR", default=None,
+                   help=f"state directory for --last (default: {DEFAULT_STATE_DIR})")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
+    p.add_argument("--output", metavar="PATH", default="-", help="file for the diff ('-': standard output)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from vmaudit.policy import PolicyError
+    from vmaudit.report.diff import ReportError, compute, load, render_json, render_text, validate, worse
+
+    try:
+        if args.last:
+            if args.old or args.new:
+                raise PolicyError("--last compares the state directory's last two runs: give no files")
+            from vmaudit.state import last_two_reports
+
+            state_dir = args.state_dir or DEFAULT_STATE_DIR
+            old, new = last_two_reports(state_dir)
+            old = validate(old, f"{state_dir}: previous run")
+            new = validate(new, f"{state_dir}: last run")
+        else:
+            if args.state_dir:
+                raise PolicyError("--state-dir only goes with --last")
+            if not (args.old and args.new):
+                raise PolicyError("give two reports (OLD.json NEW.json) or --last")
+            old, new = load(args.old), load(args.new)
+    except ReportError as exc:
+        raise PolicyError(str(exc)) from None
+    diff = compute(old, new)
+    if args.format == "json":
+        text = render_json(diff)
+    else:
+        text = render_text(diff, color=sys.stdout.isatty() and args.output == "-")
+    write_output(text, args.output)
+    return 1 if worse(diff) else 0
