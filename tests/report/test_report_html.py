@@ -1,0 +1,214 @@
+"""The HTML report: structure and escaping of the rendered page, then the page in a real headless
+Chromium (Debian's /usr/bin/chromium over the DevTools protocol): no network request, no console
+error, filters that work, hostile guest names / metadata / waiver reasons / paths shown as text."""
+
+from __future__ import annotations
+
+import html as htmlmod
+import os
+import re
+
+import pytest
+from conftest import REQUIRE_REAL
+from markupsafe import escape
+from report_browser import Browser, find_chromium
+from report_helpers import HOSTILE_FILE, HOSTILE_GUESTS, HOSTILE_ROOT_NAME, hostile_report, load_sample
+from vmaudit.report import render
+
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not REQUIRE_REAL and os.environ.get("CI") != "true",
+    reason="chromium is not installed (it is required in CI)")
+
+
+# --- the rendered page, without a browser -----------------------------------------------------------
+
+def test_page_is_self_contained():
+    page = render("html", load_sample("sample-new.json"))
+    assert page.startswith("<!DOCTYPE html>")
+    # nothing refers outside the file: no src/href other than in-page anchors and the empty data: icon
+    refs = re.findall(r'\b(?:src|href|action)="([^"]*)"', page)
+    assert all(r.startswith("#") or r == "data:," for r in refs), refs
+    assert "@import" not in page and "url(" not in page
+    assert page.count("<script") == 1 and page.count("<style") == 1
+    csp = htmlmod.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1))
+    assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp
+
+
+def test_page_shows_header_measures_findings_waivers_errors():
+    sample = load_sample("sample-new.json")
+    page = render("html", sample)
+    text = htmlmod.unescape(re.sub(r"<[^>]+>", " ", page))
+    for needle in ("vm", "dmz", sample["host"]["libvirt_uri"], "2025-01-01T00:00:00Z", "test-policy.toml",
+                   sample["policy"]["sha256"], "VERSION"):
+        assert needle in text, needle
+    for m in ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"):
+        assert f'id="measure-{m}"' in page
+    assert "Not met: 2 failures to fix" in text
+    # every finding is a row, exactly once
+    assert page.count('<tr class="finding') == len(sample["findings"])
+    # the waiver with reason, ticket and expiry
+    assert re.search(r"appliance image without an agent</td><td>SEC-42</td><td>2099-06-30", page)
+    # collector errors in their own section
+    errors = page.split('id="collector-errors"', 1)[1]
+    for e in sample["collector_errors"]:
+        assert htmlmod.escape(e["collector"]) in errors
+
+
+def test_findings_worst_first_within_a_measure():
+    page = render("html", load_sample("sample-new.json"))
+    m2 = page.split('id="measure-M2"', 1)[1].split('<section class="measure"', 1)[0]
+    worst = re.findall(r'<article class="check" id="check-([^"]+)">\s*<h3><span class="badge o-(\w+)">', m2)
+    rank = {"fail": 0, "error": 1, "warn": 2, "waived": 3, "skip": 4, "pass": 5}
+    assert [rank[o] for _, o in worst] == sorted(rank[o] for _, o in worst)
+    assert worst[0][1] == "fail"
+    # passes sit in a collapsed <details>, problems are in the open
+    tcg = m2.split('id="check-M2-TCG-GUEST"', 1)[1].split("</article>", 1)[0]
+    assert re.search(r'<details class="passes">\s*<summary>2 passing</summary>', tcg)
+    assert tcg.index('data-status="fail"') < tcg.index("<details")
+
+
+def test_hostile_strings_are_escaped(tmp_path):
+    report = hostile_report(tmp_path)
+    page = render("html", report)
+    for guest in HOSTILE_GUESTS:
+        assert str(escape(guest)) in page
+    for raw in ("<img src=x", "<svg", "<iframe", "<b>", "<i>", "<u>", "<em>", "alert(13)</script>"):
+        assert raw not in page, raw
+    assert page.count("<script") == 1
+    assert str(escape(HOSTILE_ROOT_NAME)) in page
+
+
+# --- in Chromium ------------------------------------------------------------------------------------
+
+VISIBLE_ROWS = """(function(){var n=0;document.querySelectorAll('tr.finding').forEach(function(tr){
+  if(!tr.hidden && !tr.closest('article').hidden) n++;});return n;})()"""
+RENDERED_ROWS = """(function(){var n=0;document.querySelectorAll('tr.finding').forEach(function(tr){
+  if(tr.checkVisibility()) n++;});return n;})()"""
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("chromium is required (CI=true) but not installed")
+    b = Browser(CHROMIUM)
+    yield b
+    b.close()
+
+
+def _write(tmp_path, report, name="report.html"):
+    path = tmp_path / name
+    path.write_text(render("html", report), encoding="utf-8")
+    return path
+
+
+def _assert_quiet(b, path):
+    assert b.requests() == [path.as_uri()], "the page fetched something besides itself"
+    assert b.console_errors() == []
+    assert b.dialogs() == []
+
+
+@needs_chromium
+def test_page_loads_offline_without_errors(browser, tmp_path):
+    path = _write(tmp_path, load_sample("sample-new.json"))
+    browser.open(path.as_uri())
+    _assert_quiet(browser, path)
+    total = len(load_sample("sample-new.json")["findings"])
+    assert browser.eval("document.getElementById('filters').hidden") is False
+    assert browser.eval("document.getElementById('shown').textContent") == f"{total} of {total} findings shown"
+    assert browser.eval(VISIBLE_ROWS) == total
+    shot = tmp_path / "report.png"
+    browser.screenshot(shot)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("VMAUDIT_SCREENSHOT"):
+        browser.screenshot(os.environ["VMAUDIT_SCREENSHOT"])
+
+
+@needs_chromium
+def test_filters_by_status_severity_and_guest(browser, tmp_path):
+    sample = load_sample("sample-new.json")
+    findings = sample["findings"]
+
+    def outcome(f):
+        return "waived" if "waiver" in f else f["status"]
+
+    path = _write(tmp_path, sample)
+    browser.open(path.as_uri())
+    # untick pass: every pass row is hidden, nothing else
+    browser.click("input[name=status][value=pass]")
+    assert browser.eval(VISIBLE_ROWS) == sum(1 for f in findings if outcome(f) != "pass")
+    # leave only fail
+    for k in ("error", "warn", "waived", "skip"):
+        browser.click(f"input[name=status][value={k}]")
+    fails = [f for f in findings if outcome(f) == "fail"]
+    assert browser.eval(VISIBLE_ROWS) == len(fails) == browser.eval(RENDERED_ROWS)
+    # and only high severity among them
+    for k in ("critical", "medium", "low", "info"):
+        browser.click(f"input[name=severity][value={k}]")
+    assert browser.eval(VISIBLE_ROWS) == sum(1 for f in fails if f["severity"] == "high")
+    # checks with nothing left to show are hidden entirely
+    assert browser.eval("document.querySelectorAll('article.check:not([hidden])').length") == \
+        len({f["check_id"] for f in fails if f["severity"] == "high"})
+    # everything back on, then search one guest: its rows only, passes included and opened
+    for k in ("pass", "error", "warn", "waived", "skip"):
+        browser.click(f"input[name=status][value={k}]")
+    for k in ("critical", "medium", "low", "info"):
+        browser.click(f"input[name=severity][value={k}]")
+    assert browser.eval(VISIBLE_ROWS) == len(findings)
+    browser.type_text("#search", "app04")
+    app04 = [f for f in findings if "app04" in f["resource"]]
+    assert app04 and browser.eval(VISIBLE_ROWS) == len(app04) == browser.eval(RENDERED_ROWS)
+    assert browser.eval("document.getElementById('shown').textContent") == \
+        f"{len(app04)} of {len(findings)} findings shown"
+    assert browser.console_errors() == [] and browser.dialogs() == []
+
+
+@needs_chromium
+def test_everything_shown_without_javascript(browser, tmp_path):
+    sample = load_sample("sample-new.json")
+    path = _write(tmp_path, sample)
+    browser.call("Target.getTargets", session=None)  # no-op; keeps the protocol warm
+    targets = browser.call("Target.getTargets", session=None)["targetInfos"]
+    page = next(t for t in targets if t["type"] == "page")
+    browser.session = browser.call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},
+                                   session=None)["sessionId"]
+    browser.call("Emulation.setScriptExecutionDisabled", {"value": True})
+    for domain in ("Page", "Network", "Runtime", "Log"):
+        browser.call(f"{domain}.enable")
+    browser.call("Page.navigate", {"url": path.as_uri()})
+    browser.wait_event("Page.loadEventFired")
+    # Runtime.evaluate still works with page scripts disabled: it inspects the DOM as loaded
+    assert browser.eval("document.getElementById('filters').hidden") is True
+    assert browser.eval("document.querySelectorAll('tr.finding[hidden], article[hidden]').length") == 0
+    non_pass = sum(1 for f in sample["findings"] if f["status"] != "pass")
+    assert browser.eval(RENDERED_ROWS) == non_pass      # passes are one click away in <details>
+    assert browser.eval("document.querySelectorAll('tr.finding').length") == len(sample["findings"])
+
+
+@needs_chromium
+def test_hostile_strings_show_as_text_and_run_nothing(browser, tmp_path):
+    report = hostile_report(tmp_path)
+    path = _write(tmp_path, report)
+    browser.open(path.as_uri())
+    browser.pump(0.5)
+    _assert_quiet(browser, path)
+    # no injected element: the page has exactly its own script, no img/svg/iframe/b/i/u/em at all
+    assert browser.eval("document.scripts.length") == 1
+    assert browser.eval("document.querySelectorAll('img,svg,iframe,b,i,u,em,object,embed').length") == 0
+    text = browser.eval("document.body.innerText")
+    for guest in HOSTILE_GUESTS:
+        assert f"guest:{guest}" in text
+    assert HOSTILE_FILE in text
+    assert "</script><script>alert(9)</script> <img src=x onerror=alert(10)>" in text   # waiver reason
+    assert '"><svg onload=alert(11)>' in text                                            # waiver ticket
+    assert "<iframe src=javascript:alert(12)></iframe>" in text                          # expired waiver
+    assert "</script><script>alert(5)</script>" in text                                  # zone metadata
+    assert "cannot read <img src=x onerror=alert(18)>" in text                           # collector error
+    assert HOSTILE_ROOT_NAME in text                                                     # --root path
+    # searching for a hostile name filters by it as text
+    browser.type_text("#search", "<img src=x")
+    rows = browser.eval("Array.prototype.map.call(document.querySelectorAll('tr.finding'), function(tr){"
+                        "return tr.hidden ? null : tr.getAttribute('data-resource');}).filter(Boolean)")
+    assert rows and all("<img src=x" in r for r in rows)
+    browser.pump(0.5)
+    assert browser.dialogs() == [] and browser.console_errors() == []
