@@ -1,0 +1,566 @@
+"""M6: few administrators — whoever administers the VMM owns every guest on it.
+
+Who is an administrator here: members of the groups that open libvirt or the KVM device (libvirt, kvm,
+libvirt-qemu), of the groups that grant root (sudo, wheel, admin), accounts sudo lets run everything (or a
+shell, su, or libvirt's tools) as root, and every uid-0 account. Then how wide libvirt's own doors are:
+polkit rules, the UNIX sockets' modes and authentication, and root logins over SSH.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from vmaudit.engine import Result, check
+from vmaudit.facts import EvidenceMissing, NotApplicable, iter_markers, need
+
+from ._libvirtd import DAEMONS, daemon_conf, daemons_in_use, enabled_units, live_sockets, socket_unit
+
+LIBVIRT_GROUPS = ("libvirt", "kvm", "libvirt-qemu")  # only login-capable members count
+ROOT_GROUPS = ("sudo", "wheel", "admin")
+NOLOGIN_SHELLS = ("nologin", "false")
+# nsswitch sources whose accounts and groups vmaudit cannot see in files
+DIRECTORY_SOURCES = ("sss", "ldap", "nis", "nisplus", "winbind", "compat", "hesiod")
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "su", "sudo", "sudoedit"}
+LIBVIRT_TOOLS = re.compile(r"^(virsh|virt-[a-z-]+|qemu-system-.*|qemu-kvm|libvirtd|virtqemud|virt.*d)$")
+
+
+def login_capable(shell: str | None) -> bool:
+    if shell is None:
+        return True  # unknown account (a name only in /etc/group): assume it can log in
+    return posixpath.basename(shell.strip() or "/bin/sh") not in NOLOGIN_SHELLS
+
+
+class Accounts:
+    """Lookups over the `accounts` source (the kernel's view: primary gid and secondary members)."""
+
+    def __init__(self, facts):
+        src = need(facts.source("accounts"), "accounts")
+        self.passwd = need(src.get("passwd"), "/etc/passwd")
+        self.group = need(src.get("group"), "/etc/group")
+        self.by_name = {p["name"]: p for p in self.passwd}
+        self.groups = {g["name"]: g for g in self.group}
+        self.groups_by_gid = {g["gid"]: g for g in self.group}
+        ns = src.get("nsswitch") or {}
+        self.directory_sources = sorted({s for db in ("passwd", "group") for s in ns.get(db, [])
+                                         if s in DIRECTORY_SOURCES} | ({"compat"} if src.get("compat") else set()))
+
+    def members(self, group: dict) -> dict[str, str]:
+        """name -> 'secondary' | 'primary' for a group entry."""
+        out = {m: "secondary" for m in group["members"]}
+        for p in self.passwd:
+            if p["gid"] == group["gid"]:
+                out.setdefault(p["name"], "primary")
+        return out
+
+    def shell(self, name: str) -> str | None:
+        p = self.by_name.get(name)
+        return p["shell"] if p else None
+
+
+class Sudo:
+    """Who sudoers lets run everything (or a shell, su, libvirt's tools) as root."""
+
+    def __init__(self, facts, accounts: Accounts):
+        self.src = need(facts.source("sudoers"), "sudoers")
+        for _path, _kind, reason in iter_markers(self.src.get("files", {}), "sudoers"):
+            raise EvidenceMissing(reason)
+        self.acc = accounts
+        self.aliases = self.src.get("aliases", {})
+        self.unresolved: list[str] = []
+
+    def _expand(self, items: list[str], kind: str, depth: int = 0) -> list[str]:
+        out = []
+        for item in items:
+            neg = item.startswith("!")
+            name = item[1:].strip() if neg else item
+            if depth < 16 and name in self.aliases.get(kind, {}):
+                out += [("!" + x if neg else x) for x in self._expand(self.aliases[kind][name], kind, depth + 1)]
+            else:
+                out.append(item)
+        return out
+
+    def _grant(self, spec: dict) -> str | None:
+        """What root-equivalent power a spec grants, or None."""
+        runas = spec.get("runas")
+        if runas is not None:
+            users = runas.split(":", 1)[0].strip()
+            ulist = self._expand([u.strip() for u in users.split(",") if u.strip()], "Runas_Alias")
+            if not any(u in ("ALL", "root", "#0") for u in ulist):
+                return None  # runs as another user (or only with another group): not root
+        cmds = self._expand(spec.get("commands", []), "Cmnd_Alias")
+        if "ALL" in cmds:
+            return "ALL"
+        for c in cmds:
+            if c.startswith("!"):
+                continue
+            exe = c.split()[0] if c.split() else ""
+            exe = re.sub(r"^(sha\d+|sha224|sha256|sha384|sha512):\S+\s*", "", exe)
+            base = posixpath.basename(exe)
+            if base in SHELLS:
+                return f"shell/su: {c}"
+            if LIBVIRT_TOOLS.match(base):
+                return f"libvirt tool: {c}"
+        return None
+
+    def _users(self, items: list[str]) -> set[str]:
+        incl, excl = set(), set()
+        for item in self._expand(items, "User_Alias"):
+            neg = item.startswith("!")
+            name = item[1:].strip() if neg else item
+            found: set[str] = set()
+            if name == "ALL":
+                found = {p["name"] for p in self.acc.passwd if login_capable(p["shell"])}
+            elif name.startswith("%:") or name.startswith("+") or name.startswith("%+"):
+                self.unresolved.append(name)
+            elif name.startswith("%#"):
+                g = self.acc.groups_by_gid.get(int(name[2:])) if name[2:].isdigit() else None
+                found = set(self.acc.members(g)) if g else set()
+            elif name.startswith("%"):
+                g = self.acc.groups.get(name[1:])
+                if g is None:
+                    self.unresolved.append(name)
+                found = set(self.acc.members(g)) if g else set()
+            elif name.startswith("#") and name[1:].isdigit():
+                found = {p["name"] for p in self.acc.passwd if p["uid"] == int(name[1:])}
+            else:
+                found = {name}
+            (excl if neg else incl).update(found)
+        return incl - excl
+
+    def grants(self) -> dict[str, list[str]]:
+        """account -> ['sudoers <file>:<line> grants ALL', ...]."""
+        out: dict[str, list[str]] = {}
+        for spec in self.src.get("specs", []):
+            what = self._grant(spec)
+            if not what:
+                continue
+            for user in self._users(spec.get("users", [])):
+                out.setdefault(user, []).append(f"sudo {what} ({spec['file']}:{spec['line']})")
+        return out
+
+
+def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
+    """({account: [why, ...]}, context) for every account that administers this VMM (root excluded)."""
+    acc = Accounts(facts)
+    admins: dict[str, list[str]] = {}
+    excluded: dict[str, str] = {}
+    for gname in LIBVIRT_GROUPS + ROOT_GROUPS:
+        g = acc.groups.get(gname)
+        if g is None:
+            continue
+        for name, how in acc.members(g).items():
+            if gname in LIBVIRT_GROUPS and not login_capable(acc.shell(name)):
+                excluded[name] = f"member of {gname} with shell {acc.shell(name)} (cannot log in)"
+                continue
+            admins.setdefault(name, []).append(f"{how} member of group {gname}")
+    sudo = Sudo(facts, acc)
+    for name, why in sudo.grants().items():
+        admins.setdefault(name, []).extend(why)
+    uid0 = sorted(p["name"] for p in acc.passwd if p["uid"] == 0)
+    for name in uid0:
+        if name != "root":
+            admins.setdefault(name, []).append("uid 0")
+    admins.pop("root", None)
+    ctx = {"accounts": acc, "uid0": uid0, "excluded": excluded, "unresolved": sorted(set(sudo.unresolved)),
+           "sudoers_files": sorted(sudo.src.get("files", {})), "sudoers_skipped": sudo.src.get("skipped", []),
+           "directory_sources": acc.directory_sources}
+    return {k: admins[k] for k in sorted(admins)}, ctx
+
+
+@check("M6-ADMINS", severity="high",
+       title="More administrators than the policy allows, or an administrator outside its allowlist",
+       remediation="Remove accounts from libvirt/kvm/sudo/wheel and from sudoers grants until only the "
+                   "declared administrators remain; delete any second uid-0 account.",
+       sources="/etc/passwd, /etc/group, /etc/sudoers (+ includes), /etc/nsswitch.conf")
+def admins(facts, policy):
+    """Every administrator of the hypervisor can read, change or stop every guest on it, whatever the
+    guests' owners agreed: their number is the number of people a tenant has to trust.
+
+    Rule: administrators are the login-capable members (secondary, and by primary gid as the kernel
+    sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin; accounts sudoers lets run
+    ALL (or a shell, su, or libvirt's tools) as root, through users, %groups and User_Aliases in
+    /etc/sudoers and every file it includes; and uid-0 accounts. root itself is not counted. More than
+    [admins] max (default 3) -> fail; with [admins] allow set, each administrator outside it -> fail
+    (account:<name>); a uid-0 account other than root -> fail, critical. Accounts or groups kept in a
+    directory (sss, ldap, nis) are invisible in files: a count that would pass is then a warn.
+    Sources: /etc/passwd, /etc/group, /etc/nsswitch.conf, /etc/sudoers and its includes.
+    """
+    found, ctx = admin_accounts(facts)
+    limit = policy.get("admins", "max")
+    allow = policy.get("admins", "allow")
+    acc: Accounts = ctx["accounts"]
+    evidence = {"admins": found, "count": len(found), "max": limit, "allow": allow,
+                "uid0_accounts": ctx["uid0"], "not_counted": ctx["excluded"],
+                "unresolved_sudoers_users": ctx["unresolved"], "sudoers_files": ctx["sudoers_files"],
+                "sudoers_skipped": ctx["sudoers_skipped"], "directory_sources": ctx["directory_sources"]}
+    names = ", ".join(found) or "none"
+    if len(found) > limit:
+        yield Result("fail", f"{len(found)} accounts administer this VMM ({names}); the policy allows {limit}",
+                     "host", evidence, expected=f"<= {limit}", actual=str(len(found)))
+    elif ctx["directory_sources"] or ctx["unresolved"]:
+        hidden = ", ".join(ctx["directory_sources"] + ctx["unresolved"])
+        yield Result("warn", f"{len(found)} administrators in local files ({names}), but accounts or groups "
+                     f"from {hidden} cannot be counted here", "host", evidence,
+                     expected=f"<= {limit}", actual=f"{len(found)} + unknown")
+    else:
+        yield Result("pass", f"{len(found)} administrators ({names}), within the policy's {limit}", "host",
+                     evidence, expected=f"<= {limit}", actual=str(len(found)))
+    for name, why in found.items():
+        entry = acc.by_name.get(name)
+        ev = {"account": name, "uid": entry["uid"] if entry else None,
+              "shell": entry["shell"] if entry else None, "via": why, "allow": allow}
+        if "uid 0" in why:
+            yield Result("fail", f"account {name} has uid 0: a second root account", f"account:{name}", ev,
+                         expected="only root has uid 0", actual="uid 0", severity="critical")
+        elif allow is not None and name not in allow:
+            yield Result("fail", f"{name} administers this VMM ({'; '.join(why)}) but is not in the policy's "
+                         f"[admins] allow list", f"account:{name}", ev,
+                         expected="in [admins] allow", actual="not listed")
+        else:
+            note = "listed in [admins] allow" if allow is not None else "no [admins] allow list declared"
+            yield Result("pass", f"{name} administers this VMM ({note})", f"account:{name}", ev)
+
+
+# --- polkit -------------------------------------------------------------------------------------
+
+_JS_TOKEN = re.compile(r"""//[^\n]*|/\*.*?\*/|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`""", re.S)
+GRANT_RESULTS = ("YES", "AUTH_SELF", "AUTH_SELF_KEEP")
+
+
+def strip_js_comments(text: str) -> str:
+    return _JS_TOKEN.sub(lambda m: "" if m.group().startswith("/") else m.group(), text)
+
+
+def _calls(text: str, name: str) -> list[str]:
+    """The argument text of every `name(...)` call (parentheses balanced, strings skipped)."""
+    out = []
+    for m in re.finditer(re.escape(name) + r"\s*\(", text):
+        depth, i, quote = 1, m.end(), None
+        while i < len(text) and depth:
+            c = text[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c in "\"'`":
+                quote = c
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            i += 1
+        out.append(text[m.end():i - 1])
+    return out
+
+
+def analyse_polkit_rule(body: str) -> dict:
+    """What one polkit.addRule() function does for libvirt's actions, as far as text can tell.
+
+    {"libvirt": bool, "grants": [...], "groups": [...], "users": [...], "unconditional": bool,
+     "unjudgeable": [reasons]}
+    """
+    out = {"libvirt": bool(re.search(r"org(\\)?\.libvirt", body)), "grants": [], "groups": [], "users": [],
+           "unconditional": False, "unjudgeable": []}
+    if not out["libvirt"]:
+        return out
+    grants = set(re.findall(r"polkit\.Result\.(YES|AUTH_SELF_KEEP|AUTH_SELF)\b", body))
+    grants |= {g.upper() for g in re.findall(r"return\s+[\"'](yes|auth_self_keep|auth_self)[\"']", body)}
+    out["grants"] = sorted(grants)
+    if not grants:
+        if re.search(r"return\s+(?!polkit\.Result\.)(?![\"'])[A-Za-z_$]", body):
+            out["unjudgeable"].append("returns a computed value")
+        return out
+    q = r"([\"'])((?:(?!\1).)*)\1"
+    groups = re.findall(r"subject\.isInGroup\(\s*" + q + r"\s*\)", body)
+    users = re.findall(r"subject\.user\s*===?\s*" + q, body) + re.findall(q + r"\s*===?\s*subject\.user", body)
+    out["groups"] = sorted({g for _, g in groups})
+    out["users"] = sorted({u for _, u in users})
+    n_group_refs = len(re.findall(r"subject\.isInGroup\b", body))
+    n_user_refs = len(re.findall(r"subject\.user\b", body))
+    if n_group_refs > len(groups) or n_user_refs > len(users):
+        out["unjudgeable"].append("subject.isInGroup/subject.user used other than with a literal name")
+    if re.search(r"!\s*subject\.isInGroup|subject\.user\s*!==?", body):
+        out["unjudgeable"].append("negated identity condition")
+    for construct in ("subject.isInNetGroup", "polkit.spawn", "subject.system_unit"):
+        if construct in body:
+            out["unjudgeable"].append(f"uses {construct}")
+    if not (n_group_refs or n_user_refs or "isInNetGroup" in body or "system_unit" in body):
+        out["unconditional"] = True
+    return out
+
+
+def polkit_rules_of(text: str) -> list[dict]:
+    """The analysed addRule() calls of one rules file (plus addAdminRule identities)."""
+    clean = strip_js_comments(text)
+    rules = [analyse_polkit_rule(body) for body in _calls(clean, "polkit.addRule")]
+    return rules
+
+
+@check("M6-POLKIT", severity="high",
+       title="A polkit rule opens libvirt to everyone or to more accounts than the administrators",
+       remediation="Grant org.libvirt.unix.manage / org.libvirt.api.* only with subject.isInGroup() of a "
+                   "group holding the declared administrators; never return polkit.Result.YES unconditionally.",
+       sources="/etc/polkit-1/rules.d/*.rules, /usr/share/polkit-1/rules.d/*.rules")
+def polkit(facts, policy):
+    """With auth_unix_rw = polkit (the distributions' default), polkit decides who may manage libvirt.
+    libvirt's own default for org.libvirt.unix.manage asks for an administrator's password; a rule that
+    answers YES (or AUTH_SELF: any user's own password) opens full control of every guest.
+
+    Rule: per rules file (polkit loads /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d by name, /etc
+    hiding the same name) with a polkit.addRule() function naming org.libvirt actions and returning YES,
+    AUTH_SELF or AUTH_SELF_KEEP: no identity condition (subject.isInGroup / subject.user) -> fail; a
+    group or user with accounts outside the administrators ([admins] allow, else the administrators
+    M6-ADMINS counts) -> fail; a group vmaudit cannot see in /etc/group, or JavaScript it cannot judge
+    from text (computed identities, negations, polkit.spawn) -> warn, naming the file.
+    Sources: the polkit rules directories; /etc/passwd and /etc/group for the groups' members.
+    """
+    src = need(facts.source("polkit_rules"), "polkit_rules")
+    for d, state in src.get("dirs", {}).items():
+        need(state, d)
+    scanned = [f["path"] for f in src.get("files", [])]
+    admin_cache: dict = {}
+
+    def admin_set() -> set[str]:
+        if "set" not in admin_cache:
+            allow = policy.get("admins", "allow")
+            admin_cache["set"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+        return admin_cache["set"]
+
+    judged = 0
+    for f in src.get("files", []):
+        resource = f"file:{f['path']}"
+        try:
+            text = need(f.get("text"), f["path"])
+        except EvidenceMissing as exc:
+            judged += 1
+            yield Result("error", f"cannot judge polkit rules: {exc}", resource, {"reason": str(exc)})
+            continue
+        rules = [r for r in polkit_rules_of(text) if r["libvirt"]]
+        if not rules:
+            continue
+        judged += 1
+        evidence = {"path": f["path"], "shadows": f.get("shadows"), "rules": rules}
+        granting = [r for r in rules if r["grants"]]
+        if not granting:
+            if any(r["unjudgeable"] for r in rules):
+                yield Result("warn", f"{f['path']}: a rule for libvirt actions returns a value vmaudit "
+                             "cannot judge from text; review it", resource, evidence)
+            else:
+                yield Result("pass", f"{f['path']} names libvirt actions but grants nothing", resource, evidence)
+            continue
+        if any(r["unconditional"] for r in granting):
+            yield Result("fail", f"{f['path']} grants libvirt access to every user "
+                         f"({'/'.join(sorted({g for r in granting for g in r['grants']}))} without checking "
+                         "the subject's identity)", resource, evidence,
+                         expected="subject.isInGroup(<admin group>)", actual="unconditional")
+            continue
+        try:
+            admins = admin_set()
+            acc = Accounts(facts)
+        except EvidenceMissing as exc:
+            yield Result("error", f"cannot compare {f['path']} with the administrators: {exc}", resource,
+                         dict(evidence, reason=str(exc)))
+            continue
+        outside: dict[str, list[str]] = {}
+        unknown_groups = []
+        for r in granting:
+            for g in r["groups"]:
+                entry = acc.groups.get(g)
+                if entry is None:
+                    unknown_groups.append(g)
+                    continue
+                extra = sorted(set(acc.members(entry)) - admins)
+                if extra:
+                    outside[f"group {g}"] = extra
+            for u in r["users"]:
+                if u not in admins:
+                    outside[f"user {u}"] = [u]
+        evidence.update({"outside_admins": outside, "unknown_groups": sorted(set(unknown_groups)),
+                         "admins": sorted(admins)})
+        if outside:
+            who = "; ".join(f"{k}: {', '.join(v)}" for k, v in outside.items())
+            yield Result("fail", f"{f['path']} grants libvirt access beyond the administrators ({who})",
+                         resource, evidence, expected="administrators only", actual=who)
+        elif unknown_groups or any(r["unjudgeable"] for r in granting):
+            why = [f"group {g} not in /etc/group" for g in sorted(set(unknown_groups))]
+            why += [u for r in granting for u in r["unjudgeable"]]
+            yield Result("warn", f"{f['path']} grants libvirt access in a way vmaudit cannot fully judge "
+                         f"({'; '.join(why)}); review it", resource, evidence)
+        else:
+            yield Result("pass", f"{f['path']} grants libvirt access to administrators only", resource, evidence)
+    if judged == 0:
+        yield Result("pass", "no polkit rule grants libvirt actions: libvirt's default (administrator "
+                     "authentication) applies", "host", {"scanned": scanned, "dirs": src.get("dirs", {})})
+
+
+# --- sockets ------------------------------------------------------------------------------------
+
+def _mode(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        return None
+
+
+def _socket_state(facts, daemon: str, role: str, conf_values: dict, auth: str, live: dict | None,
+                  enabled: set[str]) -> dict:
+    unit_name, path = DAEMONS[daemon][role]
+    activated = DAEMONS[daemon]["rw"][0] in enabled
+    unit = socket_unit(facts, unit_name)
+    if unit and unit.get("ListenStream"):
+        path = unit["ListenStream"][0]
+    key = "unix_sock_rw_perms" if role == "rw" else "unix_sock_admin_perms"
+    default = ("0777" if auth == "polkit" else "0700") if role == "rw" else "0700"
+    conf_mode = str(conf_values.get(key, default))
+    state = {"path": path, "daemon": daemon, "socket_unit": unit_name if unit else None,
+             "socket_activated": activated, "auth_unix_rw": auth,
+             "conf": {key: conf_values.get(key), "unix_sock_group": conf_values.get("unix_sock_group"),
+                      "effective_default": default}}
+    if live is not None and path in live:
+        entry = need(live[path], path)
+        state.update(mode=entry["mode"], group=entry.get("group") or str(entry.get("gid")), source="live stat")
+    elif activated and unit is not None:
+        # systemd creates the socket: the unit's mode (systemd's default 0666) and group win
+        state.update(mode=unit.get("SocketMode") or "0666", group=unit.get("SocketGroup") or "root",
+                     source=f"socket unit {unit_name} ({unit['path']})")
+    else:
+        state.update(mode=conf_mode, group=conf_values.get("unix_sock_group") or "root",
+                     source=f"/etc/libvirt/{DAEMONS[daemon]['conf']}"
+                     + ("" if key in conf_values else " (default)"))
+    return state
+
+
+@check("M6-SOCKET-PERMS", severity="critical",
+       title="libvirt's management socket is open to every local user without authentication",
+       remediation="Keep auth_unix_rw = \"polkit\" (or restrict unix_sock_rw_perms / SocketMode to 0770 "
+                   "with a unix_sock_group of administrators); unix_sock_admin_perms and the admin socket "
+                   "unit's SocketMode 0700/0600.",
+       sources="libvirtd.conf / virtqemud.conf / virtproxyd.conf; libvirt socket units; /run/libvirt/*-sock")
+def socket_perms(facts, policy):
+    """A local process that can connect to libvirt's read-write socket without authentication controls
+    every guest (and, through them, the host). The admin socket reconfigures the daemon itself.
+
+    Rule: for each daemon in use (enabled units, live sockets, else present config: libvirtd, or
+    virtqemud and virtproxyd), the effective mode of its read-write socket — the live stat when there
+    is one, else the socket unit's SocketMode under socket activation, else unix_sock_rw_perms (default
+    0777 with auth polkit, 0700 otherwise): writable by others with auth_unix_rw = none -> fail,
+    critical. The admin socket with any group/other permission -> fail (high).
+    Sources: /etc/libvirt/<daemon>.conf, systemd socket units, (live) /run/libvirt/*-sock.
+    """
+    live = live_sockets(facts)
+    enabled = enabled_units(facts)
+    for daemon, why in daemons_in_use(facts):
+        try:
+            conf = daemon_conf(facts, daemon)
+            values = conf.get("values", {})
+            auth = str(values.get("auth_unix_rw", "polkit"))
+            states = {role: _socket_state(facts, daemon, role, values, auth, live, enabled)
+                      for role in ("rw", "admin")}
+        except EvidenceMissing as exc:
+            for role in ("rw", "admin"):
+                yield Result("error", f"cannot judge the {daemon} {role} socket: {exc}",
+                             f"socket:{DAEMONS[daemon][role][1]}", {"reason": str(exc), "daemon": daemon})
+            continue
+        rw = states["rw"]
+        rw["in_use_because"] = why
+        mode = _mode(rw["mode"])
+        res = f"socket:{rw['path']}"
+        if mode is None:
+            yield Result("error", f"{rw['path']}: mode {rw['mode']!r} is not octal", res, rw)
+        elif mode & 0o002 and auth == "none":
+            yield Result("fail", f"{rw['path']} is writable by every local user ({rw['mode']}) and "
+                         "auth_unix_rw = none: anyone on the host controls every guest", res, rw,
+                         expected="auth_unix_rw polkit, or mode 0770 with an admin group",
+                         actual=f"mode {rw['mode']}, auth none")
+        elif mode & 0o020 and auth == "none":
+            yield Result("pass", f"{rw['path']} ({rw['mode']}, auth none) is open to group {rw['group']}: its "
+                         "members are administrators", res, rw, actual=f"mode {rw['mode']}, group {rw['group']}")
+        else:
+            yield Result("pass", f"{rw['path']} mode {rw['mode']} with auth_unix_rw = {auth}", res, rw,
+                         actual=f"mode {rw['mode']}, auth {auth}")
+        adm = states["admin"]
+        adm["in_use_because"] = why
+        mode = _mode(adm["mode"])
+        res = f"socket:{adm['path']}"
+        if mode is None:
+            yield Result("error", f"{adm['path']}: mode {adm['mode']!r} is not octal", res, adm)
+        elif mode & 0o077:
+            yield Result("fail", f"admin socket {adm['path']} has mode {adm['mode']}: others than root can "
+                         "reconfigure the daemon", res, adm, expected="0700 (or 0600)",
+                         actual=adm["mode"], severity="high")
+        else:
+            yield Result("pass", f"admin socket {adm['path']} mode {adm['mode']}", res, adm,
+                         expected="0700 (or 0600)", actual=adm["mode"])
+
+
+# --- sshd ---------------------------------------------------------------------------------------
+
+SSH_DEFAULTS = {"permitrootlogin": "prohibit-password", "passwordauthentication": "yes",
+                "kbdinteractiveauthentication": "yes", "usepam": "no"}
+
+
+@check("M6-SSH-ROOT", severity="high",
+       title="root can log in over SSH, or SSH accepts passwords",
+       remediation="Set 'PermitRootLogin no' and 'PasswordAuthentication no' (and "
+                   "'KbdInteractiveAuthentication no') first in sshd_config or sshd_config.d; administrators "
+                   "log in with their own keys and escalate with sudo.",
+       sources="/etc/ssh/sshd_config and its Include files")
+def ssh_root(facts, policy):
+    """A direct root login leaves no trace of which administrator acted and makes root's password or
+    key the single secret protecting every guest; passwords over SSH can be guessed.
+
+    Rule: the effective global values (first value wins, Include files expanded in place, keywords case
+    insensitive; OpenSSH >= 7.0 defaults: PermitRootLogin prohibit-password, PasswordAuthentication yes,
+    KbdInteractiveAuthentication yes, UsePAM no): PermitRootLogin yes -> fail; prohibit-password,
+    without-password or forced-commands-only -> warn; PasswordAuthentication yes -> warn;
+    KbdInteractiveAuthentication yes with UsePAM yes (passwords through PAM) -> warn. Match blocks are
+    not applied globally: one that permits root logins or passwords is named in a warn.
+    Sources: /etc/ssh/sshd_config, the files it includes.
+    """
+    src = need(facts.source("sshd_config"), "sshd_config")
+    for path, marker in (src.get("unreadable") or {}).items():
+        need(marker, path)
+    if not src.get("present"):
+        raise NotApplicable("no /etc/ssh/sshd_config: no OpenSSH server is configured on this host")
+    effective: dict[str, dict] = {}
+    matches = []
+    for e in src.get("entries", []):
+        key = {"challengeresponseauthentication": "kbdinteractiveauthentication"}.get(e["keyword"], e["keyword"])
+        if key not in SSH_DEFAULTS:
+            continue
+        if e["match"] is None:
+            effective.setdefault(key, {"value": e["value"].lower(), "at": f"{e['file']}:{e['line']}"})
+        else:
+            matches.append({"match": e["match"], "keyword": key, "value": e["value"].lower(),
+                            "at": f"{e['file']}:{e['line']}"})
+    for key, default in SSH_DEFAULTS.items():
+        effective.setdefault(key, {"value": default, "at": "default"})
+    evidence = {"effective": effective, "match_blocks": matches, "files": src.get("files", [])}
+    prl = effective["permitrootlogin"]["value"]
+    fails, warns = [], []
+    if prl == "yes":
+        fails.append(f"PermitRootLogin yes ({effective['permitrootlogin']['at']})")
+    elif prl in ("prohibit-password", "without-password", "forced-commands-only"):
+        warns.append(f"root may log in with a key (PermitRootLogin {prl}, {effective['permitrootlogin']['at']})")
+    if effective["passwordauthentication"]["value"] == "yes":
+        warns.append(f"PasswordAuthentication yes ({effective['passwordauthentication']['at']})")
+    if effective["kbdinteractiveauthentication"]["value"] == "yes" and effective["usepam"]["value"] == "yes":
+        warns.append("KbdInteractiveAuthentication yes with UsePAM yes accepts passwords "
+                     f"({effective['kbdinteractiveauthentication']['at']})")
+    for m in matches:
+        if (m["keyword"] == "permitrootlogin" and m["value"] != "no") or \
+                (m["keyword"] == "passwordauthentication" and m["value"] == "yes"):
+            warns.append(f"Match {m['match']}: {m['keyword']} {m['value']} ({m['at']})")
+    actual = f"PermitRootLogin {prl}, PasswordAuthentication {effective['passwordauthentication']['value']}"
+    expected = "PermitRootLogin no, PasswordAuthentication no"
+    if fails:
+        yield Result("fail", "root can log in over SSH with a password or key: " + "; ".join(fails + warns),
+                     "host", evidence, expected, actual)
+    elif warns:
+        yield Result("warn", "SSH: " + "; ".join(warns), "host", evidence, expected, actual)
+    else:
+        yield Result("pass", "SSH refuses root logins and passwords", "host", evidence, expected, actual)

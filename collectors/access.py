@@ -1,0 +1,414 @@
+"""Who can administer the VMM: local accounts and groups, sudo rules, polkit rules, the OpenSSH server's
+configuration, and (live) the permissions of libvirt's UNIX sockets. Read under the audited root; the
+checks of M6 (and M7, for the daemons' remote access) judge them.
+
+Sources (a read failure anywhere is an `{"unavailable": reason}` marker at that place):
+
+  accounts        {"passwd": [{"name", "uid", "gid", "home", "shell"}] | marker,
+                   "group":  [{"name", "gid", "members": [...]}] | marker,
+                   "nsswitch": {"passwd": [...], "group": [...]}   (databases' sources; {} if no file),
+                   "compat": ["+", "+@netgroup", ...]}              (NIS compat lines, not resolvable here)
+                  A missing /etc/passwd or /etc/group is `unavailable` (every Linux host has both).
+  sudoers         {"present": bool (/etc/sudoers exists),
+                   "files": {path: {"included_from": path | None} | marker}   (every file read, in order),
+                   "skipped": [{"path", "reason"}]      (sudoers.d names sudo ignores: with '.' or '~'),
+                   "aliases": {"User_Alias": {NAME: [item, ...]}, "Runas_Alias": ..., "Host_Alias": ...,
+                               "Cmnd_Alias": ...},
+                   "specs": [{"file", "line", "users": [...], "hosts": [...], "runas": str | None,
+                              "commands": [...]}]}
+                  Parsed like sudoers(5): '\\' continuations, `#include`/`@include`,
+                  `#includedir`/`@includedir` (relative paths from the including file's directory),
+                  `Defaults` lines ignored, tags (NOPASSWD: ...) and options (TIMEOUT=...) stripped
+                  from the commands.
+  polkit_rules    {"dirs": {dir: "present" | "absent" | marker},
+                   "files": [{"name", "path", "shadows": path | None, "text": str | marker}]}
+                  Both rules.d directories, in the order polkitd loads them (by file name); a file in
+                  /etc/polkit-1/rules.d hides the same name in /usr/share/polkit-1/rules.d.
+  sshd_config     {"path", "present", "files": [paths read], "unreadable": {path: marker},
+                   "entries": [{"keyword" (lower case), "value", "file", "line", "match": str | None}]}
+                  `Include` expanded in place (globs sorted, relative to /etc/ssh); `match` is the
+                  criteria of the Match block the line sits in (None: global).
+  libvirt_sockets (live) {path: {"mode": "0666", "uid", "gid", "owner", "group"}} for the UNIX sockets
+                  in /run/libvirt ({} when the directory does not exist: no daemon running).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import posixpath
+import re
+import stat
+
+from vmaudit.facts import unavailable
+
+from . import ABSENT, Context, collector
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+def _required(ctx: Context, path: str):
+    text = ctx.read_fact(path, absent=ABSENT)
+    if text is ABSENT:
+        return unavailable(f"{path} does not exist")
+    return text
+
+
+def parse_passwd(text: str) -> tuple[list[dict], list[str]]:
+    entries, compat = [], []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line[0] in "+-":  # NIS compat: accounts this file cannot resolve
+            compat.append(line.split(":", 1)[0])
+            continue
+        f = line.split(":")
+        if len(f) < 7:
+            continue
+        try:
+            uid, gid = int(f[2]), int(f[3])
+        except ValueError:
+            continue
+        entries.append({"name": f[0], "uid": uid, "gid": gid, "home": f[5], "shell": f[6].strip()})
+    return entries, compat
+
+
+def parse_group(text: str) -> tuple[list[dict], list[str]]:
+    entries, compat = [], []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line[0] in "+-":
+            compat.append(line.split(":", 1)[0])
+            continue
+        f = line.split(":")
+        if len(f) < 4:
+            continue
+        try:
+            gid = int(f[2])
+        except ValueError:
+            continue
+        members = [m.strip() for m in f[3].split(",") if m.strip()]
+        entries.append({"name": f[0], "gid": gid, "members": members})
+    return entries, compat
+
+
+def parse_nsswitch(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if ":" not in line:
+            continue
+        db, _, rest = line.partition(":")
+        if db.strip() in ("passwd", "group"):
+            # "[NOTFOUND=return]" actions are not sources
+            out[db.strip()] = [w for w in rest.split() if not w.startswith("[")]
+    return out
+
+
+@collector("accounts")
+def collect_accounts(ctx: Context) -> dict:
+    out: dict = {"compat": []}
+    for name, parse in (("passwd", parse_passwd), ("group", parse_group)):
+        text = _required(ctx, f"/etc/{name}")
+        if isinstance(text, dict):
+            out[name] = text
+            continue
+        out[name], compat = parse(text)
+        out["compat"].extend(f"{name}:{c}" for c in compat)
+    ns = ctx.read_fact("/etc/nsswitch.conf", absent=None)
+    out["nsswitch"] = parse_nsswitch(ns) if isinstance(ns, str) else (ns or {})
+    return out
+
+
+# --- sudoers ------------------------------------------------------------------------------------
+
+ALIAS_KINDS = ("User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "Cmd_Alias")
+TAGS = {"NOPASSWD", "PASSWD", "NOEXEC", "EXEC", "SETENV", "NOSETENV", "LOG_INPUT", "NOLOG_INPUT",
+        "LOG_OUTPUT", "NOLOG_OUTPUT", "MAIL", "NOMAIL", "FOLLOW", "NOFOLLOW", "INTERCEPT", "NOINTERCEPT"}
+OPTIONS = re.compile(r"^(CWD|CHROOT|ROLE|TYPE|TIMEOUT|NOTBEFORE|NOTAFTER|APPARMOR_PROFILE|PRIVS|LIMITPRIVS)=\S*\s*")
+_INCLUDE = re.compile(r"^[#@](include|includedir)\s+(.+?)\s*$")
+
+
+def _logical_lines(text: str):
+    """(line number, text) with '\\' continuations joined and comments removed."""
+    buf, start = "", 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        if not buf:
+            start = no
+        if raw.endswith("\\") and not raw.endswith("\\\\"):
+            buf += raw[:-1] + " "
+            continue
+        line = (buf + raw).strip()
+        buf = ""
+        if _INCLUDE.match(line):
+            yield start, line
+            continue
+        # '#' starts a comment unless it introduces a uid/gid ("#1000", "%#1000")
+        line = re.sub(r"(^|(?<=[\s,=!(:]))#(?!\d).*$", "", line).strip()
+        if line:
+            yield start, line
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside parentheses, honouring '\\' escapes."""
+    out, cur, depth, i = [], "", 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i:i + 2]
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        if c == sep and depth == 0:
+            if sep == ":" and re.search(r"(^|[\s,])[A-Z_]+$", cur) and \
+                    re.search(r"([A-Z_]+)$", cur).group(1) in TAGS:
+                cur += c  # a tag such as NOPASSWD:
+            else:
+                out.append(cur)
+                cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return [s.strip() for s in out]
+
+
+def _items(text: str) -> list[str]:
+    return [i.strip().replace("\\,", ",") for i in _split_top(text, ",") if i.strip()]
+
+
+def _commands(text: str) -> tuple[str | None, list[str]]:
+    """'(ALL:ALL) NOPASSWD: /usr/bin/virsh, /bin/ls' -> ('ALL:ALL', ['/usr/bin/virsh', '/bin/ls'])."""
+    runas, out = None, []
+    for item in _items(text):
+        m = re.match(r"^\(([^)]*)\)\s*", item)
+        if m:
+            runas = m.group(1).strip()
+            item = item[m.end():]
+        while True:
+            m = OPTIONS.match(item) or re.match(r"^([A-Z_]+):\s*", item)
+            if m and (m.re is OPTIONS or m.group(1) in TAGS):
+                item = item[m.end():]
+                continue
+            break
+        if item:
+            out.append(item)
+    return runas, out
+
+
+def parse_sudoers(text: str, path: str, data: dict) -> list[tuple[str, str]]:
+    """Add the aliases and user specs of one file to `data`; return its (kind, target) includes."""
+    includes = []
+    for no, line in _logical_lines(text):
+        m = _INCLUDE.match(line)
+        if m:
+            includes.append((m.group(1), m.group(2).strip('"')))
+            continue
+        word = line.split(None, 1)[0]
+        if word.startswith("Defaults"):
+            continue
+        if word in ALIAS_KINDS:
+            kind = "Cmnd_Alias" if word == "Cmd_Alias" else word
+            for part in _split_top(line[len(word):], ":"):
+                name, eq, members = part.partition("=")
+                if eq:
+                    data["aliases"][kind][name.strip()] = _items(members)
+            continue
+        left, eq, right = line.partition("=")
+        if not eq:
+            continue
+        # "alice, %admins  ALL" : the user list, then the host list
+        left = re.sub(r"\s*,\s*", ",", left.strip())
+        parts = left.split(None, 1)
+        users = _items(parts[0])
+        # further "host = commands" groups are separated by ':' ("ALL = /bin/ls : db1 = ALL")
+        groups = _split_top(right, ":")
+        hosts = _items(parts[1]) if len(parts) > 1 else []
+        runas, commands = _commands(groups[0])
+        spec = {"file": path, "line": no, "users": users, "hosts": hosts, "runas": runas,
+                "commands": commands}
+        data["specs"].append(spec)
+        for extra in groups[1:]:
+            h, eq2, cmds = extra.partition("=")
+            if eq2:
+                runas2, commands2 = _commands(cmds)
+                data["specs"].append(dict(spec, hosts=_items(h), runas=runas2, commands=commands2))
+    return includes
+
+
+@collector("sudoers")
+def collect_sudoers(ctx: Context) -> dict:
+    data: dict = {"present": False, "files": {}, "skipped": [],
+                  "aliases": {k: {} for k in ALIAS_KINDS if k != "Cmd_Alias"}, "specs": []}
+
+    def read(path: str, parent: str | None, depth: int) -> None:
+        if path in data["files"] or depth > 128:  # sudo refuses include loops
+            return
+        try:
+            text = ctx.read(path)
+        except OSError as exc:
+            data["files"][path] = unavailable(f"cannot read {path}: {exc.strerror or exc}")
+            return
+        if text is ABSENT:
+            if parent is not None:
+                data["skipped"].append({"path": path, "reason": f"included from {parent} but absent"})
+            return
+        data["files"][path] = {"included_from": parent}
+        for kind, target in parse_sudoers(text, path, data):
+            if "%h" in target:
+                data["skipped"].append({"path": target, "reason": "include with %h (host name) not resolved"})
+                continue
+            if not target.startswith("/"):
+                target = posixpath.join(posixpath.dirname(path), target)
+            if kind == "include":
+                read(target, path, depth + 1)
+                continue
+            names = ctx.listdir(target)
+            if names is ABSENT:
+                continue
+            for name in names:
+                if "." in name or name.endswith("~"):
+                    data["skipped"].append({"path": f"{target}/{name}",
+                                            "reason": "sudo skips names containing '.' or ending in '~'"})
+                    continue
+                if os.path.isdir(ctx.path(f"{target}/{name}")):
+                    continue
+                read(f"{target}/{name}", path, depth + 1)
+
+    data["present"] = ctx.exists("/etc/sudoers")
+    if data["present"]:
+        read("/etc/sudoers", None, 0)
+    return data
+
+
+# --- polkit -------------------------------------------------------------------------------------
+
+POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")  # the first hides the second
+
+
+@collector("polkit_rules")
+def collect_polkit_rules(ctx: Context) -> dict:
+    dirs: dict = {}
+    by_name: dict[str, dict] = {}
+    for d in POLKIT_DIRS:
+        try:
+            names = ctx.listdir(d)
+        except OSError as exc:
+            dirs[d] = unavailable(f"cannot list {d}: {exc.strerror or exc}")
+            continue
+        if names is ABSENT:
+            dirs[d] = "absent"
+            continue
+        dirs[d] = "present"
+        for name in names:
+            if not name.endswith(".rules"):
+                continue
+            path = f"{d}/{name}"
+            if name in by_name:
+                by_name[name]["shadows"] = path
+                continue
+            by_name[name] = {"name": name, "path": path, "shadows": None,
+                             "text": ctx.read_fact(path, absent=unavailable(f"{path} vanished"))}
+    return {"dirs": dirs, "files": [by_name[n] for n in sorted(by_name)]}
+
+
+# --- sshd_config --------------------------------------------------------------------------------
+
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+
+
+def _sshd_words(line: str) -> list[str]:
+    """sshd_config tokenisation: 'Key value', 'Key=value', double quotes group words."""
+    m = re.match(r"^\s*([A-Za-z0-9]+)\s*(?:=\s*|\s+)(.*)$", line)
+    if not m:
+        return [line.strip()]
+    words = [m.group(1)]
+    words += [a if a is not None and a != "" else b for a, b in re.findall(r'"([^"]*)"|(\S+)', m.group(2))]
+    return words
+
+
+@collector("sshd_config")
+def collect_sshd_config(ctx: Context) -> dict:
+    out: dict = {"path": SSHD_CONFIG, "present": False, "files": [], "unreadable": {}, "entries": []}
+
+    def read(path: str, match: str | None, depth: int) -> str | None:
+        """Append the entries of `path`; return the Match context at its end (for the main file)."""
+        try:
+            text = ctx.read(path)
+        except OSError as exc:
+            out["unreadable"][path] = unavailable(f"cannot read {path}: {exc.strerror or exc}")
+            return match
+        if text is ABSENT:
+            return match
+        out["files"].append(path)
+        for no, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            words = _sshd_words(line)
+            key = words[0].lower()
+            value = " ".join(words[1:])
+            if key == "match":
+                match = None if value.lower() == "all" else value
+                continue
+            if key == "include":
+                if depth >= 16:  # sshd's own limit on nested includes
+                    out["unreadable"][path] = unavailable(f"{path}:{no}: includes nested too deeply")
+                    continue
+                for pattern in words[1:]:
+                    if not pattern.startswith("/"):
+                        pattern = f"/etc/ssh/{pattern}"
+                    found = sorted(glob.glob(str(ctx.path(pattern))))
+                    for f in found:
+                        rel = "/" + os.path.relpath(f, ctx.root) if str(ctx.root) != "/" else f
+                        read(rel, match, depth + 1)  # a Match inside ends with the included file
+                continue
+            out["entries"].append({"keyword": key, "value": value, "file": path, "line": no, "match": match})
+        return match
+
+    out["present"] = ctx.exists(SSHD_CONFIG)
+    if out["present"]:
+        read(SSHD_CONFIG, None, 0)
+    return out
+
+
+# --- live libvirt sockets -----------------------------------------------------------------------
+
+
+@collector("libvirt_sockets", live=True)
+def collect_libvirt_sockets(ctx: Context) -> dict:
+    import grp
+    import pwd
+
+    base = "/run/libvirt"
+    names = ctx.listdir(base)
+    out: dict = {}
+    if names is ABSENT:
+        return out
+    for name in names:
+        if not fnmatch.fnmatch(name, "*-sock*"):
+            continue
+        path = f"{base}/{name}"
+        try:
+            st = os.lstat(ctx.path(path))
+        except OSError as exc:
+            out[path] = unavailable(f"cannot stat {path}: {exc.strerror or exc}")
+            continue
+        if not stat.S_ISSOCK(st.st_mode):
+            continue
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = None
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = None
+        out[path] = {"mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid, "gid": st.st_gid,
+                     "owner": owner, "group": group}
+    return out
