@@ -665,8 +665,6 @@ def _legacy_devices(guest: Guest) -> list[str]:
             found.append(f"floppy disk {dev}")
         elif bus == "ide":
             found.append(f"IDE disk {dev}")
-    for ctl in guest.findall("devices/controller[@type='fdc']"):
-        found.append(f"floppy controller {ctl.get('index', '0')}")
     for nic in guest.findall("devices/interface"):
         if nic.get("type") in ("hostdev", "vhostuser", "vdpa"):
             continue  # a real device, or virtio by definition
