@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from conftest import FIXTURES, audit, make_policy, test_uri
-
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import load_inventory
 

@@ -8,7 +8,6 @@ import copy
 
 from conftest import one, with_sources
 from guest_helpers import INVENTORY_JSON, MIXED_POLICY, clean_facts, mixed_facts, run
-
 from vmaudit.facts import unavailable
 
 CLEAN_POLICY = MIXED_POLICY
