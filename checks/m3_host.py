@@ -374,7 +374,8 @@ def guest_seclabel(facts, policy):
     Rule: per guest, fail on seclabel type='none', model='none', relabel='no' (domain-wide or on every
     disk with a source, for the SELinux/AppArmor model), the same SELinux/AppArmor label (static, or the
     live label of a running guest) as another guest, or a running guest whose live XML carries no
-    SELinux/AppArmor label while libvirt offers such a model.
+    SELinux/AppArmor label while libvirt offers such a model; every guest when libvirt's capabilities
+    offer no SELinux/AppArmor model at all (it runs, or will start, confined by DAC alone).
     """
     guests = facts.guests()
     try:
@@ -414,7 +415,10 @@ def guest_seclabel(facts, policy):
                             for s in d.findall("source/seclabel"))]
         if disks and (domain_norelabel or len(norelabel) == len(disks)):
             problems.append("relabel='no' on every disk: images keep a label other guests may share")
-        if g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
+        if caps_error is None and not lsm_models:
+            problems.append(f"libvirt offers no SELinux/AppArmor model: {'runs' if g.active else 'will start'} "
+                            "without an LSM label")
+        elif g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
             problems.append(f"running without an {'/'.join(lsm_models)} label in its live XML")
         per_guest[g.name] = {"guest": g, "problems": problems, "seclabels": seen,
                              "disks_relabel_no": norelabel, "active": g.active}

@@ -264,7 +264,7 @@ def test_security_driver_error_without_capabilities():
 # --- M3-GUEST-SECLABEL --------------------------------------------------------------------------
 
 def test_guest_seclabel_fail_cases_and_pass():
-    report = run(snap("debian-broken"))
+    report = run(with_caps(snap("debian-broken"), "apparmor", "dac"))
     lab01 = one(report, "M3-GUEST-SECLABEL", "guest:lab01")
     assert lab01["status"] == "fail" and "type='none'" in lab01["message"]
     lab02 = one(report, "M3-GUEST-SECLABEL", "guest:lab02")
@@ -285,6 +285,11 @@ def test_guest_seclabel_running_guest_needs_an_lsm_label():
     web["xml"] = web["xml"].replace("model='apparmor'", "model='dac'", 1)
     f = one(run(facts), "M3-GUEST-SECLABEL", "guest:web01")
     assert f["status"] == "fail" and "without an apparmor label" in f["message"]
+    # a host whose libvirt offers only DAC (as this CI machine): every guest is unconfined
+    dac_only = run(with_caps(snap("debian-hardened"), "none", "dac"))
+    for name, verb in (("web01", "runs"), ("db01", "will start")):
+        g = one(dac_only, "M3-GUEST-SECLABEL", f"guest:{name}")
+        assert g["status"] == "fail" and verb in g["message"] and g["evidence"]["host_lsm_models"] == []
 
 
 def test_guest_seclabel_error_per_guest_and_without_libvirt():
