@@ -1,0 +1,237 @@
+"""`vmaudit collect`: audit many hosts over SSH and write per-host reports and the fleet report.
+
+    vmaudit collect -i inventory.yml --policy central.toml --output /srv/vmaudit/fleet
+
+Writes into --output: fleet.json, fleet.html, hosts/<host>.json and .html (each host's report under the
+central policy), facts/<host>.json (the raw snapshots, for `vmaudit run --facts`), and appends the run
+to the SQLite store (default <output>/fleet-history.sqlite) whose trend the fleet page shows.
+Exit status as for `run`, over every host's findings and the fleet checks' (F-HOST-UNREACHED makes an
+unreachable host an error, status 3); 2 for a bad inventory or policy; 130 after Ctrl-C, with what was
+collected written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+
+from vmaudit.engine import SEVERITIES
+
+from .common import log
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-i", "--inventory", metavar="FILE",
+                     help="Ansible inventory (INI or YAML) or a plain host list, one [user@]host[:port] a line")
+    src.add_argument("--hosts", metavar="LIST", action="append",
+                     help="comma-separated [user@]host[:port] list instead of an inventory")
+    p.add_argument("--limit", metavar="PATTERN", action="append",
+                   help="only these hosts or groups (comma-separated, globs allowed; may be repeated)")
+    p.add_argument("--policy", metavar="FILE", help="the central policy (default: /etc/vmaudit/policy.toml if present)")
+    p.add_argument("--output", metavar="DIR", default="vmaudit-fleet", help="report directory (default: ./vmaudit-fleet)")
+    p.add_argument("--store", metavar="FILE", help="SQLite history (default: DIR/fleet-history.sqlite)")
+    p.add_argument("--no-store", action="store_true", help="do not record this run in the history")
+    p.add_argument("--no-html", action="store_true", help="write JSON reports only")
+    p.add_argument("--mode", choices=("auto", "installed", "agentless"),
+                   help="how to collect: run the installed vmaudit, copy a zipapp, or auto (default: each host's "
+                        "vmaudit_mode, else auto)")
+    p.add_argument("--connect", metavar="URI", default="qemu:///system",
+                   help="libvirt URI on the hosts (default qemu:///system; per host: vmaudit_connect)")
+    p.add_argument("--root", metavar="DIR", default="/", help="audited root on the hosts (per host: vmaudit_root)")
+    p.add_argument("-f", "--concurrency", metavar="N", type=int, help="hosts at a time (default: [fleet] concurrency, 16)")
+    p.add_argument("--connect-timeout", metavar="S", type=float, help="per SSH step (default: [fleet] connect_timeout, 10)")
+    p.add_argument("--command-timeout", metavar="S", type=float, help="per remote command (default: [fleet] command_timeout, 300)")
+    p.add_argument("-l", "--user", metavar="USER", help="SSH user when neither inventory nor ~/.ssh/config names one")
+    p.add_argument("--identity", metavar="FILE", action="append", help="private key file (may be repeated)")
+    p.add_argument("--no-agent", action="store_true", help="do not use keys from the SSH agent")
+    p.add_argument("--ssh-config", metavar="FILE", help="OpenSSH client config (default: ~/.ssh/config)")
+    p.add_argument("--known-hosts", metavar="FILE", action="append",
+                   help="known_hosts file(s) (default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="for this run, accept hosts whose key is NOT yet known and record it in the first "
+                        "--known-hosts file; a CHANGED key is always refused")
+    p.add_argument("--fail-on", metavar="SEV", default="low", choices=SEVERITIES,
+                   help="lowest severity of an unwaived fail that makes the exit status 1 (default: low)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when standard error is a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def safe_name(name: str) -> str:
+    """A file name for a host: inventory names are not trusted to be paths."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "host"
+    return cleaned[:120]
+
+
+class Progress:
+    """`[#####.....] 12/50 hosts, 2 not audited` on a terminal, redrawn in place."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.done, self.failed = total, enabled, 0, 0
+        self._last = 0.0
+
+    def step(self, reached: bool) -> None:
+        self.done += 1
+        self.failed += 0 if reached else 1
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or self.done == self.total):
+            self._last = now
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} hosts"
+                             + (f", {self.failed} not audited" if self.failed else "") + "\x1b[K")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            sys.stderr.write("\n")
+
+
+def _write(path: str, text: str) -> None:
+    from vmaudit.fsutil import atomic_write
+
+    atomic_write(path, text, mode=0o640)
+
+
+def main(args: argparse.Namespace) -> int:
+    from vmaudit.audit import now_rfc3339
+    from vmaudit.engine import exit_status
+    from vmaudit.fleet.collect import Collector, Settings, collect_all
+    from vmaudit.fleet.evaluate import (
+        FleetView,
+        HostView,
+        declared_zone,
+        evaluate_fleet,
+        evaluate_host,
+        fleet_report,
+        host_entry,
+        peer_map,
+    )
+    from vmaudit.fleet.hosts import hosts_from_list, load_hosts
+    from vmaudit.fleet.ssh import Connector, SSHOptions
+    from vmaudit.fleet.zipapp import build_zipapp
+    from vmaudit.policy import PolicyError, load_policy
+
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # its per-connection INFO lines drown ours
+    # everything that can be wrong with the input fails here, before any host is contacted (exit 2)
+    policy = load_policy(args.policy)
+    inv = load_hosts(args.inventory) if args.inventory else hosts_from_list(args.hosts)
+    limit = [p.strip() for item in (args.limit or []) for p in item.split(",") if p.strip()]
+    hosts = inv.select(limit)
+    if not hosts:
+        raise PolicyError(f"{inv.source}: the inventory lists no hosts")
+    peers = peer_map(hosts, policy)
+    settings = Settings(
+        mode=args.mode, connect=args.connect, root=args.root,
+        concurrency=args.concurrency or policy.get("fleet", "concurrency"),
+        connect_timeout=args.connect_timeout or float(policy.get("fleet", "connect_timeout")),
+        command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")))
+    if settings.concurrency < 1 or settings.connect_timeout <= 0 or settings.command_timeout <= 0:
+        raise PolicyError("concurrency and timeouts must be positive")
+    known = [os.path.expanduser(k) for k in args.known_hosts or []]
+    connector = Connector(SSHOptions(
+        ssh_config=args.ssh_config, known_hosts=known, accept_new=args.accept_new_host_keys,
+        identities=args.identity or [], user=args.user, use_agent=not args.no_agent,
+        connect_timeout=settings.connect_timeout, command_timeout=settings.command_timeout))
+
+    out_dir = args.output
+    for sub in ("hosts", "facts"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    store = None
+    if not args.no_store:
+        from vmaudit.fleet.store import Store, StoreError
+
+        try:
+            store = Store(args.store or os.path.join(out_dir, "fleet-history.sqlite"))
+        except StoreError as exc:
+            raise PolicyError(str(exc)) from None
+
+    zip_lock = threading.Lock()
+    zip_cache: list[bytes] = []
+
+    def zipapp() -> bytes:
+        with zip_lock:
+            if not zip_cache:
+                zip_cache.append(build_zipapp())
+            return zip_cache[0]
+
+    html_render = None
+    if not args.no_html:
+        import importlib.util
+
+        if importlib.util.find_spec("vmaudit.report.html") is not None:
+            from vmaudit.report import render as html_render
+        else:
+            log.warning("per-host HTML reports are not available in this installation; writing JSON")
+
+    names = {h.name: safe_name(h.name) for h in hosts}
+    if len(set(names.values())) != len(names):
+        raise PolicyError(f"{inv.source}: host names that differ only in unusual characters map to the same "
+                          f"report file; rename them")
+    views: dict[str, HostView] = {}
+    entries: dict[str, dict] = {}
+    progress = Progress(len(hosts), sys.stderr.isatty() if args.progress is None else args.progress)
+    started = now_rfc3339()
+
+    def done(outcome) -> None:
+        # runs in the main thread as each host finishes, while the others are still being collected
+        host = outcome.host
+        fname = names[host.name]
+        view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
+        paths: dict = {"report": None, "html": None, "facts": None}
+        if outcome.reached:
+            try:
+                _write(os.path.join(out_dir, "facts", f"{fname}.json"), json.dumps(outcome.facts, sort_keys=True))
+                paths["facts"] = f"facts/{fname}.json"
+                view.report = evaluate_host(outcome, policy, peers[host.name])
+                _write(os.path.join(out_dir, "hosts", f"{fname}.json"), json.dumps(view.report, indent=1))
+                paths["report"] = f"hosts/{fname}.json"
+                if html_render is not None:
+                    _write(os.path.join(out_dir, "hosts", f"{fname}.html"), html_render("html", view.report))
+                    paths["html"] = f"hosts/{fname}.html"
+                view.prepare()
+            except Exception as exc:  # one host's bad snapshot or a full disk must not lose the others
+                log.exception("%s: cannot evaluate or write its report", host.name)
+                outcome.reached, view.report = False, None
+                outcome.reason, outcome.stage = f"cannot evaluate or write its report: {exc}", "internal"
+            outcome.facts = None  # written to disk; the fleet checks use the prepared guest views
+        else:
+            log.info("%s: not audited: %s", host.name, outcome.reason)
+        views[host.name] = view
+        entries[host.name] = host_entry(view, host, peers[host.name], paths)
+        progress.step(outcome.reached)
+
+    try:
+        _outcomes, interrupted = collect_all(hosts, Collector(connector, settings, zipapp), settings, done)
+    finally:
+        progress.close()
+        connector.close()
+
+    fleet = FleetView([views[h.name] for h in hosts], peers, policy.inventory)
+    findings = evaluate_fleet(fleet, policy)
+    report = fleet_report([entries[h.name] for h in hosts], findings, policy, started_at=started,
+                          interrupted=interrupted, inventory_source=inv.source)
+    if store is not None:
+        store.append(report)
+        report["trend"] = store.trend()
+        store.close()
+    _write(os.path.join(out_dir, "fleet.json"), json.dumps(report, indent=1))
+    if not args.no_html:
+        from vmaudit.fleet.html import render
+
+        _write(os.path.join(out_dir, "fleet.html"), render(report))
+    s = report["summary"]
+    print(f"vmaudit collect: {s['hosts']} hosts, {s['reached']} audited, {s['unreached']} not audited, "
+          f"{s['hosts_failing']} with failures; fleet checks {s['fleet']['fail']} fail, "
+          f"{s['fleet']['error']} error; reports in {out_dir}/fleet.html", file=sys.stderr)
+    if interrupted:
+        return 130
+    every = findings + [f for v in views.values() if v.report for f in v.report["findings"]]
+    return exit_status(every, args.fail_on)

@@ -1,0 +1,256 @@
+"""Collecting facts from many hosts at once: one SSH session per host, a bounded pool of workers, a
+watchdog that holds every host to its time budget, and Ctrl-C that keeps what was already collected.
+
+Per host, two ways (inventory variable `vmaudit_mode`, or --mode):
+
+* installed: run `vmaudit facts` on the host (one SSH command, nothing copied);
+* agentless: create a private directory with `mktemp -d` (mode 0700), copy the zipapp there over SFTP,
+  run it with the host's python3 and remove the directory;
+* auto (default): installed when `vmaudit` is on the remote PATH, else agentless. Both are decided in
+  the first command, so an installed host costs one round trip.
+
+The remote answer is untrusted data: it is parsed as JSON and checked to be a facts snapshot, nothing
+more. Inventory values that go into the remote command are shell-quoted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shlex
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable
+
+from vmaudit.facts import Facts, SnapshotError
+
+from .hosts import FleetHost
+from .ssh import Connector, Session, Unreached, run
+
+log = logging.getLogger("vmaudit.fleet")
+
+NOT_INSTALLED = 97  # exit status of the auto-mode probe when vmaudit is not on the remote PATH
+_TMPDIR_RE = re.compile(r"^/[A-Za-z0-9_./-]+/vmaudit\.[A-Za-z0-9]+$")
+
+
+@dataclass
+class Outcome:
+    """What collecting one host gave: its facts, or the reason it could not be audited."""
+
+    host: FleetHost
+    facts: dict | None = None
+    reason: str | None = None
+    stage: str | None = None       # why not: connect, host-key, auth, command, timeout, facts, interrupted
+    mode: str | None = None        # installed or agentless
+    seconds: float = 0.0
+    reached: bool = False          # stays True when the facts are dropped after evaluation
+
+
+@dataclass
+class Settings:
+    mode: str | None = None              # None: each host's vmaudit_mode (default auto)
+    connect: str = "qemu:///system"      # defaults for vmaudit_connect / vmaudit_root
+    root: str = "/"
+    concurrency: int = 16
+    connect_timeout: float = 10.0
+    command_timeout: float = 300.0
+
+
+def facts_args(host: FleetHost, settings: Settings) -> str:
+    uri = str(host.vars.get("vmaudit_connect") or settings.connect)
+    root = str(host.vars.get("vmaudit_root") or settings.root)
+    return " ".join(shlex.quote(a) for a in ("facts", "-q", "--output", "-", "--connect", uri, "--root", root))
+
+
+def installed_script(host: FleetHost, settings: Settings, probe: bool) -> str:
+    cmd = shlex.quote(str(host.vars.get("vmaudit_command") or "vmaudit"))
+    run_it = f"exec {cmd} {facts_args(host, settings)}"
+    if not probe:
+        return run_it
+    return (f"if command -v {cmd} >/dev/null 2>&1; then {run_it}; fi; "
+            f"echo 'vmaudit-collect: {cmd} is not on the remote PATH' >&2; exit {NOT_INSTALLED}")
+
+
+def _sh(script: str) -> str:
+    # through sh explicitly: the login shell may be csh or fish
+    return "sh -c " + shlex.quote(script)
+
+
+class Collector:
+    """Collects the facts of one host at a time; thread-safe, shared by the pool's workers."""
+
+    def __init__(self, connector: Connector, settings: Settings, zipapp: Callable[[], bytes]):
+        self.connector = connector
+        self.settings = settings
+        self._zipapp = zipapp
+
+    def collect(self, host: FleetHost, session: Session) -> Outcome:
+        t0 = time.monotonic()
+        out = Outcome(host)
+        try:
+            target = self.connector.resolve(host.address, host.port, host.user,
+                                            host.vars.get("ansible_ssh_private_key_file"))
+            transport = self.connector.connect(target, session)
+            mode = self.settings.mode or host.mode
+            if mode in ("auto", "installed"):
+                done = run(transport, _sh(installed_script(host, self.settings, probe=True)),
+                           self.settings.command_timeout, session)
+                if done.status == NOT_INSTALLED and b"vmaudit-collect:" in done.stderr:
+                    if mode == "installed":
+                        raise Unreached("vmaudit is not installed on the host (vmaudit_mode = installed)",
+                                        "command")
+                    mode = "agentless"
+                else:
+                    out.mode = "installed"
+                    out.facts = _parse(done, "vmaudit facts")
+                    out.reached = True
+            if mode == "agentless":
+                out.mode = "agentless"
+                out.facts = self._agentless(transport, host, session)
+                out.reached = True
+        except Unreached as exc:
+            out.facts, out.reached, out.reason, out.stage = None, False, str(exc), exc.stage
+        finally:
+            out.seconds = round(time.monotonic() - t0, 3)
+            session.close()
+        return out
+
+    def _agentless(self, transport, host: FleetHost, session: Session) -> dict:
+        timeout = self.settings.command_timeout
+        made = run(transport, _sh('umask 077 && mktemp -d "${TMPDIR:-/tmp}/vmaudit.XXXXXXXXXX"'),
+                   self.settings.connect_timeout, session)
+        tmp = made.stdout.decode(errors="replace").strip()
+        if made.status != 0 or not _TMPDIR_RE.match(tmp):
+            raise Unreached(f"agentless: cannot create a private temporary directory: "
+                            f"{_tail(made.stderr) or tmp or made.status}", "command")
+        ran = False
+        try:
+            import paramiko
+
+            try:
+                sftp = paramiko.SFTPClient.from_transport(transport, window_size=1 << 22)
+                session.adopt(sftp)
+                sftp.get_channel().settimeout(timeout)
+                sftp.putfo(io.BytesIO(self._zipapp()), f"{tmp}/vmaudit.pyz", confirm=True)
+                sftp.close()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Unreached(session.aborted or f"agentless: cannot copy the zipapp over SFTP: {exc}",
+                                "command") from None
+            python = str(host.vars.get("vmaudit_python") or host.vars.get("ansible_python_interpreter")
+                         or "python3")
+            d = shlex.quote(tmp)
+            script = (f"d={d}; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
+                      f"{shlex.quote(python)} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
+            ran = True
+            done = run(transport, _sh(script), timeout, session)
+            if done.status == 127:
+                raise Unreached(f"agentless: {python} not found on the host", "command")
+            return _parse(done, "the vmaudit zipapp")
+        finally:
+            if not ran and transport.is_active():  # the remote trap removes it once the zipapp ran
+                try:
+                    run(transport, _sh(f"rm -rf {shlex.quote(tmp)}"), self.settings.connect_timeout, session)
+                except Unreached:
+                    log.warning("%s: could not remove %s", host.name, tmp)
+
+
+def _tail(data: bytes, limit: int = 300) -> str:
+    text = data.decode(errors="replace").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = " | ".join(lines[-3:])
+    return text[-limit:]
+
+
+def _parse(done, what: str) -> dict:
+    if done.status != 0:
+        raise Unreached(f"{what} exited with status {done.status}: {_tail(done.stderr) or 'no message'}",
+                        "command")
+    try:
+        data = json.loads(done.stdout)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unreached(f"{what} printed no JSON snapshot ({exc}); stderr: {_tail(done.stderr)}", "facts") from None
+    try:
+        Facts(data)
+    except SnapshotError as exc:
+        raise Unreached(f"{what}: {exc}", "facts") from None
+    return data
+
+
+def collect_all(hosts: list[FleetHost], collector: Collector, settings: Settings,
+                on_done: Callable[[Outcome], None] | None = None) -> tuple[list[Outcome], bool]:
+    """Collect every host with at most `settings.concurrency` at a time.
+
+    Returns the outcomes in inventory order and whether the run was interrupted (Ctrl-C): hosts not
+    finished by then are reported unreached with that reason, everything collected is kept.
+    """
+    # connect: TCP + banner + key exchange + authentication, each bounded; then the command(s)
+    budget = 4 * settings.connect_timeout + settings.command_timeout
+    results: dict[str, Outcome] = {}
+    started: dict[str, float] = {}
+    sessions: dict[str, Session] = {}
+    lock = threading.Lock()
+
+    def work(host: FleetHost) -> Outcome:
+        session = Session()
+        with lock:
+            if host.name in results:     # given up before it started (Ctrl-C)
+                return results[host.name]
+            sessions[host.name] = session
+            started[host.name] = time.monotonic()
+        return collector.collect(host, session)
+
+    def finish(outcome: Outcome) -> None:
+        with lock:
+            if outcome.host.name in results:
+                return
+            results[outcome.host.name] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="vmaudit-ssh")
+    futures: dict[Future, FleetHost] = {pool.submit(work, h): h for h in hosts}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for fut in done:
+                host = futures[fut]
+                try:
+                    finish(fut.result())
+                except Exception as exc:  # a defect must not lose the other hosts
+                    log.exception("%s: collection failed", host.name)
+                    finish(Outcome(host, reason=f"internal error: {type(exc).__name__}: {exc}", stage="internal"))
+            now = time.monotonic()
+            with lock:
+                overdue = [(n, s) for n, s in started.items() if n not in results and now - s > budget]
+            for name, _ in overdue:
+                reason = (f"no result within {budget:g} s (4 x connect timeout {settings.connect_timeout:g} s "
+                          f"+ command timeout {settings.command_timeout:g} s); abandoned")
+                sessions[name].abort(reason)
+                host = next(h for h in hosts if h.name == name)
+                finish(Outcome(host, reason=reason, stage="timeout", seconds=round(now - started[name], 3)))
+    except KeyboardInterrupt:
+        interrupted = True
+        with lock:
+            running = [n for n in sessions if n not in results]
+        for fut in pending:
+            fut.cancel()
+        for h in hosts:
+            if h.name not in results:
+                was_running = h.name in running
+                if was_running:
+                    sessions[h.name].abort("interrupted (Ctrl-C)")
+                finish(Outcome(h, reason="interrupted (Ctrl-C) " + ("while collecting" if was_running
+                                                                      else "before the host was collected"),
+                               stage="interrupted"))
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return [results[h.name] for h in hosts], interrupted
+
+
+__all__ = ["Outcome", "Settings", "Collector", "collect_all", "facts_args", "installed_script", "NOT_INSTALLED"]

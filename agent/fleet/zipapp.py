@@ -1,0 +1,183 @@
+"""The self-contained zipapp the agentless collection copies to a host that has no vmaudit installed.
+
+It holds vmaudit's collectors and the modules they need (pure Python), and a small `__main__` that runs
+`facts` only: no policy, no checks, no report code, so it needs nothing beyond the host's own python3
+(3.9 or newer) and, for libvirt facts, the libvirt binding of the host's distribution
+(python3-libvirt / python3-libvirt on RHEL). Without the binding the libvirt facts are recorded as
+unavailable with that reason, never guessed.
+
+psutil (used by live collectors) is a C extension that cannot be imported from a zip. When the local
+psutil is an abi3 build, its files are shipped under `_native/` with the machine and glibc they need;
+the bootstrap unpacks them next to the zipapp (inside the private temporary directory the collection
+created) only when the remote machine and C library match, and appends them to sys.path so a psutil
+from the host's distribution still wins. Otherwise live collectors record psutil as unavailable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import zipfile
+from pathlib import Path
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same bytes
+
+BOOTSTRAP = r'''"""vmaudit agentless facts collector: `python3 vmaudit.pyz facts [--connect URI] [--root DIR]`."""
+import json
+import os
+import sys
+
+if sys.version_info < (3, 9):
+    sys.stderr.write("vmaudit: the agentless collector needs Python 3.9 or newer, this is %s\n"
+                     % sys.version.split()[0])
+    sys.exit(96)
+
+
+def _native(pyz):
+    """Unpack the shipped C extensions beside the zipapp when this machine can load them."""
+    import platform
+    import zipfile
+
+    with zipfile.ZipFile(pyz) as z:
+        try:
+            manifest = json.loads(z.read("_native/manifest.json").decode())
+        except KeyError:
+            return
+        if platform.machine() != manifest["machine"]:
+            return
+        libc, version = platform.libc_ver()
+        try:
+            have = tuple(int(x) for x in version.split(".")[:2])
+        except ValueError:
+            return
+        if libc != "glibc" or have < tuple(manifest["glibc"]):
+            return
+        dest = os.path.join(os.path.dirname(os.path.abspath(pyz)), "native")
+        for name in z.namelist():
+            if not name.startswith("_native/lib/") or name.endswith("/"):
+                continue
+            rel = name[len("_native/lib/"):]
+            if rel.startswith("/") or ".." in rel.split("/"):
+                continue
+            target = os.path.join(dest, *rel.split("/"))
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            with z.open(name) as src, open(target, "wb") as out:
+                out.write(src.read())
+        sys.path.append(dest)  # after site-packages: the distribution's psutil wins
+
+
+def main():
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="vmaudit.pyz")
+    sub = parser.add_subparsers(dest="command")
+    sub.required = True
+    p = sub.add_parser("facts")
+    p.add_argument("--connect", default="qemu:///system")
+    p.add_argument("--root", default="/")
+    p.add_argument("--output", default="-")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args()
+    _native(sys.argv[0])
+    from vmaudit.collectors import Context, collect
+
+    root = Path(args.root)
+    if not root.is_dir():
+        sys.stderr.write("vmaudit: %s: --root is not a directory\n" % args.root)
+        return 2
+    resolved = root.resolve()
+    facts = collect(Context(root=resolved, uri=args.connect, live=resolved == Path("/")))
+    text = json.dumps(facts, sort_keys=True)
+    if args.output == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+sys.exit(main())
+'''
+
+
+def _package_files() -> list[tuple[str, Path]]:
+    """(archive name, file) for every module the collectors can import."""
+    import vmaudit
+    import vmaudit.collectors
+
+    out: list[tuple[str, Path]] = []
+    agent = Path(vmaudit.__file__).resolve().parent
+    for f in sorted(agent.rglob("*.py")):
+        rel = f.relative_to(agent)
+        if rel.parts[0] in ("fleet", "__pycache__") or "__pycache__" in rel.parts:
+            continue  # the fleet code (paramiko) never runs on the audited host
+        out.append(("vmaudit/" + rel.as_posix(), f))
+    coll = Path(vmaudit.collectors.__file__).resolve().parent
+    for f in sorted(coll.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".toml", ".json"):
+            out.append(("vmaudit/collectors/" + f.relative_to(coll).as_posix(), f))
+    try:  # Python 3.9/3.10 hosts need tomli should a collector read TOML
+        import tomli
+
+        tdir = Path(tomli.__file__).resolve().parent
+        out += [("tomli/" + f.relative_to(tdir).as_posix(), f) for f in sorted(tdir.glob("*.py"))]
+    except ImportError:
+        pass
+    return out
+
+
+def _psutil_files() -> tuple[dict, list[tuple[str, Path]]] | None:
+    """psutil's files when the local build is abi3 (loadable by any CPython 3 of the same platform)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    pdir = Path(psutil.__file__).resolve().parent
+    sos = list(pdir.glob("*.so"))
+    if not sos or not all(".abi3." in s.name for s in sos):
+        return None
+    libc, version = platform.libc_ver()
+    if libc != "glibc":
+        return None
+    # psutil's manylinux wheels need glibc 2.12+; a local source build needs at most the local glibc
+    need = [2, 12]
+    for dist in pdir.parent.glob("psutil-*.dist-info/WHEEL"):
+        tags = [line.split(":", 1)[1].strip() for line in dist.read_text().splitlines() if line.startswith("Tag:")]
+        if not any("manylinux" in t for t in tags):
+            need = [int(x) for x in version.split(".")[:2]]
+    manifest = {"machine": platform.machine(), "glibc": need, "packages": ["psutil"]}
+    files = [("_native/lib/psutil/" + f.relative_to(pdir).as_posix(), f) for f in sorted(pdir.rglob("*"))
+             if f.is_file() and "__pycache__" not in f.parts]
+    return manifest, files
+
+
+def build_zipapp(include_native: bool = True) -> bytes:
+    """The zipapp's bytes (deterministic for the same sources)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        def add(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
+
+        add("__main__.py", BOOTSTRAP.encode())
+        for name, path in _package_files():
+            add(name, path.read_bytes())
+        native = _psutil_files() if include_native else None
+        if native is not None:
+            manifest, files = native
+            add("_native/manifest.json", json.dumps(manifest, sort_keys=True).encode())
+            for name, path in files:
+                add(name, path.read_bytes())
+    return buf.getvalue()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["build_zipapp", "digest", "BOOTSTRAP"]
