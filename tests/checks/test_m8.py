@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 
-from conftest import findings, one, with_sources
+from conftest import findings, host_root, one, with_sources
 from guest_helpers import (
     INVENTORY_CSV,
+    INVENTORY_JSON,
     MIXED_CONFIGS,
     MIXED_LOGS,
     NOW_ISO,
@@ -353,3 +354,46 @@ def test_autostart_errors_when_idleness_cannot_be_dated(tmp_path):
     facts["sources"]["guest_files"]["qemu_logs"] = unavailable("/var/log/libvirt/qemu does not exist")
     f = one(run(facts, inventory=INVENTORY_CSV), "M8-AUTOSTART", "guest:db01")
     assert f["status"] == "error" and "/var/log/libvirt/qemu" in f["evidence"]["reason"]
+
+
+# --- the shared fixture host trees --------------------------------------------------------------
+# Their files carry checkout-time mtimes, so the snapshot's collection time is set relative to them.
+
+def _shared(host: str, node: str, days_after: float) -> dict:
+    from datetime import datetime, timezone
+
+    root = host_root(host)
+    newest = max(p.stat().st_mtime for d in ("var/log/libvirt/qemu", "etc/libvirt/qemu")
+                 for p in (root / d).iterdir() if p.is_file())
+    at = datetime.fromtimestamp(newest + days_after * 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return facts_of(node, root, collected_at=at)
+
+
+def test_shared_broken_trees_date_their_guests(tmp_path):
+    for host in ("debian-broken", "rhel-broken"):
+        fresh = run(_shared(host, "guests-mixed", 1))
+        assert one(fresh, "M8-IDLE-GUEST", "guest:db01")["status"] == "pass"
+        assert one(fresh, "M8-IDLE-GUEST", "guest:never")["evidence"]["never_started"] is True
+        later = run(_shared(host, "guests-mixed", 200))
+        assert one(later, "M8-IDLE-GUEST", "guest:db01")["status"] == "warn"
+        assert one(later, "M8-IDLE-GUEST", "guest:never")["status"] == "warn"
+        assert one(later, "M8-SAVED-STATE", "guest:lab-old")["status"] == "warn"
+        assert one(later, "M8-SAVED-STATE", "file:/var/lib/libvirt/qemu/save/old-erp.save")["status"] == "warn"
+
+
+def test_shared_trees_hooks():
+    hooks = {h: collect_facts(root=str(host_root(h)), uri="test:///nonexistent",
+                              only=["libvirt_hooks"])["sources"]["libvirt_hooks"]["qemu"]
+             for h in ("debian-hardened", "rhel-hardened", "debian-broken", "rhel-broken")}
+    assert hooks["debian-hardened"]["executable"] and hooks["rhel-hardened"]["executable"]
+    assert hooks["debian-broken"] == {"path": "/etc/libvirt/hooks/qemu", "present": True, "executable": False}
+    assert hooks["rhel-broken"]["present"] is False
+
+
+def test_shared_hardened_trees_pass_the_maintenance_checks():
+    for host in ("debian-hardened", "rhel-hardened"):
+        report = run(_shared(host, "guests-clean", 1), inventory=INVENTORY_JSON)
+        for check_id in ("M8-IDLE-GUEST", "M8-UNREGISTERED", "M8-TRANSIENT", "M8-SNAPSHOTS", "M8-AUTOSTART"):
+            assert {f["status"] for f in findings(report, check_id)} == {"pass"}, (host, check_id)
+        assert one(report, "M8-SAVED-STATE")["status"] == "pass"
+        assert one(report, "M8-ORPHAN-VOLUMES")["status"] == "pass"
