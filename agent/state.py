@@ -355,7 +355,11 @@ class StateDir:
                 log.info("completing the reports of run %d, which was interrupted after it was recorded",
                          run_id)
                 text = zlib.decompress(blob).decode("utf-8")
-                self._write_files(run_dir, json.loads(text), {"json": text}, renders)
+                try:
+                    self._write_files(run_dir, json.loads(text), {"json": text}, renders)
+                except StateError as exc:
+                    raise StateError(f"completing the reports of the interrupted run {run_id}: {exc}; "
+                                     "nothing was audited") from None
         self._remove_orphans(known)
 
     def _remove_orphans(self, known: set[int]) -> None:

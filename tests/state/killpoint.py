@@ -52,6 +52,24 @@ POINTS = {
     "before-prune": lambda: wrap(state.StateDir, "prune", before=True),
 }
 
+
+
+def slow_collect() -> None:
+    """Not a kill: announce each collection and make it last 3 s (to signal an agent mid-audit)."""
+    import time
+
+    orig = audit.collect_facts
+
+    def patched(*args, **kw):
+        print("vmaudit-test: collecting", file=sys.stderr, flush=True)
+        time.sleep(3)
+        return orig(*args, **kw)
+
+    audit.collect_facts = patched
+
+
+POINTS["slow-collect"] = slow_collect
+
 if __name__ == "__main__":
     POINTS[sys.argv[1]]()
     from vmaudit.cli import main

@@ -6,18 +6,19 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from statehelp import FIXTURE, VMAUDIT, rows, vmaudit
+from statehelp import FIXTURE, KILLPOINT, VMAUDIT, rows, vmaudit
 
 
 class Agent:
     """A running `vmaudit agent`, its log lines collected as they come."""
 
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([VMAUDIT, "agent", *FIXTURE, *args], stdout=subprocess.PIPE,
+    def __init__(self, *args: str, prefix: tuple = (VMAUDIT,)) -> None:
+        self.proc = subprocess.Popen([*prefix, "agent", *FIXTURE, *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
@@ -119,3 +120,39 @@ def test_agent_state_dir_from_policy_and_bad_interval(tmp_path):
     assert (state / "latest.json").exists()
     bad = vmaudit("agent", *FIXTURE, "--state-dir", str(tmp_path / "s"), "--interval", "soon")
     assert bad.returncode == 2 and "--interval: 'soon' is not an interval" in bad.stderr
+
+
+def test_sigterm_during_an_audit_finishes_it_first(tmp_path, policy):
+    state = tmp_path / "state"
+    agent = Agent("--policy", str(policy), "--state-dir", str(state),
+                  prefix=(sys.executable, str(KILLPOINT), "slow-collect"))
+    try:
+        agent.expect("vmaudit-test: collecting")  # the first audit is under way
+        agent.proc.send_signal(signal.SIGTERM)
+        agent.expect("SIGTERM: stopping after the current audit")
+        assert agent.proc.wait(timeout=60) == 0
+        agent.expect("agent: stopped after 1 audit(s), 0 failed")
+    finally:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+    assert [ln for ln in agent.lines if " run 1 of " in ln]
+    assert len(rows(state)) == 1 and (state / "latest.json").exists()
+
+
+def test_second_signal_stops_at_once_leaving_the_state_intact(tmp_path, policy):
+    state = tmp_path / "state"
+    agent = Agent("--policy", str(policy), "--state-dir", str(state),
+                  prefix=(sys.executable, str(KILLPOINT), "slow-collect"))
+    try:
+        agent.expect("vmaudit-test: collecting")
+        agent.proc.send_signal(signal.SIGTERM)
+        agent.expect("stopping after the current audit")
+        agent.proc.send_signal(signal.SIGINT)
+        assert agent.proc.wait(timeout=60) == 130
+        agent.expect("vmaudit agent: interrupted")
+    finally:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+    assert not [ln for ln in agent.lines if " run 1 of " in ln]
+    assert vmaudit("run", *FIXTURE, "--state-dir", str(state), "--wait", "0").returncode in (0, 1, 3)
+    assert [r[0] for r in rows(state)] == [1]

@@ -200,3 +200,16 @@ def test_state_dir_resolution(tmp_policy):
     pol = load_policy(str(tmp_policy('[agent]\nstate_dir = "/srv/vmaudit"\n')))
     assert resolve_state_dir(None, pol) == "/srv/vmaudit"
     assert resolve_state_dir("/x", pol) == "/x"
+
+
+def test_corrupt_history_is_reported_not_replaced(tmp_path, report):
+    st = StateDir(tmp_path / "s")
+    st.path.mkdir()
+    st.db_path.write_bytes(b"this is not an SQLite database, but someone's history" * 100)
+    before = st.db_path.read_bytes()
+    with st.lock(wait=0), pytest.raises(StateError, match="cannot (open|read) the history .*history.sqlite"):
+        st.repair(RENDERS)
+        st.record(report, 0, RENDERS)
+    with pytest.raises(StateError, match="history"):
+        st.runs()
+    assert st.db_path.read_bytes() == before
