@@ -167,7 +167,6 @@ def test_filters_by_status_severity_and_guest(browser, tmp_path):
 def test_everything_shown_without_javascript(browser, tmp_path):
     sample = load_sample("sample-new.json")
     path = _write(tmp_path, sample)
-    browser.call("Target.getTargets", session=None)  # no-op; keeps the protocol warm
     targets = browser.call("Target.getTargets", session=None)["targetInfos"]
     page = next(t for t in targets if t["type"] == "page")
     browser.session = browser.call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},
