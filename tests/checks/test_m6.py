@@ -1,0 +1,309 @@
+"""M6 checks (administrators, polkit, libvirt sockets, SSH root logins) on the shared fixture hosts and on
+small roots built in tmp_path, plus the `access` collectors they read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+from access_helpers import facts, run, tree
+from conftest import REQUIRE_REAL, audit, host_root, one
+from vmaudit.checks.m6_admins import analyse_polkit_rule, polkit_rules_of
+from vmaudit.collectors import Context
+from vmaudit.collectors.access import collect_libvirt_sockets, collect_sshd_config, collect_sudoers
+from vmaudit.facts import unavailable
+
+# --- M6-ADMINS ----------------------------------------------------------------------------------
+
+def test_admins_pass_debian_hardened():
+    f = one(run("debian-hardened"), "M6-ADMINS")
+    assert f["status"] == "pass"
+    assert set(f["evidence"]) >= {"admins", "count", "max", "allow", "uid0_accounts", "sudoers_files"}
+    assert sorted(f["evidence"]["admins"]) == ["alice", "bob"]
+    assert f["evidence"]["uid0_accounts"] == ["root"]
+    # the QEMU service account is in kvm and libvirt-qemu but cannot log in
+    assert "libvirt-qemu" in f["evidence"]["not_counted"]
+    assert "/etc/sudoers.d/nagios" in f["evidence"]["sudoers_files"]
+    assert one(run("debian-hardened"), "M6-ADMINS", "account:alice")["status"] == "pass"
+
+
+def test_admins_fail_debian_broken():
+    report = run("debian-broken")
+    f = one(report, "M6-ADMINS")
+    assert f["status"] == "fail" and f["severity"] == "high"
+    admins = f["evidence"]["admins"]
+    assert sorted(admins) == ["alice", "bob", "carol", "dave", "eve", "frank", "svc-virt", "toor"]
+    assert any("primary member of group libvirt" in w for w in admins["svc-virt"])  # primary gid counts
+    assert any("sudo ALL" in w and "/etc/sudoers.d/ops" in w for w in admins["carol"])  # via User_Alias OPS
+    assert any("libvirt tool" in w for w in admins["frank"])  # Cmnd_Alias with virsh
+    # sudo ignores sudoers.d names with a dot: mallory's grant in ops.dpkg-old does not count
+    assert "mallory" not in admins
+    assert any(s["path"].endswith("ops.dpkg-old") for s in f["evidence"]["sudoers_skipped"])
+    toor = one(report, "M6-ADMINS", "account:toor")
+    assert toor["status"] == "fail" and toor["severity"] == "critical"
+    assert toor["evidence"]["uid"] == 0
+
+
+def test_admins_allowlist():
+    report = run("debian-hardened", '[admins]\nallow = ["alice"]\n')
+    bob = one(report, "M6-ADMINS", "account:bob")
+    assert bob["status"] == "fail" and bob["evidence"]["allow"] == ["alice"]
+    assert "member of group libvirt" in " ".join(bob["evidence"]["via"])
+    assert one(report, "M6-ADMINS", "account:alice")["status"] == "pass"
+
+
+def test_admins_directory_accounts_warn():
+    # rhel-broken resolves accounts through sssd: a count within the limit cannot be trusted
+    f = one(run("rhel-broken", "[admins]\nmax = 10\n"), "M6-ADMINS")
+    assert f["status"] == "warn"
+    assert "sss" in f["evidence"]["directory_sources"]
+    assert sorted(f["evidence"]["admins"]) == ["cloud-user", "dev1", "dev2", "ops1", "ops2"]
+
+
+def test_admins_error_missing_passwd_and_unreadable_sudoers():
+    snap = facts("debian-hardened")
+    snap["sources"]["accounts"]["passwd"] = unavailable("cannot read /etc/passwd: Permission denied")
+    f = one(run(snap), "M6-ADMINS")
+    assert f["status"] == "error" and "Permission denied" in f["evidence"]["reason"]
+
+    snap = facts("debian-hardened")
+    snap["sources"]["sudoers"]["files"]["/etc/sudoers.d/nagios"] = unavailable(
+        "cannot read /etc/sudoers.d/nagios: Permission denied")
+    f = one(run(snap), "M6-ADMINS")
+    assert f["status"] == "error" and "nagios" in f["evidence"]["reason"]
+    assert not [x for x in run(snap)["findings"] if x["check_id"] == "M6-ADMINS" and x["status"] == "pass"]
+
+
+def test_sudoers_syntax(tmp_path):
+    tree(tmp_path, {
+        "/etc/sudoers": "Defaults env_reset\n#includedir /etc/sudoers.d\n@include extra\n",
+        "/etc/extra": ("User_Alias ADM = ann, \\\n    ben  # trailing comment\n"
+                       "ADM, !ben  ALL = (ALL) NOPASSWD: ALL\n"
+                       "cat web1 = (postgres) ALL\n"  # runs as postgres: no root
+                       "%#2000 ALL = (root) /bin/bash\n"
+                       "#1005 ALL=(ALL:ALL) ALL : db1 = /usr/bin/ls\n"),
+        "/etc/sudoers.d/z~": "zed ALL=(ALL) ALL\n",
+    })
+    src = collect_sudoers(Context(root=tmp_path, live=False))
+    assert list(src["files"]) == ["/etc/sudoers", "/etc/extra"]
+    assert src["aliases"]["User_Alias"]["ADM"] == ["ann", "ben"]
+    spec = src["specs"][0]
+    assert spec["users"] == ["ADM", "!ben"] and spec["runas"] == "ALL" and spec["commands"] == ["ALL"]
+    assert [s["hosts"] for s in src["specs"] if s["users"] == ["#1005"]] == [["ALL"], ["db1"]]
+    files = {"/etc/passwd": ("root:x:0:0:root:/root:/bin/bash\nann:x:1000:1000::/home/ann:/bin/bash\n"
+                             "ben:x:1001:1001::/home/ben:/bin/bash\ncat:x:1002:1002::/home/cat:/bin/bash\n"
+                             "dan:x:1003:2000::/home/dan:/bin/bash\neli:x:1005:1005::/home/eli:/bin/sh\n"),
+             "/etc/group": "root:x:0:\nops:x:2000:\n"}
+    tree(tmp_path, files)
+    f = one(audit(tmp_path), "M6-ADMINS")
+    assert sorted(f["evidence"]["admins"]) == ["ann", "dan", "eli"]
+    assert f["status"] == "pass"
+
+
+# --- M6-POLKIT ----------------------------------------------------------------------------------
+
+def test_polkit_pass_packaged_rule():
+    f = one(run("debian-hardened"), "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")
+    assert f["status"] == "pass"
+    assert f["evidence"]["rules"][0]["groups"] == ["libvirt"]
+    assert set(f["evidence"]) >= {"path", "rules", "outside_admins", "admins"}
+
+
+def test_polkit_fail_unconditional_and_wide_group():
+    report = run("debian-broken")
+    f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/50-libvirt-everyone.rules")
+    assert f["status"] == "fail" and f["evidence"]["rules"][0]["unconditional"] is True
+    f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/60-libvirt.rules")
+    assert f["status"] == "fail"
+    assert f["evidence"]["outside_admins"] == {"group users": ["mallory"]}
+    # the /etc rule hides the packaged rule of the same name
+    assert f["evidence"]["shadows"] == "/usr/share/polkit-1/rules.d/60-libvirt.rules"
+    assert not [x for x in report["findings"] if x["resource"] == "file:/usr/share/polkit-1/rules.d/60-libvirt.rules"]
+
+
+def test_polkit_auth_self_and_unjudgeable():
+    report = run("rhel-broken")
+    f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/49-libvirt-devs.rules")
+    assert f["status"] == "fail" and f["evidence"]["rules"][0]["grants"] == ["AUTH_SELF_KEEP"]
+    assert f["evidence"]["outside_admins"] == {"group virtusers": ["dev3"]}
+    f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/70-libvirt-api.rules")
+    assert f["status"] == "warn" and f["evidence"]["rules"][0]["unjudgeable"]
+
+
+def test_polkit_allowlist_narrows_admin_set():
+    f = one(run("debian-hardened", '[admins]\nallow = ["alice"]\n'), "M6-POLKIT",
+            "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")
+    assert f["status"] == "fail" and f["evidence"]["outside_admins"] == {"group libvirt": ["bob"]}
+
+
+def test_polkit_error_unreadable_rule():
+    snap = facts("debian-hardened")
+    snap["sources"]["polkit_rules"]["files"][1]["text"] = unavailable("cannot read: Permission denied")
+    path = snap["sources"]["polkit_rules"]["files"][1]["path"]
+    f = one(run(snap), "M6-POLKIT", f"file:{path}")
+    assert f["status"] == "error" and "Permission denied" in f["evidence"]["reason"]
+    snap["sources"]["polkit_rules"] = unavailable("cannot list /etc/polkit-1/rules.d: Permission denied")
+    assert one(run(snap), "M6-POLKIT")["status"] == "error"
+
+
+def test_polkit_js_forms():
+    regex_rule = """polkit.addRule(function(action, subject) {
+        // polkit.Result.YES for org.libvirt in a comment does not count
+        if (/^org\\.libvirt\\.api\\./.test(action.id) && subject.local) { return polkit.Result.AUTH_SELF; }
+    });"""
+    r = polkit_rules_of(regex_rule)[0]
+    assert r["libvirt"] and r["grants"] == ["AUTH_SELF"] and r["unconditional"]
+    r = analyse_polkit_rule('if (action.id == "org.libvirt.unix.manage" && subject.user == "alice") return "yes";')
+    assert r["users"] == ["alice"] and r["grants"] == ["YES"] and not r["unconditional"]
+    r = analyse_polkit_rule('if (action.id == "org.libvirt.unix.manage" && !subject.isInGroup("x")) '
+                            'return polkit.Result.YES;')
+    assert r["unjudgeable"]
+    assert polkit_rules_of('/* polkit.addRule(function(a,s){ "org.libvirt"; return polkit.Result.YES; }) */') == []
+    r = analyse_polkit_rule('if (action.id == "org.libvirt.unix.manage") return polkit.Result.NO;')
+    assert r["libvirt"] and r["grants"] == []
+
+
+# --- M6-SOCKET-PERMS ----------------------------------------------------------------------------
+
+def test_socket_perms_pass_socket_activation():
+    report = run("debian-hardened")
+    rw = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")
+    assert rw["status"] == "pass" and rw["evidence"]["mode"] == "0666"
+    assert rw["evidence"]["auth_unix_rw"] == "polkit" and rw["evidence"]["socket_activated"] is True
+    assert rw["evidence"]["source"].startswith("socket unit libvirtd.socket")
+    adm = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-admin-sock")
+    assert adm["status"] == "pass" and adm["evidence"]["mode"] == "0600"
+
+
+def test_socket_perms_fail_auth_none_world_writable():
+    report = run("debian-broken")
+    rw = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")
+    assert rw["status"] == "fail" and rw["severity"] == "critical"
+    assert rw["evidence"]["socket_activated"] is False  # units masked: libvirtd.conf decides
+    assert rw["evidence"]["source"] == "/etc/libvirt/libvirtd.conf" and rw["evidence"]["mode"] == "0777"
+    adm = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-admin-sock")
+    assert adm["status"] == "fail" and adm["severity"] == "high" and adm["evidence"]["mode"] == "0770"
+
+
+def test_socket_perms_modular_with_drop_in():
+    report = run("rhel-broken")
+    rw = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/virtqemud-sock")
+    assert rw["status"] == "fail" and rw["evidence"]["daemon"] == "virtqemud"
+    adm = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/virtqemud-admin-sock")
+    assert adm["status"] == "fail" and adm["evidence"]["mode"] == "0660"  # from the drop-in
+    assert one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")["evidence"]["daemon"] == "virtproxyd"
+
+
+def test_socket_perms_live_stat_wins():
+    snap = facts("debian-hardened")
+    snap["sources"]["libvirt_sockets"] = {
+        "/run/libvirt/libvirt-sock": {"mode": "0666", "uid": 0, "gid": 0, "owner": "root", "group": "root"},
+        "/run/libvirt/libvirt-admin-sock": {"mode": "0666", "uid": 0, "gid": 0, "owner": "root", "group": "root"}}
+    f = one(run(snap), "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-admin-sock")
+    assert f["status"] == "fail" and f["evidence"]["source"] == "live stat"
+
+
+def test_socket_perms_error():
+    snap = facts("debian-hardened")
+    snap["sources"]["libvirt_config"]["libvirtd.conf"] = unavailable("/etc/libvirt/libvirtd.conf: line 3: bad")
+    f = one(run(snap), "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")
+    assert f["status"] == "error" and "line 3" in f["evidence"]["reason"]
+    snap["sources"]["systemd_units"] = unavailable("cannot list /etc/systemd/system")
+    assert one(run(snap), "M6-SOCKET-PERMS")["status"] == "error"
+
+
+def test_libvirt_sockets_collector(tmp_path):
+    d = tmp_path / "run/libvirt"
+    d.mkdir(parents=True)
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(d / "virtqemud-sock"))
+        os.chmod(d / "virtqemud-sock", 0o666)
+        (d / "virtqemud-sock.lock").write_text("")  # not a socket
+        out = collect_libvirt_sockets(Context(root=tmp_path, live=True))
+    finally:
+        s.close()
+    entry = out["/run/libvirt/virtqemud-sock"]
+    assert entry["mode"] == "0666" and entry["uid"] == os.getuid()
+    assert list(out) == ["/run/libvirt/virtqemud-sock"]
+
+
+# --- M6-SSH-ROOT --------------------------------------------------------------------------------
+
+def test_ssh_pass_and_fail_on_fixtures():
+    f = one(run("debian-hardened"), "M6-SSH-ROOT")
+    assert f["status"] == "pass"
+    assert f["evidence"]["effective"]["permitrootlogin"] == {
+        "value": "no", "at": "/etc/ssh/sshd_config.d/10-hardening.conf:2"}
+    f = one(run("debian-broken"), "M6-SSH-ROOT")
+    assert f["status"] == "fail"
+    assert f["evidence"]["effective"]["permitrootlogin"]["at"] == "/etc/ssh/sshd_config.d/60-root.conf:1"
+    assert f["evidence"]["match_blocks"][0]["match"] == "User backup"
+    f = one(run("rhel-broken"), "M6-SSH-ROOT")
+    assert f["status"] == "fail"
+    assert f["evidence"]["effective"]["permitrootlogin"]["at"].endswith("01-permitrootlogin.conf:3")
+    # RHEL's 50-redhat.conf: ChallengeResponseAuthentication is the old name of KbdInteractiveAuthentication
+    assert f["evidence"]["effective"]["kbdinteractiveauthentication"]["value"] == "no"
+
+
+def test_ssh_defaults_warn_and_first_value_wins(tmp_path):
+    root = tree(tmp_path, {"/etc/ssh/sshd_config": "Include sshd_config.d/*.conf\nUsePAM yes\n"
+                                                   "PermitRootLogin yes\nKbdInteractiveAuthentication no\n",
+                           "/etc/ssh/sshd_config.d/20-b.conf": "permitrootlogin=yes\n",
+                           "/etc/ssh/sshd_config.d/10-a.conf": "PERMITROOTLOGIN no\n"})
+    f = one(audit(root), "M6-SSH-ROOT")
+    assert f["evidence"]["effective"]["permitrootlogin"]["at"] == "/etc/ssh/sshd_config.d/10-a.conf:1"
+    assert f["status"] == "warn"  # PasswordAuthentication defaults to yes
+    assert f["evidence"]["effective"]["passwordauthentication"]["at"] == "default"
+    (tmp_path / "etc/ssh/sshd_config.d/10-a.conf").write_text("PermitRootLogin no\nPasswordAuthentication no\n")
+    assert one(audit(root), "M6-SSH-ROOT")["status"] == "pass"
+    (tmp_path / "etc/ssh/sshd_config.d/10-a.conf").unlink()
+    (tmp_path / "etc/ssh/sshd_config.d/20-b.conf").unlink()
+    (tmp_path / "etc/ssh/sshd_config").write_text("PasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+    f = one(audit(root), "M6-SSH-ROOT")
+    assert f["status"] == "warn" and f["evidence"]["effective"]["permitrootlogin"]["value"] == "prohibit-password"
+
+
+def test_ssh_error_and_skip(tmp_path):
+    snap = facts("debian-hardened")
+    snap["sources"]["sshd_config"]["unreadable"] = {
+        "/etc/ssh/sshd_config.d/10-hardening.conf": unavailable("cannot read: Permission denied")}
+    f = one(run(snap), "M6-SSH-ROOT")
+    assert f["status"] == "error" and "Permission denied" in f["evidence"]["reason"]
+    assert one(audit(tree(tmp_path, {"/etc/passwd": ""})), "M6-SSH-ROOT")["status"] == "skip"
+
+
+def _sshd_effective(path: str) -> dict:
+    out = subprocess.run(["/usr/sbin/sshd", "-T", "-f", path], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+
+
+@pytest.mark.parametrize("host", ["debian-hardened", "debian-broken", "rhel-hardened", "rhel-broken"])
+def test_ssh_matches_real_sshd(host, tmp_path):
+    """Our reading of each fixture's sshd_config agrees with OpenSSH's own (`sshd -T`)."""
+    if not (os.path.exists("/usr/sbin/sshd") and os.geteuid() == 0):
+        if REQUIRE_REAL:
+            pytest.fail("sshd (run as root) is required")
+        pytest.skip("needs /usr/sbin/sshd and root")
+    src = host_root(host) / "etc/ssh"
+    shutil.copytree(src, tmp_path / "ssh")
+    main = tmp_path / "ssh/sshd_config"
+    # point the absolute Include at the copy; RHEL's crypto-policy include does not exist here
+    text = main.read_text().replace("/etc/ssh/sshd_config.d", str(tmp_path / "ssh/sshd_config.d"))
+    main.write_text(text)
+    real = _sshd_effective(str(main))
+    ours = collect_sshd_config(Context(root=host_root(host), live=False))
+    entries = [e for e in ours["entries"] if e["match"] is None]
+    for key in ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication", "usepam"):
+        mine = next((e["value"].lower() for e in entries
+                     if e["keyword"] in (key, "challengeresponseauthentication" if key.startswith("kbd") else key)),
+                    None)
+        expected = {"permitrootlogin": "without-password"}.get(key) if mine is None else mine
+        if mine is None and key != "permitrootlogin":
+            continue  # a compiled-in default
+        # sshd -T prints prohibit-password as its old name without-password
+        assert real[key] == {"prohibit-password": "without-password"}.get(expected, expected), key
