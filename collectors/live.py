@@ -85,7 +85,7 @@ def deleted_maps(maps_text: str) -> list[str]:
         if len(fields) < 6 or not fields[5].endswith(" (deleted)"):
             continue
         perms, path = fields[1], fields[5][: -len(" (deleted)")]
-        if not path.startswith("/") or path.startswith(("/memfd:", "/dev/", "/SYSV", "/run/", "/tmp/")):
+        if not path.startswith("/") or path.startswith(("/memfd:", "/dev/", "/SYSV")):
             continue
         if "x" in perms or re.search(r"\.so(\.|$)", os.path.basename(path)):
             out.add(path)
