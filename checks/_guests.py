@@ -90,8 +90,9 @@ def idle_state(guest: Guest, facts: Facts, policy: Any) -> dict:
         # The log is written when QEMU starts and stops; an edit of the config also counts as care.
         last = max(log["mtime"], config["mtime"]) if config else log["mtime"]
         age = days(now - last)
+        older = now - last > idle_days * DAY  # compare unrounded: 0 days means any age
         evidence["days_since_activity"] = age
-        if age > idle_days:
+        if older:
             return {"idle": True, "evidence": evidence,
                     "reason": f"shut off for {age:g} days (last run or config change {iso(last)}), "
                               f"longer than {idle_days}"}
@@ -101,9 +102,10 @@ def idle_state(guest: Guest, facts: Facts, policy: Any) -> dict:
         raise EvidenceMissing(f"guest {guest.name} has neither {log_dir}/{guest.name}.log nor "
                               f"{conf_dir}/{guest.name}.xml: its last run cannot be dated")
     age = days(now - config["mtime"])
+    older = now - config["mtime"] > never_days * DAY
     evidence["days_since_activity"] = age
     evidence["never_started"] = True
-    if age > never_days:
+    if older:
         return {"idle": True, "evidence": evidence,
                 "reason": f"never started (no QEMU log) and defined {age:g} days ago, longer than {never_days}"}
     return {"idle": False, "evidence": evidence,

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, is_marker, need
 
-from ._guests import collected_at, days, idle_state, iso
+from ._guests import DAY, collected_at, days, idle_state, iso
 
 
 def _inventory_entry(guest, policy):
@@ -147,10 +147,11 @@ def saved_state(facts, policy):
             yield Result("error", f"libvirt reports a managed-save image but {path} is not readable or not "
                          "there: its age is unknown", guest.resource, {"managed_save": True, "path": path})
             continue
-        age = days(now - entry["mtime"])
+        seconds = now - entry["mtime"]
+        age = days(seconds)
         evidence = {"managed_save": True, "path": path, "saved_at": iso(entry["mtime"]), "age_days": age,
                     "size": entry.get("size"), "max_age_days": max_age}
-        if age > max_age:
+        if seconds > max_age * DAY:
             yield Result("warn", f"guest has a saved memory image {age:g} days old (limit {max_age})",
                          guest.resource, evidence, expected=f"<= {max_age} days", actual=f"{age:g} days")
         else:
@@ -171,10 +172,11 @@ def saved_state(facts, policy):
             yield Result("error", f"evidence missing: {entry.get('unavailable')}", f"file:{path}",
                          {"reason": entry.get("unavailable")})
             continue
-        age = days(now - entry["mtime"])
+        seconds = now - entry["mtime"]
+        age = days(seconds)
         evidence = {"path": path, "saved_at": iso(entry["mtime"]), "age_days": age, "size": entry.get("size"),
                     "max_age_days": max_age, "guest_managed_save": False}
-        if age > max_age:
+        if seconds > max_age * DAY:
             yield Result("warn", f"{path} is {age:g} days old and belongs to no guest's managed save",
                          f"file:{path}", evidence, expected=f"<= {max_age} days", actual=f"{age:g} days")
         else:
@@ -209,11 +211,12 @@ def snapshots(guest, facts, policy):
         if s.get("creation_time") is None:
             broken.append({"name": s.get("name"), "reason": s.get("xml_error", "no creation time")})
             continue
-        age = days(now - s["creation_time"])
+        seconds = now - s["creation_time"]
+        age = days(seconds)
         item = {"name": s.get("name"), "created": iso(s["creation_time"]), "age_days": age,
                 "memory": bool(s.get("memory"))}
         listed.append(item)
-        if age > max_age:
+        if seconds > max_age * DAY:
             old.append(item)
     listed.sort(key=lambda i: i["age_days"], reverse=True)
     evidence = {"count": len(snaps), "max_count": max_count, "max_age_days": max_age,
@@ -357,8 +360,9 @@ def orphan_volumes(facts, policy):
                       "backing": vol.get("backing")},
                      expected="attached to a guest", actual="unreferenced")
     if not orphans and not pool_errors:
-        yield Result("pass", f"every one of {len(volumes)} volume(s) in active pools is used by a guest",
-                     "host", evidence)
+        msg = (f"every one of {len(volumes)} volume(s) in active pools is used by a guest" if volumes
+               else "no storage pool volumes to account for")
+        yield Result("pass", msg, "host", evidence)
 
 
 @check("M8-AUTOSTART", severity="low", scope="guest",

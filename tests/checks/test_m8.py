@@ -397,3 +397,13 @@ def test_shared_hardened_trees_pass_the_maintenance_checks():
             assert {f["status"] for f in findings(report, check_id)} == {"pass"}, (host, check_id)
         assert one(report, "M8-SAVED-STATE")["status"] == "pass"
         assert one(report, "M8-ORPHAN-VOLUMES")["status"] == "pass"
+
+
+def test_snapshot_ages_are_not_rounded_away(tmp_path):
+    # a snapshot one minute old is older than "0 days": the comparison uses seconds, not rounded days
+    facts = mixed_facts(tmp_path)
+    from guest_helpers import NOW
+    _domain(facts, "web02")["snapshots"] = [{"name": "just-now", "creation_time": int(NOW) - 60,
+                                             "state": "running", "memory": False}]
+    f = one(run(facts, "[snapshots]\nmax_age_days = 0\n"), "M8-SNAPSHOTS", "guest:web02")
+    assert f["status"] == "warn" and f["evidence"]["snapshots"][0]["age_days"] == 0.0
