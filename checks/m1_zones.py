@@ -150,6 +150,9 @@ class _Networks:
             for iface in fwd.findall("interface"):  # macvtap / passthrough pools of host devices
                 if iface.get("dev"):
                     keys.append(iface.get("dev"))
+            for pf in fwd.findall("pf"):  # SR-IOV: the VFs of this physical function
+                if pf.get("dev"):
+                    keys.append(pf.get("dev"))
             if fwd.get("dev"):
                 keys.append(fwd.get("dev"))
         # compared as strings (no XPath built from a tenant-visible name)

@@ -203,3 +203,15 @@ def test_hostile_guest_names_and_portgroups_are_data(tmp_path):
     f = one(run(facts, MIXED_POLICY), "M1-NET-ZONE", "guest:web02")
     # an unknown portgroup: no VLAN from it, the network's bridge br-trunk is unmapped
     assert f["status"] == "warn"
+
+
+def test_net_zone_resolves_sr_iov_and_macvtap_networks(tmp_path):
+    facts = mixed_facts(tmp_path)
+    for net in facts["sources"]["libvirt"]["networks"]:
+        if net["name"] == "dmz-net":  # now a pool of VFs of the internal-facing NIC
+            net["xml"] = ("<network><name>dmz-net</name><forward mode='hostdev' managed='yes'>"
+                          "<pf dev='ens1f0'/></forward></network>")
+    policy = MIXED_POLICY + '"ens1f0" = "internal"\n'
+    f = one(run(facts, policy), "M1-NET-ZONE", "guest:web01")
+    assert f["status"] == "fail"
+    assert f["evidence"]["interfaces"][0]["attached_to"] == ["dmz-net", "ens1f0"]
