@@ -123,6 +123,14 @@ def unit_ports(unit: dict | None, default: int) -> set[int]:
     return ports or {default}
 
 
+def _port(value: Any, default: int) -> int:
+    """tcp_port / tls_port are strings in libvirtd.conf ("16509"); a service name stays the default."""
+    try:
+        return int(str(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
 def remote_access(facts) -> dict:
     """Remote listening of every remote-capable daemon in use.
 
@@ -155,8 +163,8 @@ def remote_access(facts) -> dict:
                 "conf": conf.get("path"), "conf_present": conf.get("present"),
                 "auth_tcp": values.get("auth_tcp", "sasl"), "auth_tls": values.get("auth_tls", "none"),
                 "listen_tcp": values.get("listen_tcp", 0), "listen_tls": values.get("listen_tls", 1)}
-        tcp_ports = {int(values.get("tcp_port", TCP_PORT))}
-        tls_ports = {int(values.get("tls_port", TLS_PORT))}
+        tcp_ports = {_port(values.get("tcp_port"), TCP_PORT)}
+        tls_ports = {_port(values.get("tls_port"), TLS_PORT)}
         for kind in ("tcp", "tls"):
             unit = d[kind]
             if unit in enabled:

@@ -118,8 +118,8 @@ class Sudo:
                 found = set(self.acc.members(g)) if g else set()
             elif name.startswith("%"):
                 g = self.acc.groups.get(name[1:])
-                if g is None:
-                    self.unresolved.append(name)
+                if g is None and self.acc.directory_sources:
+                    self.unresolved.append(name)  # may be a directory group; else it has no members
                 found = set(self.acc.members(g)) if g else set()
             elif name.startswith("#") and name[1:].isdigit():
                 found = {p["name"] for p in self.acc.passwd if p["uid"] == int(name[1:])}
@@ -369,7 +369,8 @@ def polkit(facts, policy):
             for g in r["groups"]:
                 entry = acc.groups.get(g)
                 if entry is None:
-                    unknown_groups.append(g)
+                    if acc.directory_sources:  # a directory group: its members are unknown here
+                        unknown_groups.append(g)
                     continue
                 extra = sorted(set(acc.members(entry)) - admins)
                 if extra:
@@ -384,7 +385,8 @@ def polkit(facts, policy):
             yield Result("fail", f"{f['path']} grants libvirt access beyond the administrators ({who})",
                          resource, evidence, expected="administrators only", actual=who)
         elif unknown_groups or any(r["unjudgeable"] for r in granting):
-            why = [f"group {g} not in /etc/group" for g in sorted(set(unknown_groups))]
+            why = [f"group {g} not in /etc/group (directory: {', '.join(acc.directory_sources)})"
+                   for g in sorted(set(unknown_groups))]
             why += [u for r in granting for u in r["unjudgeable"]]
             yield Result("warn", f"{f['path']} grants libvirt access in a way vmaudit cannot fully judge "
                          f"({'; '.join(why)}); review it", resource, evidence)
