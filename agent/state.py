@@ -295,7 +295,11 @@ class StateDir:
 
     def _write_files(self, run_dir: Path, report: dict, texts: dict[str, str],
                      renders: dict[str, Callable[[dict], str]]) -> None:
-        """Write the run's report files, then replace latest.*; each file atomically."""
+        """Write the run's report files, then latest.html, and latest.json last; each atomically.
+
+        latest.json last: when it holds the newest recorded run, the other files were written before
+        it (`repair` checks both). A renderer that fails still lets the JSON files through.
+        """
         try:
             self.runs_path.mkdir(mode=0o750, exist_ok=True)
             run_dir.mkdir(mode=0o750, exist_ok=True)
@@ -303,21 +307,20 @@ class StateDir:
             raise StateError(f"run recorded in the history, but {run_dir} could not be created: "
                              f"{_why(exc)}") from None
         problems = []
-        for fmt, (name, latest) in STORED.items():
-            if fmt not in texts:
-                if fmt not in renders:
-                    continue
+        for fmt in STORED:
+            if fmt not in texts and fmt in renders:
                 try:
                     texts[fmt] = renders[fmt](report)
                 except Exception as exc:  # a renderer defect must not lose the recorded run's JSON
                     problems.append(f"the {fmt} report could not be rendered ({type(exc).__name__}: {exc})")
-                    continue
-            for target in (run_dir / name, self.path / latest):
-                try:
-                    atomic_write(target, texts[fmt], mode=0o640)
-                except OSError as exc:
-                    problems.append(f"{target} not written: {_why(exc)}")
-                    break
+        order = [(run_dir / STORED[f][0], f) for f in STORED if f in texts]
+        order += [(self.path / STORED[f][1], f) for f in reversed(STORED) if f in texts]
+        for target, fmt in order:
+            try:
+                atomic_write(target, texts[fmt], mode=0o640)
+            except OSError as exc:
+                problems.append(f"{target} not written: {_why(exc)}")
+                break
         if problems:
             raise StateError("run recorded in the history, but " + "; ".join(problems) +
                              " (the previous files are intact; the next run writes them again)")
@@ -358,8 +361,9 @@ class StateDir:
                 try:
                     self._write_files(run_dir, json.loads(text), {"json": text}, renders)
                 except StateError as exc:
-                    raise StateError(f"completing the reports of the interrupted run {run_id}: {exc}; "
-                                     "nothing was audited") from None
+                    # Not fatal: this run is audited and stored anyway (a renderer defect or a full
+                    # disk then shows in its own result).
+                    log.warning("could not complete the reports of run %d: %s", run_id, exc)
         self._remove_orphans(known)
 
     def _remove_orphans(self, known: set[int]) -> None:

@@ -45,9 +45,12 @@ POINTS = {
     "in-transaction": lambda: wrap(state.StateDir, "_insert_findings", after=True),
     # the run's report.json is in its temporary file, fsynced, not yet renamed
     "before-rename": lambda: wrap(fsutil.os, "replace", before=True),
-    # committed; the run's files are written, latest.json not yet
+    # committed; the run's files are written, latest.* not yet
     "before-latest": lambda: wrap(state, "atomic_write", before=True,
-                                  when=lambda path, *a, **k: str(path).endswith("latest.json")),
+                                  when=lambda path, *a, **k: os.path.basename(path).startswith("latest.")),
+    # committed; latest.html replaced, latest.json not yet
+    "between-latest": lambda: wrap(state, "atomic_write", before=True,
+                                   when=lambda path, *a, **k: os.path.basename(path) == "latest.json"),
     # committed, files and latest.* written; retention not applied
     "before-prune": lambda: wrap(state.StateDir, "prune", before=True),
 }

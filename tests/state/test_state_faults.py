@@ -84,6 +84,18 @@ def test_killed_after_the_commit_keeps_the_previous_latest(state, point):
     assert_consistent(state)
 
 
+def test_killed_between_the_latest_files(state):
+    before = snapshot(state)
+    killed_at("between-latest", state)
+    assert history_ids(state) == [3, 2, 1] and rows(state)[:2] == before["rows"]
+    assert sha(state / "latest.json") == before["latest.json"]  # still the previous complete run
+    # a run that finds it so completes run 3's files before auditing
+    proc = run_into(state, "--wait", "0")
+    assert proc.returncode in OK, proc.stderr
+    assert "completing the reports of run 3" in proc.stderr
+    assert_consistent(state)
+
+
 def test_killed_before_retention(state):
     before = snapshot(state)
     killed_at("before-prune", state)
