@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.policy import load_policy
     from vmaudit.report import render
 
-    if args.state_dir:
+    if args.state_dir is not None:
         return _main_state(args)
     policy = load_policy(args.policy)   # bad policy: exit 2 before anything is collected
     targets = output_targets(args.formats or ["text"], args.output)
@@ -120,9 +120,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main_state(args: argparse.Namespace) -> int:
+    from vmaudit.policy import PolicyError
     from vmaudit.report import render
     from vmaudit.state import StateError
 
+    if not args.state_dir.strip():  # e.g. ${STATE_DIRECTORY} unset: never fall back to the cwd
+        raise PolicyError("--state-dir: empty path")
     # Printed reports only when asked for (a timer's journal gets the one summary line instead).
     formats = args.formats or (["text"] if args.output != "-" else [])
     targets = output_targets(formats, args.output) if formats else []

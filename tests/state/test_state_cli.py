@@ -166,3 +166,9 @@ def test_read_only_state_dir_is_a_clear_error_and_loses_nothing(tmp_path):
         assert snapshot(state) == before
         hist = vmaudit("history", "--state-dir", str(state))  # still readable
         assert hist.returncode == 0 and hist.stdout.splitlines()[1].split()[0] == "1"
+
+
+def test_empty_state_dir_is_bad_usage(tmp_path):
+    proc = vmaudit("run", *FIXTURE, "--state-dir", "", cwd=tmp_path)
+    assert proc.returncode == 2 and "--state-dir: empty path" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
