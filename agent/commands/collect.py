@@ -109,9 +109,9 @@ def main(args: argparse.Namespace) -> int:
         HostView,
         declared_zone,
         evaluate_fleet,
-        evaluate_host,
         fleet_report,
         host_entry,
+        host_view,
         peer_map,
     )
     from vmaudit.fleet.hosts import hosts_from_list, load_hosts
@@ -190,17 +190,17 @@ def main(args: argparse.Namespace) -> int:
             try:
                 _write(os.path.join(out_dir, "facts", f"{fname}.json"), json.dumps(outcome.facts, sort_keys=True))
                 paths["facts"] = f"facts/{fname}.json"
-                view.report = evaluate_host(outcome, policy, peers[host.name])
+                view = host_view(outcome, policy, peers[host.name])
                 _write(os.path.join(out_dir, "hosts", f"{fname}.json"), json.dumps(view.report, indent=1))
                 paths["report"] = f"hosts/{fname}.json"
                 if html_render is not None:
                     _write(os.path.join(out_dir, "hosts", f"{fname}.html"), html_render("html", view.report))
                     paths["html"] = f"hosts/{fname}.html"
-                view.prepare()
             except Exception as exc:  # one host's bad snapshot or a full disk must not lose the others
                 log.exception("%s: cannot evaluate or write its report", host.name)
-                outcome.reached, view.report = False, None
+                outcome.reached = False
                 outcome.reason, outcome.stage = f"cannot evaluate or write its report: {exc}", "internal"
+                view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
             outcome.facts = None  # written to disk; the fleet checks use the prepared guest views
         else:
             log.info("%s: not audited: %s", host.name, outcome.reason)

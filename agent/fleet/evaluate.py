@@ -250,5 +250,14 @@ def evaluate_host(outcome: Outcome, policy: Policy, peers: list[str], checks: An
     return build_report(outcome.facts, host_policy(policy, outcome.host, peers), checks=checks)
 
 
+def host_view(outcome: Outcome, policy: Policy, peers: list[str], checks: Any = None) -> HostView:
+    """One collected host evaluated: its report under the central policy and its guests prepared for
+    the fleet checks (after this, outcome.facts may be dropped)."""
+    view = HostView(outcome.host.name, declared_zone(outcome.host, policy), outcome, inventory=policy.inventory)
+    view.report = evaluate_host(outcome, policy, peers, checks)
+    view.prepare()
+    return view
+
+
 __all__ = ["FLEET_SCHEMA", "FleetView", "HostView", "peer_map", "host_policy", "declared_zone",
-           "evaluate_fleet", "evaluate_host", "fleet_report", "host_entry", "rank_key", "fleet_checks"]
+           "evaluate_fleet", "evaluate_host", "host_view", "fleet_report", "host_entry", "rank_key", "fleet_checks"]

@@ -287,7 +287,7 @@ def parse_ini(text: str, source: str, plain: bool = False) -> HostInventory:
                 raise InventoryError(f"{where}: bad section header {line!r} (expected [group], "
                                      f"[group:vars] or [group:children])")
             section, kind = m.group(1), m.group(2) or "hosts"
-            if kind not in ("hosts", "vars", "children"):
+            if m.group(2) is not None and kind not in ("vars", "children"):
                 raise InventoryError(f"{where}: unknown section type ':{kind}' (expected :vars or :children)")
             if not _GROUP_RE.match(section):
                 raise InventoryError(f"{where}: {section!r} is not a valid group name")

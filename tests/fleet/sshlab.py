@@ -32,6 +32,10 @@ from pathlib import Path
 SSHD = "/usr/sbin/sshd"
 PORT = 2206
 VENV_BIN = str(Path(sys.executable).parent)
+FLEET = Path(__file__).resolve().parents[1] / "fixtures" / "fleet"
+# the test lab's addresses (issue 6: 127.0.6.x), away from other engineers' test servers
+ADDR = {"inst": "127.0.6.11", "agentless": "127.0.6.12", "hang": "127.0.6.13", "down": "127.0.6.14",
+        "changed": "127.0.6.15", "unknown": "127.0.6.16", "silent": "127.0.6.17", "bastion": "127.0.6.20"}
 
 
 def available() -> str | None:
