@@ -7,7 +7,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from conftest import FIXTURES, audit, make_policy, test_uri
+from vmtest import FIXTURES, audit, make_policy, test_uri
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import load_inventory
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 
-from conftest import one, with_sources
+from vmtest import one, with_sources
 from guest_helpers import INVENTORY_JSON, MIXED_POLICY, clean_facts, mixed_facts, run
 from vmaudit.facts import unavailable
 

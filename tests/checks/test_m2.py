@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import audit, findings, host_root, make_policy, one, test_uri, with_sources
+from vmtest import audit, findings, host_root, make_policy, one, test_uri, with_sources
 from vmaudit.audit import collect_facts
 from vmaudit.facts import not_collected, unavailable
 

@@ -4,7 +4,7 @@ fixture hosts: Debian monolithic libvirtd, RHEL modular virtqemud + virtproxyd."
 from __future__ import annotations
 
 from access_helpers import facts, run
-from conftest import one
+from vmtest import one
 from vmaudit.facts import unavailable
 
 PEERS = '[host]\nmigration_peers = ["hv02", "hv03"]\n'

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import findings, host_root, one, with_sources
+from vmtest import findings, host_root, one, with_sources
 from guest_helpers import (
     INVENTORY_CSV,
     INVENTORY_JSON,

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import findings
+from vmtest import findings
 from vmaudit.audit import build_report, collect_facts
 from vmaudit.collectors import Context
 from vmaudit.collectors.live import (

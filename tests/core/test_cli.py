@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import LIBVIRT, audit, findings, host_root, one, test_uri
+from vmtest import LIBVIRT, audit, findings, host_root, one, test_uri
 
 URI = test_uri("core")
 ROOT = str(host_root("empty"))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import realenv
-from conftest import findings, one
+from vmtest import findings, one
 
 pytestmark = pytest.mark.usefixtures("real_libvirtd")
 

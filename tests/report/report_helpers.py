@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import FIXTURES, host_root, make_policy, test_uri
+from vmtest import FIXTURES, host_root, make_policy, test_uri
 from vmaudit.audit import build_report, collect_facts
 
 REPO = FIXTURES.parent.parent

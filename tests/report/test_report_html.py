@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from conftest import REQUIRE_REAL
+from vmtest import REQUIRE_REAL
 from markupsafe import escape
 from report_browser import Browser, find_chromium
 from report_helpers import HOSTILE_FILE, HOSTILE_GUESTS, HOSTILE_ROOT_NAME, hostile_report, load_sample

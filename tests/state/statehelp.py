@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_REAL, host_root
+from vmtest import REQUIRE_REAL, host_root
 
 VMAUDIT = str(Path(sys.executable).with_name("vmaudit"))
 HERE = Path(__file__).resolve().parent

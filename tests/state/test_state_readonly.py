@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import HOSTS, LIBVIRT, test_uri
+from vmtest import HOSTS, LIBVIRT, test_uri
 from statehelp import OK, VMAUDIT, rows
 
 

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_REAL
+from vmtest import REQUIRE_REAL
 from statehelp import FIXTURE, OK, REPO, VMAUDIT, rows
 
 UNITS = REPO / "systemd"

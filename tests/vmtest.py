@@ -1,0 +1,85 @@
+"""Shared test helpers (import them: `from vmtest import audit, one, ...`): fixture host trees, libvirt test-driver URIs, in-process audits.
+
+Fixture hosts live in tests/fixtures/hosts/<name>/ (real /proc, /sys and /etc file contents) and their
+guests in tests/fixtures/libvirt/<name>.xml (libvirt test-driver node XML). `audit()` runs the real
+pipeline (collectors -> snapshot -> checks -> report) in-process.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+from vmaudit.audit import build_report, collect_facts
+from vmaudit.policy import Policy, parse_policy
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"
+HOSTS = FIXTURES / "hosts"
+LIBVIRT = FIXTURES / "libvirt"
+sys.path.insert(0, str(TESTS))  # tests/realenv.py
+
+# In CI real parts (libvirtd, sshd, chromium) must be there: a missing one fails instead of skipping.
+REQUIRE_REAL = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
+
+
+def host_root(name: str) -> Path:
+    return HOSTS / name
+
+
+def test_uri(name: str) -> str:
+    """test:///abs/path for tests/fixtures/libvirt/<name>.xml (or an absolute path)."""
+    path = Path(name) if os.path.isabs(name) else LIBVIRT / f"{name}.xml"
+    return f"test://{path}"
+
+
+test_uri.__test__ = False  # a helper, not a test, when imported into a test module
+driver_uri = test_uri
+
+
+def make_policy(text: str = "", source: str = "test-policy.toml", inventory=None) -> Policy:
+    policy = parse_policy(text, source) if text else Policy()
+    if inventory is not None:
+        policy.inventory = inventory
+    return policy
+
+
+def audit(root: str | Path = "empty", uri: str | None = None, policy: Policy | str | None = None,
+          facts: dict | None = None) -> dict:
+    """Collect from a fixture root (name or path) and a test-driver URI, evaluate, return the report."""
+    if facts is None:
+        root_path = root if isinstance(root, Path) else host_root(root)
+        facts = collect_facts(root=str(root_path), uri=uri or "test:///nonexistent-vmaudit-fixture")
+    if not isinstance(policy, Policy):
+        policy = make_policy(policy or "")
+    return build_report(facts, policy)
+
+
+# (check_id, status) of every finding a test looked at through findings()/one(): the session hook
+# below holds the catalogue to it (every check is made to fail, or warn, by some test).
+OBSERVED: set[tuple[str, str]] = set()
+
+
+def findings(report: dict, check_id: str, resource: str | None = None) -> list[dict]:
+    found = [f for f in report["findings"]
+             if f["check_id"] == check_id and (resource is None or f["resource"] == resource)]
+    OBSERVED.update((f["check_id"], f["status"]) for f in found)
+    return found
+
+
+def one(report: dict, check_id: str, resource: str = "host") -> dict:
+    """The single finding of check_id for resource; fails the test if there is not exactly one."""
+    found = findings(report, check_id, resource)
+    assert len(found) == 1, (f"expected one {check_id} finding for {resource}, got "
+                             f"{[(f['resource'], f['status'], f['message']) for f in findings(report, check_id)]}")
+    return found[0]
+
+
+def with_sources(facts: dict, **overrides) -> dict:
+    """A deep copy of a snapshot with some sources replaced (e.g. by unavailable(...) markers)."""
+    out = copy.deepcopy(facts)
+    for name, value in overrides.items():
+        out["sources"][name] = value
+    return out
