@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vmtest import HOSTS, LIBVIRT, test_uri
 from statehelp import OK, VMAUDIT, rows
+from vmtest import HOSTS, LIBVIRT, test_uri
 
 
 def tree_digest(top: Path) -> dict[str, tuple]:

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 
 import pytest
 import vmaudit.state as state_mod
-from vmtest import audit
 from vmaudit.policy import PolicyError
 from vmaudit.report import render
 from vmaudit.state import LockTimeout, StateDir, StateError, last_two_reports, resolve_state_dir
+from vmtest import audit
 
 RENDERS = {"json": lambda r: render("json", r)}
 

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vmtest import REQUIRE_REAL
 from statehelp import FIXTURE, OK, REPO, VMAUDIT, rows
+from vmtest import REQUIRE_REAL
 
 UNITS = REPO / "systemd"
 SERVICE, TIMER = UNITS / "vmaudit.service", UNITS / "vmaudit.timer"
