@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import copy
 
-from vmtest import one, with_sources
 from guest_helpers import INVENTORY_CSV, clean_facts, mixed_facts, run
 from vmaudit.facts import unavailable
+from vmtest import one, with_sources
 
 # --- M4-GUEST-COUNT -----------------------------------------------------------------------------
 

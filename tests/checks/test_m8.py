@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from vmtest import findings, host_root, one, with_sources
 from guest_helpers import (
     INVENTORY_CSV,
     INVENTORY_JSON,
@@ -26,6 +25,7 @@ from guest_helpers import (
 )
 from vmaudit.audit import collect_facts
 from vmaudit.facts import unavailable
+from vmtest import findings, host_root, one, with_sources
 
 
 def _domain(facts: dict, name: str) -> dict:
