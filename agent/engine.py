@@ -130,10 +130,16 @@ def _missing(spec: CheckSpec, exc: Exception, resource: str = "host") -> Result:
 
 
 def _run(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
+    """Call a check; results it yielded before missing evidence (or a defect) stopped it are kept."""
+    out: list[Result] = []
     try:
-        return list(spec.func(*args))
+        out.extend(spec.func(*args))
     except (EvidenceMissing, NotApplicable) as exc:
-        return [_missing(spec, exc, resource)]
+        out.append(_missing(spec, exc, resource))
+    except Exception as exc:  # a defect in one check must not hide the other checks' results
+        out.append(Result("error", f"internal error in check: {type(exc).__name__}: {exc}", resource=resource,
+                          evidence={"exception": f"{type(exc).__name__}: {exc}"}))
+    return out
 
 
 def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = None,
@@ -161,7 +167,7 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         if inventory is not None:
             guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
         for spec in guest_checks:
-            results.extend((spec, r) for r in _guarded(spec, (guest, facts, policy), guest.resource))
+            results.extend((spec, r) for r in _run(spec, (guest, facts, policy), guest.resource))
         try:
             guest.precompute()
             guest.release()  # the shared views are cached; the tree can go
@@ -171,19 +177,11 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
 
     for spec in host_checks:
-        results.extend((spec, r) for r in _guarded(spec, (facts, policy), "host"))
+        results.extend((spec, r) for r in _run(spec, (facts, policy), "host"))
 
     findings = [_finding(spec, r) for spec, r in results]
     findings.sort(key=lambda f: (f["check_id"], f["resource"]))
     return findings
-
-
-def _guarded(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
-    try:
-        return _run(spec, args, resource)
-    except Exception as exc:  # a defect in a check must not hide the other 50 checks' results
-        return [Result("error", f"internal error in check: {type(exc).__name__}: {exc}", resource=resource,
-                       evidence={"exception": f"{type(exc).__name__}: {exc}"})]
 
 
 # --- waivers and the report ---------------------------------------------------------------------
