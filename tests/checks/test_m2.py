@@ -9,6 +9,7 @@ import copy
 
 import pytest
 from vmtest import audit, findings, host_root, make_policy, one, test_uri, with_sources
+
 from vmaudit.audit import collect_facts
 from vmaudit.facts import not_collected, unavailable
 

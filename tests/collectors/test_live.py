@@ -12,6 +12,7 @@ import time
 
 import pytest
 from vmtest import findings
+
 from vmaudit.audit import build_report, collect_facts
 from vmaudit.collectors import Context
 from vmaudit.collectors.live import (
