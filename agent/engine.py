@@ -109,7 +109,7 @@ def load_checks() -> dict[str, CheckSpec]:
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def _finding(spec: CheckSpec, r: Result) -> dict:
+def make_finding(spec: CheckSpec, r: Result) -> dict:
     out: dict[str, Any] = {
         "check_id": spec.id, "measure": spec.measure, "title": spec.title,
         "status": r.status, "severity": r.severity or spec.severity,
@@ -129,7 +129,7 @@ def _missing(spec: CheckSpec, exc: Exception, resource: str = "host") -> Result:
     return Result(status, f"{what}: {exc}", resource=resource, evidence={"reason": str(exc)})
 
 
-def _run(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
+def run_check(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
     """Call a check; results it yielded before missing evidence (or a defect) stopped it are kept."""
     out: list[Result] = []
     try:
@@ -167,7 +167,7 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         if inventory is not None:
             guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
         for spec in guest_checks:
-            results.extend((spec, r) for r in _run(spec, (guest, facts, policy), guest.resource))
+            results.extend((spec, r) for r in run_check(spec, (guest, facts, policy), guest.resource))
         try:
             guest.precompute()
             guest.release()  # the shared views are cached; the tree can go
@@ -177,9 +177,9 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
 
     for spec in host_checks:
-        results.extend((spec, r) for r in _run(spec, (facts, policy), "host"))
+        results.extend((spec, r) for r in run_check(spec, (facts, policy), "host"))
 
-    findings = [_finding(spec, r) for spec, r in results]
+    findings = [make_finding(spec, r) for spec, r in results]
     findings.sort(key=lambda f: (f["check_id"], f["resource"]))
     return findings
 
@@ -227,5 +227,6 @@ def exit_status(findings: list[dict], fail_on: str) -> int:
     return 0
 
 
-__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "load_checks", "evaluate", "apply_waivers",
+__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "load_checks", "evaluate", "run_check", "make_finding",
+           "apply_waivers",
            "summarize", "exit_status", "Guest", "Facts", "SEVERITIES", "STATUSES", "MEASURES"]

@@ -226,17 +226,20 @@ class Guest:
 
     @cached_property
     def hostdev_pci(self) -> list[str]:
-        """PCI addresses (DDDD:BB:SS.F) of the guest's passed-through PCI devices."""
+        """PCI addresses (DDDD:BB:SS.F) of the guest's passed-through PCI devices, SR-IOV NICs included."""
         out = []
-        for hd in self.tree.findall("devices/hostdev[@type='pci']"):
+        nodes = self.tree.findall("devices/hostdev[@type='pci']") + self.tree.findall("devices/interface[@type='hostdev']")
+        for hd in nodes:
             addr = hd.find("source/address")
-            if addr is not None:
+            if addr is not None and addr.get("type", "pci") == "pci":
                 out.append(pci_bdf(addr))
         return out
 
     @cached_property
     def has_hostdev(self) -> bool:
-        return self.tree.find("devices/hostdev") is not None
+        """Any device passed through from the host: <hostdev> or <interface type='hostdev'>."""
+        return (self.tree.find("devices/hostdev") is not None
+                or self.tree.find("devices/interface[@type='hostdev']") is not None)
 
     def precompute(self) -> None:
         """Fill the shared views so `release()` can drop the tree without later re-parsing."""

@@ -28,8 +28,8 @@ from vmaudit.engine import (
     SEVERITIES,
     STATUSES,
     CheckSpec,
-    _finding,
-    _guarded,
+    make_finding,
+    run_check,
     apply_waivers,
     load_checks,
     summarize,
@@ -172,7 +172,7 @@ def evaluate_fleet(fleet: FleetView, policy: Policy, checks: dict[str, CheckSpec
     """Run every F-* check over the fleet; findings sorted by check ID, resource; waivers applied."""
     results = []
     for spec in fleet_checks(checks):
-        results.extend(_finding(spec, r) for r in _guarded(spec, (fleet, policy), "fleet"))
+        results.extend(make_finding(spec, r) for r in run_check(spec, (fleet, policy), "fleet"))
     results.sort(key=lambda f: (f["check_id"], f["resource"]))
     apply_waivers(results, policy.waivers)
     return results
