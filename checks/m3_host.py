@@ -295,7 +295,8 @@ def stale_binaries(facts, policy):
         evidence["reason"] = "; ".join(missing)
         yield Result("error", "evidence missing: " + "; ".join(missing), "host", evidence)
     else:
-        yield Result("pass", "no stale processes seen and no reboot pending", "host", evidence)
+        examined = "no stale QEMU/libvirt process" if procs is not None else f"processes not examined ({why})"
+        yield Result("pass", f"no reboot pending; {examined}", "host", evidence)
 
 
 # --- confinement ----------------------------------------------------------------------------------
