@@ -68,6 +68,17 @@ def need(value: Any, what: str) -> Any:
     return value
 
 
+# Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes
+# them while the tree is parsed for the guest checks, so a host check never parses the XML again.
+GUEST_VIEWS: list = []
+
+
+def guest_view(func):
+    """Register `func(tree) -> value` as a view host-scope checks read with `guest.view(func)`."""
+    GUEST_VIEWS.append(func)
+    return func
+
+
 class Facts:
     """Read access to a snapshot, with guests' XML parsed once and shared by every check."""
 
@@ -122,6 +133,7 @@ class Guest:
         self.name: str = record.get("name", "?")
         self.uuid: str = record.get("uuid", "")
         self._tree: ET.Element | None = None
+        self._views: dict = {}
         self.inventory_labels: dict = {}  # filled by the engine from the inventory
 
     def __repr__(self) -> str:
@@ -144,6 +156,12 @@ class Guest:
 
     def release(self) -> None:
         self._tree = None
+
+    def view(self, func) -> Any:
+        """The value of a registered guest view (computed once from the XML tree)."""
+        if func not in self._views:
+            self._views[func] = func(self.tree)
+        return self._views[func]
 
     def find(self, path: str) -> ET.Element | None:
         return self.tree.find(path)
@@ -246,6 +264,8 @@ class Guest:
         for name in ("domain_type", "memory_kib", "current_memory_kib", "vcpus", "labels", "os_id",
                      "hostdev_pci", "has_hostdev"):
             getattr(self, name)
+        for func in GUEST_VIEWS:
+            self.view(func)
 
 
 def _kib(node: ET.Element | None) -> int:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, is_marker, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, is_marker, need
 
 LSM_MODELS = ("selinux", "apparmor")
 
@@ -361,6 +361,18 @@ def _disk_has_source(disk: ET.Element) -> bool:
     return src is not None and any(src.get(a) for a in ("file", "dev", "dir", "name", "volume", "pool"))
 
 
+@guest_view
+def _security_view(tree: ET.Element) -> dict:
+    """The guest's <seclabel>s and, per disk with a source, whether an LSM relabel='no' covers it."""
+    seclabels = [{"model": sl.get("model"), "type": sl.get("type", "dynamic"), "relabel": sl.get("relabel"),
+                  "label": (sl.findtext("label") or "").strip() or None} for sl in tree.findall("seclabel")]
+    disks = [(_disk_target(d),
+              any(s.get("relabel") == "no" and (s.get("model") is None or s.get("model") in LSM_MODELS)
+                  for s in d.findall("source/seclabel")))
+             for d in tree.findall("devices/disk") if _disk_has_source(d)]
+    return {"seclabels": seclabels, "disks": disks}
+
+
 @check("M3-GUEST-SECLABEL", severity="high",
        title="Guest runs without its own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
@@ -388,17 +400,15 @@ def guest_seclabel(facts, policy):
     labels: dict[tuple, list[str]] = {}
     for g in guests:
         try:
-            tree = g.tree
+            view = g.view(_security_view)
         except EvidenceMissing as exc:
             per_guest[g.name] = {"error": str(exc), "guest": g}
             continue
-        problems, seen = [], []
+        problems, seen = [], view["seclabels"]
         lsm_labelled = False
         domain_norelabel = False
-        for sl in tree.findall("seclabel"):
-            model, stype = sl.get("model"), sl.get("type", "dynamic")
-            label = (sl.findtext("label") or "").strip()
-            seen.append({"model": model, "type": stype, "relabel": sl.get("relabel"), "label": label or None})
+        for sl in seen:
+            model, stype, label = sl["model"], sl["type"], sl["label"]
             if stype == "none":
                 problems.append(f"seclabel type='none'{f' (model {model})' if model else ''}")
             if model == "none":
@@ -406,14 +416,12 @@ def guest_seclabel(facts, policy):
             applies_lsm = model is None or model in LSM_MODELS
             if applies_lsm and stype != "none" and model != "none":
                 lsm_labelled = lsm_labelled or model in LSM_MODELS or bool(lsm_models)
-            if applies_lsm and sl.get("relabel") == "no" and stype != "none":
+            if applies_lsm and sl["relabel"] == "no" and stype != "none":
                 domain_norelabel = True
             if label and applies_lsm and (stype == "static" or g.active):
                 labels.setdefault((model or "?", label), []).append(g.name)
-        disks = [d for d in tree.findall("devices/disk") if _disk_has_source(d)]
-        norelabel = [_disk_target(d) for d in disks
-                     if any(s.get("relabel") == "no" and (s.get("model") is None or s.get("model") in LSM_MODELS)
-                            for s in d.findall("source/seclabel"))]
+        disks = view["disks"]
+        norelabel = [target for target, relabel_no in disks if relabel_no]
         if disks and (domain_norelabel or len(norelabel) == len(disks)):
             problems.append("relabel='no' on every disk: images keep a label other guests may share")
         if caps_error is None and not lsm_models:

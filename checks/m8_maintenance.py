@@ -8,7 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, is_marker, need
+from vmaudit.facts import EvidenceMissing, guest_view, is_marker, need
 
 from ._guests import DAY, collected_at, days, idle_state, iso
 
@@ -262,6 +262,7 @@ def _source_refs(source: ET.Element | None, paths: set, pool_vols: set) -> None:
         pool_vols.add((source.get("pool"), source.get("volume")))
 
 
+@guest_view
 def _disk_refs(tree: ET.Element) -> tuple[set, set]:
     """Paths (files, block devices, network image names) and (pool, volume) pairs a guest uses,
     through its disks, their backing chains and block-copy mirrors, and its firmware/kernel files."""
@@ -308,7 +309,7 @@ def orphan_volumes(facts, policy):
     unreadable: dict[str, str] = {}
     for guest in guests:
         try:
-            p, pv = _disk_refs(guest.tree)
+            p, pv = guest.view(_disk_refs)
         except EvidenceMissing as exc:
             unreadable[guest.name] = str(exc)
             continue
