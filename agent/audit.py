@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +25,19 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector: an audit allocates hundreds of thousands of acyclic objects
+    (XML trees, findings) that it would otherwise rescan over and over (about 15 % of a large run)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] | None = None,
                   online: bool = False) -> dict:
     """Collect a snapshot of the host under `root`. Live facts only when root is '/'."""
@@ -33,7 +48,8 @@ def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] 
         raise PolicyError(f"{root}: --root is not a directory")
     ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"),
                   online=online)
-    return collect(ctx, only=only)
+    with gc_paused():
+        return collect(ctx, only=only)
 
 
 def load_snapshot(path: str) -> dict:
@@ -68,7 +84,8 @@ def build_report(facts_data: dict, policy: Policy, started_at: str | None = None
     """Evaluate a snapshot under a policy into the JSON report of CONTRACT.md."""
     started_at = started_at or facts_data.get("collected_at") or now_rfc3339()
     facts = Facts(facts_data)
-    findings = evaluate(facts, policy, checks)
+    with gc_paused():
+        findings = evaluate(facts, policy, checks)
     expired = apply_waivers(findings, policy.waivers)
     host = facts.host
     report = {

@@ -211,7 +211,10 @@ def summarize(findings: list[dict]) -> dict:
     for f in findings:
         key = "waived" if "waiver" in f else f["status"]
         summary[key] += 1
-        by_measure.setdefault(f["measure"], empty())[key] += 1
+        counts = by_measure.get(f["measure"])
+        if counts is None:
+            counts = by_measure[f["measure"]] = empty()
+        counts[key] += 1
     summary["by_measure"] = by_measure
     return summary
 

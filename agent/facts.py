@@ -117,7 +117,8 @@ class Facts:
         """Every defined guest, running or not. Raises EvidenceMissing when libvirt was not reachable."""
         if self._guests is None:
             domains = need(self.libvirt.get("domains", unavailable("no domain list")), "libvirt domains")
-            self._guests = [Guest(d) for d in domains]
+            # libvirt lists domains in no stable order: sort, so evidence lists diff cleanly between runs
+            self._guests = sorted((Guest(d) for d in domains), key=lambda g: (g.name, g.uuid))
         return self._guests
 
 

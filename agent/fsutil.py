@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable, Union
+
+Data = Union[str, bytes, Iterable[str]]
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o640) -> None:
-    """Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory."""
+def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None:
+    """Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
+
+    `data` is text, bytes, or an iterable of text pieces (written as they come)."""
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    chunks = [data] if isinstance(data, (str, bytes)) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+            for chunk in chunks:
+                fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)

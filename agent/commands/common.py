@@ -32,13 +32,19 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="also ask the package manager about pending updates (slow, may use the network)")
 
 
-def write_output(text: str, output: str) -> None:
-    """Write to standard output or atomically to a file (a reader never sees half a report)."""
+def write_output(text, output: str) -> None:
+    """Write text (or an iterable of text pieces) to standard output, or atomically to a file (a reader
+    never sees half a report)."""
     from vmaudit.fsutil import atomic_write
     from vmaudit.policy import PolicyError
 
     if output == "-":
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        last = ""
+        for chunk in [text] if isinstance(text, str) else text:
+            sys.stdout.write(chunk)
+            last = chunk or last
+        if not last.endswith("\n"):
+            sys.stdout.write("\n")
         sys.stdout.flush()
         return
     try:

@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.audit import build_report, collect_facts, load_snapshot, now_rfc3339
     from vmaudit.engine import exit_status
     from vmaudit.policy import load_policy
-    from vmaudit.report import render
+    from vmaudit.report import render_chunks
 
     if args.state_dir is not None:
         return _main_state(args)
@@ -113,9 +113,10 @@ def main(args: argparse.Namespace) -> int:
             log.warning("libvirt could not be reached (%s); its checks are reported as errors",
                         libvirt["unavailable"])
     report = build_report(facts, policy, started_at=started)
+    del facts  # the report is all that is needed from here on
     color = sys.stdout.isatty()
     for fmt, path in targets:
-        write_output(render(fmt, report, color=color and path == "-"), path)
+        write_output(render_chunks(fmt, report, color=color and path == "-"), path)
     return exit_status(report["findings"], args.fail_on)
 
 

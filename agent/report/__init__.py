@@ -6,6 +6,7 @@ The report dict is the JSON report of CONTRACT.md; renderers never see facts or 
 from __future__ import annotations
 
 import importlib
+from typing import Iterable
 
 # format -> (module, file name used when writing several formats into a directory)
 FORMATS = {
@@ -23,3 +24,11 @@ def filename(fmt: str) -> str:
 
 def render(fmt: str, report: dict, *, color: bool = False) -> str:
     return importlib.import_module(FORMATS[fmt][0]).render(report, color=color)
+
+
+def render_chunks(fmt: str, report: dict, *, color: bool = False) -> Iterable[str]:
+    """The rendered report as pieces, for writing large reports without building them whole."""
+    module = importlib.import_module(FORMATS[fmt][0])
+    if hasattr(module, "render_chunks"):
+        return module.render_chunks(report, color=color)
+    return [module.render(report, color=color)]

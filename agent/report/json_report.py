@@ -15,19 +15,31 @@ def _dump(value: object) -> str:
 
 
 def render(report: dict, *, color: bool = False) -> str:
-    parts = []
-    for key, value in report.items():
+    return "".join(render_chunks(report))
+
+
+def render_chunks(report: dict, *, color: bool = False):
+    """The report as a stream of text pieces (a 10,000-guest report need not be built whole in memory)."""
+    yield "{\n"
+    for i, (key, value) in enumerate(report.items()):
+        yield (",\n" if i else "") + f" {_dump(key)}: "
         if key == "findings" and value:
-            body = "[\n  " + ",\n  ".join(_dump(f) for f in value) + "\n ]"
-        elif isinstance(value, dict) and key == "summary":
-            by_measure = value.get("by_measure", {})
-            inner = [f'  {_dump(k)}: {_dump(v)}' for k, v in value.items() if k != "by_measure"]
-            inner.append('  "by_measure": {\n' + ",\n".join(f'   {_dump(m)}: {_dump(c)}' for m, c in by_measure.items())
-                         + "\n  }")
-            body = "{\n" + ",\n".join(inner) + "\n }"
-        elif key == "collector_errors" and value:
-            body = "[\n  " + ",\n  ".join(_dump(e) for e in value) + "\n ]"
+            yield "[\n  "
+            for j, f in enumerate(value):
+                yield (",\n  " if j else "") + _dump(f)
+            yield "\n ]"
         else:
-            body = _dump(value)
-        parts.append(f" {_dump(key)}: {body}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+            yield _body(key, value)
+    yield "\n}\n"
+
+
+def _body(key: str, value: object) -> str:
+    """Small top-level values: the summary one measure a line, collector errors one a line."""
+    if key == "summary" and isinstance(value, dict):
+        inner = [f"  {_dump(k)}: {_dump(v)}" for k, v in value.items() if k != "by_measure"]
+        measures = ",\n".join(f"   {_dump(m)}: {_dump(c)}" for m, c in value.get("by_measure", {}).items())
+        inner.append('  "by_measure": {\n' + measures + "\n  }")
+        return "{\n" + ",\n".join(inner) + "\n }"
+    if key == "collector_errors" and value:
+        return "[\n  " + ",\n  ".join(_dump(e) for e in value) + "\n ]"
+    return _dump(value)
