@@ -47,22 +47,48 @@ def _snapshots(dom: Any) -> Any:
     return out
 
 
-def _domain(dom: Any) -> dict:
-    state = _try(dom.state)
+# listAllDomains filters (libvirt's virConnectListAllDomainsFlags): one call answers a yes/no question
+# for every guest at once, where asking each guest would cost one RPC per guest and question.
+LIST_FLAGS = {"persistent": 4, "running": 16, "paused": 32, "shutoff": 64, "managed_save": 256,
+              "autostart": 1024, "has_snapshot": 4096}
+
+
+def _flag_sets(conn: Any) -> dict:
+    """{question: set of UUIDs answering yes}, or no entry where the driver refused the filter."""
+    out = {}
+    for name, flag in LIST_FLAGS.items():
+        try:
+            out[name] = {d.UUIDString() for d in conn.listAllDomains(flag)}
+        except Exception:  # an old or limited driver: ask each guest instead
+            pass
+    return out
+
+
+def _domain(dom: Any, flags: dict) -> dict:
+    uuid = dom.UUIDString()
+
+    def answer(name: str, ask: Any) -> Any:
+        # a guest defined between the list calls is in no set: ask it directly
+        return uuid in flags[name] if name in flags and uuid in flags.get("_all", ()) else _try(ask)
+
+    state = next((s for s in ("running", "paused", "shutoff") if answer(s, lambda: False) is True), None)
     record = {
         "name": dom.name(),
-        "uuid": dom.UUIDString(),
+        "uuid": uuid,
         "id": dom.ID(),
-        "state": STATES.get(state[0], str(state[0])) if isinstance(state, list) else "unknown",
-        "persistent": _try(lambda: bool(dom.isPersistent())),
-        "autostart": _try(lambda: bool(dom.autostart())),
-        "managed_save": _try(lambda: bool(dom.hasManagedSaveImage(0))),
+        "state": state,
+        "persistent": answer("persistent", lambda: bool(dom.isPersistent())),
+        "autostart": answer("autostart", lambda: bool(dom.autostart())),
+        "managed_save": answer("managed_save", lambda: bool(dom.hasManagedSaveImage(0))),
         # flags=0: the live XML for a running guest (its dynamic seclabel included), else the config
         "xml": _try(dom.XMLDesc, 0),
-        "snapshots": _snapshots(dom),
+        "snapshots": _snapshots(dom) if answer("has_snapshot", lambda: True) is not False else [],
     }
-    if isinstance(state, dict):
-        record["state_error"] = state["unavailable"]
+    if state is None:  # blocked, shutting down, crashed, suspended, or not listed above
+        raw = _try(dom.state)
+        record["state"] = STATES.get(raw[0], str(raw[0])) if isinstance(raw, list) else "unknown"
+        if isinstance(raw, dict):
+            record["state_error"] = raw["unavailable"]
     return record
 
 
@@ -105,6 +131,13 @@ def _networks(conn: Any) -> Any:
     return [{"name": n.name(), "active": bool(n.isActive()), "xml": _try(n.XMLDesc, 0)} for n in nets]
 
 
+def _domains(conn: Any) -> list:
+    domains = conn.listAllDomains(0)
+    flags = _flag_sets(conn)
+    flags["_all"] = {d.UUIDString() for d in domains}
+    return [_domain(d, flags) for d in domains]
+
+
 @collector("libvirt")
 def collect_libvirt(ctx: Context) -> dict:
     conn = ctx.libvirt()
@@ -119,7 +152,7 @@ def collect_libvirt(ctx: Context) -> dict:
         "nodeinfo": ({"model": info[0], "memory_mib": info[1], "cpus": info[2], "mhz": info[3],
                       "numa_nodes": info[4], "sockets": info[5], "cores": info[6], "threads": info[7]}
                      if isinstance(info, list) else info),
-        "domains": [_domain(d) for d in conn.listAllDomains(0)],
+        "domains": _domains(conn),
         "pools": _pools(conn),
         "networks": _networks(conn),
     }
