@@ -119,7 +119,9 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.zipapp import build_zipapp
     from vmaudit.policy import PolicyError, load_policy
 
-    logging.getLogger("paramiko").setLevel(logging.WARNING)  # its per-connection INFO lines drown ours
+    # paramiko logs every connection (INFO) and each failed one with a traceback (ERROR); the reason of
+    # a failure is reported per host by vmaudit itself
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     # everything that can be wrong with the input fails here, before any host is contacted (exit 2)
     policy = load_policy(args.policy)
     inv = load_hosts(args.inventory) if args.inventory else hosts_from_list(args.hosts)

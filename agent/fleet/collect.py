@@ -114,6 +114,15 @@ class Collector:
                 out.reached = True
         except Unreached as exc:
             out.facts, out.reached, out.reason, out.stage = None, False, str(exc), exc.stage
+        except (EOFError, OSError) as exc:  # a connection failure paramiko did not wrap
+            out.facts, out.reached, out.stage = None, False, "connect"
+            out.reason = session.aborted or f"connection failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:
+            if type(exc).__module__.startswith("paramiko"):
+                out.facts, out.reached, out.stage = None, False, "connect"
+                out.reason = session.aborted or f"SSH failed: {exc or type(exc).__name__}"
+            else:
+                raise
         finally:
             out.seconds = round(time.monotonic() - t0, 3)
             session.close()

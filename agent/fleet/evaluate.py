@@ -3,7 +3,7 @@
 Each host is evaluated with a copy of the central policy in which [host] zone and migration_peers are
 the host's own, from the inventory (`vmaudit_zone`, `vmaudit_migration_group` / `_peers`), falling back
 to the central policy's values. The fleet checks then see every host at once through `FleetView`; their
-findings have the same shape as a host report's (vmaudit.engine._finding), with the measure "F".
+findings have the same shape as a host report's (vmaudit.engine.make_finding), with the measure "F".
 
 The fleet report (`vmaudit-fleet/1`):
 
@@ -28,10 +28,10 @@ from vmaudit.engine import (
     SEVERITIES,
     STATUSES,
     CheckSpec,
-    make_finding,
-    run_check,
     apply_waivers,
     load_checks,
+    make_finding,
+    run_check,
     summarize,
 )
 from vmaudit.facts import EvidenceMissing, Facts, Guest

@@ -40,6 +40,7 @@ def _hash(text: str) -> str:
 @lru_cache(maxsize=1)
 def _environment():
     import jinja2
+
     import vmaudit.report_templates as pkg
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(pkg.__file__).resolve().parent)),

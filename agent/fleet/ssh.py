@@ -185,8 +185,16 @@ class Connector:
             if session.aborted:
                 raise Unreached(session.aborted, "timeout") from None
             raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: {exc or type(exc).__name__}") from None
-        self._verify(transport.get_remote_server_key(), target, known, expected)
-        self._auth(transport, target)
+        try:
+            # start_client can return while the transport thread is already failing (a banner timeout
+            # racing the wait): no session then, and get_remote_server_key() says so
+            self._verify(transport.get_remote_server_key(), target, known, expected)
+            self._auth(transport, target)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if session.aborted:
+                raise Unreached(session.aborted, "timeout") from None
+            raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: "
+                            f"{exc or type(exc).__name__}") from None
         return transport
 
     def _verify(self, key: Any, target: Target, known: paramiko.HostKeys, expected: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from vmaudit.audit import collect_facts
 from vmaudit.fleet.collect import Outcome
 from vmaudit.fleet.evaluate import FleetView, evaluate_fleet, host_view, peer_map

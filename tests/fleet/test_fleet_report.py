@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from vmaudit.fleet.evaluate import fleet_report, rank_key
 from vmaudit.fleet.html import render
 from vmaudit.fleet.store import Store, StoreError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vmaudit.fleet.hosts import InventoryError, hosts_from_list, load_hosts, parse_hosts_text
 
 INI = """\
