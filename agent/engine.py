@@ -17,8 +17,8 @@ into an `error` (or `skip`) finding for it; per-guest checks fail that way for o
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import importlib
+import inspect
 import pkgutil
 import re
 from dataclasses import dataclass, field

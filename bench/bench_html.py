@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "report")]
 
 from bench_run import EMPTY_ROOT, node_xml  # noqa: E402
+
 from vmaudit.audit import build_report, collect_facts  # noqa: E402
 from vmaudit.policy import Policy  # noqa: E402
 from vmaudit.report import render  # noqa: E402

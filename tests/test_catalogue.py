@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from vmaudit.engine import SEVERITIES, load_checks
 
 

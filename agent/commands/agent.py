@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import schedule
+
     from vmaudit.policy import PolicyError, load_policy, parse_interval
     from vmaudit.state import StateError, resolve_state_dir
 

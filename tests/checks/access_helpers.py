@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cache
 
 from vmtest import audit, host_root, make_policy, with_sources
+
 from vmaudit.audit import collect_facts
 
 SOURCES = ["accounts", "sudoers", "polkit_rules", "sshd_config", "libvirt_sockets", "libvirt_config",

@@ -7,9 +7,10 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vmtest import FIXTURES, audit, make_policy, test_uri
+
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import load_inventory
-from vmtest import FIXTURES, audit, make_policy, test_uri
 
 # Every age in these tests is measured against this collection time, never against the clock.
 NOW_ISO = "2026-11-28T12:00:00Z"

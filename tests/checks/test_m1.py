@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 
 from guest_helpers import INVENTORY_JSON, MIXED_POLICY, clean_facts, mixed_facts, run
-from vmaudit.facts import unavailable
 from vmtest import one, with_sources
+
+from vmaudit.facts import unavailable
 
 CLEAN_POLICY = MIXED_POLICY
 

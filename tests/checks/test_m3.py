@@ -13,6 +13,7 @@ import gzip
 
 import pytest
 from vmtest import audit, findings, host_root, one, test_uri, with_sources
+
 from vmaudit.audit import collect_facts
 from vmaudit.checks.m3_host import kernel_flavour, parse_cpuset, version_key
 from vmaudit.collectors import Context

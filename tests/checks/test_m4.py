@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 
 from guest_helpers import INVENTORY_CSV, clean_facts, mixed_facts, run
-from vmaudit.facts import unavailable
 from vmtest import one, with_sources
+
+from vmaudit.facts import unavailable
 
 # --- M4-GUEST-COUNT -----------------------------------------------------------------------------
 

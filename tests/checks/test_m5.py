@@ -4,9 +4,10 @@ hosts guests-mixed and guests-clean."""
 from __future__ import annotations
 
 from guest_helpers import INVENTORY_CSV, clean_facts, mixed_facts, run
+from vmtest import one, with_sources
+
 from vmaudit.checks.m5_guests import builtin_eol_list
 from vmaudit.facts import unavailable
-from vmtest import one, with_sources
 
 
 def _domain(facts: dict, name: str) -> dict:

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 from access_helpers import facts, run, tree
 from vmtest import REQUIRE_REAL, audit, host_root, one
+
 from vmaudit.checks.m6_admins import analyse_polkit_rule, polkit_rules_of
 from vmaudit.collectors import Context
 from vmaudit.collectors.access import collect_libvirt_sockets, collect_sshd_config, collect_sudoers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from access_helpers import facts, run
 from vmtest import one
+
 from vmaudit.facts import unavailable
 
 PEERS = '[host]\nmigration_peers = ["hv02", "hv03"]\n'

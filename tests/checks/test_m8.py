@@ -23,9 +23,10 @@ from guest_helpers import (
     mixed_facts,
     run,
 )
+from vmtest import findings, host_root, one, with_sources
+
 from vmaudit.audit import collect_facts
 from vmaudit.facts import unavailable
-from vmtest import findings, host_root, one, with_sources
 
 
 def _domain(facts: dict, name: str) -> dict:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from vmtest import FIXTURES, host_root, make_policy, test_uri
+
 from vmaudit.audit import build_report, collect_facts
 
 REPO = FIXTURES.parent.parent

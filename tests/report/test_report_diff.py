@@ -13,6 +13,7 @@ import types
 
 import pytest
 from report_helpers import SAMPLE_POLICY, check_golden, load_sample, make_report
+
 from vmaudit.cli import main as cli_main
 from vmaudit.report.diff import ReportError, compute, render_text, validate
 

@@ -24,6 +24,7 @@ from report_helpers import (
     make_report,
     normalise,
 )
+
 from vmaudit.engine import load_checks
 from vmaudit.report import render
 

@@ -9,10 +9,11 @@ import os
 import re
 
 import pytest
-from vmtest import REQUIRE_REAL
 from markupsafe import escape
 from report_browser import Browser, find_chromium
 from report_helpers import HOSTILE_FILE, HOSTILE_GUESTS, HOSTILE_ROOT_NAME, hostile_report, load_sample
+from vmtest import REQUIRE_REAL
+
 from vmaudit.report import render
 
 CHROMIUM = find_chromium()

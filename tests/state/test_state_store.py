@@ -11,11 +11,12 @@ import sqlite3
 from datetime import datetime, timezone
 
 import pytest
+from vmtest import audit
+
 import vmaudit.state as state_mod
 from vmaudit.policy import PolicyError
 from vmaudit.report import render
 from vmaudit.state import LockTimeout, StateDir, StateError, last_two_reports, resolve_state_dir
-from vmtest import audit
 
 RENDERS = {"json": lambda r: render("json", r)}
 
