@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from . import __version__
 from .engine import apply_waivers, evaluate, summarize
 from .facts import Facts, SnapshotError, iter_markers
+from .fsutil import read_json
 from .policy import Policy, PolicyError
 
 REPORT_SCHEMA = "vmaudit-report/1"
@@ -54,15 +54,7 @@ def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] 
 
 def load_snapshot(path: str) -> dict:
     """Read a saved facts snapshot; PolicyError (exit 2) with a one-line reason if it is not one."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise PolicyError(f"{path}{f', line {line}' if line else ''}: not a JSON facts snapshot: "
-                          f"{getattr(exc, 'msg', exc)}") from None
+    data = read_json(path, "facts snapshot", PolicyError)
     try:
         Facts(data)
     except SnapshotError as exc:

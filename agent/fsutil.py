@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -36,3 +37,16 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_json(path: str, what: str, error: type = ValueError) -> object:
+    """Parse a JSON file; any failure raises `error` with one line naming the file (and line) and `what`."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise error(f"{path}{f', line {line}' if line else ''}: not a JSON {what}: "
+                    f"{getattr(exc, 'msg', exc)}") from None

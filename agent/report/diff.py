@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from vmaudit.engine import SEVERITIES, STATUSES
+from vmaudit.fsutil import read_json
 
 from .view import outcome, printable, severity_rank
 
@@ -55,16 +56,7 @@ def validate(data: Any, name: str) -> dict:
 
 
 def load(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read report: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise ReportError(f"{path}{f', line {line}' if line else ''}: not a JSON report: "
-                          f"{getattr(exc, 'msg', exc)}") from None
-    return validate(data, path)
+    return validate(read_json(path, "report", ReportError), path)
 
 
 def _keyed(findings: list[dict]) -> dict[tuple, dict]:
