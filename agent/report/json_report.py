@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 
-
-def _dump(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
+_dump = json.JSONEncoder(ensure_ascii=False).encode  # one encoder for the 100,000s of findings
 
 
 def render(report: dict, *, color: bool = False) -> str:
