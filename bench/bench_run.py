@@ -10,6 +10,9 @@ and prints wall time, CPU time (user+sys) and peak RSS of each, and the ratios v
 
     .venv/bin/python bench/bench_run.py            # 1,000 and 10,000 guests
     .venv/bin/python bench/bench_run.py 500 2000   # other sizes
+    .venv/bin/python bench/bench_run.py --real 1000   # on the real libvirtd (qemu:///system, as root):
+        defines 1,000 shut-off guests named vmaudit-bench-*, measures both over libvirt's RPC socket
+        (plus the live host facts, for vmaudit), then undefines them again
 """
 
 from __future__ import annotations
@@ -117,6 +120,38 @@ def measure(argv: list[str]) -> dict:
             "out_bytes": sum(out_chunks)}
 
 
+def real(n: int) -> None:
+    """vmaudit and the floor against the real libvirtd, with n extra guests defined for the run."""
+    import libvirt
+
+    py = sys.executable
+    conn = libvirt.open("qemu:///system")  # the benchmark's own set-up; vmaudit itself opens read-only
+    names = []
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            dom = conn.defineXML(GUEST.format(
+                i=i, dtype="kvm", zone="dmz", svc=i % 40, grp=i // 2, m1=(i >> 16) & 255, m2=(i >> 8) & 255,
+                m3=i & 255, runstate="").replace("<uuid>6b0e6f9a-", "<uuid>6b0e6f9b-"))
+            names.append(dom.name())
+        print(f"defined {n} guests in {time.perf_counter() - t0:.1f} s")
+        total = len(conn.listAllDomains(0))
+        vm = measure([py, "-m", "vmaudit", "run", "--connect", "qemu:///system", "--format", "json"])
+        floor = measure([py, "-c", FLOOR, "qemu:///system"])
+        print(f"{'guests':>7} {'what':<8} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9}")
+        for name, r in (("vmaudit", vm), ("floor", floor)):
+            print(f"{total:>7} {name:<8} {r['wall']:>8.2f} {r['cpu']:>8.2f} {r['rss_mib']:>9.1f}")
+        print(f"{total:>7} {'ratio':<8} {vm['wall'] / floor['wall']:>8.2f} {vm['cpu'] / floor['cpu']:>8.2f} "
+              f"{vm['rss_mib'] / floor['rss_mib']:>9.2f}")
+    finally:
+        for name in names:
+            try:
+                conn.lookupByName(name).undefine()
+            except libvirt.libvirtError:
+                pass
+        conn.close()
+
+
 def main(sizes: list[int]) -> None:
     py = sys.executable
     print(f"{'guests':>7} {'what':<8} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'report MiB':>10}")
@@ -142,4 +177,7 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1000, 10000])
+    if sys.argv[1:2] == ["--real"]:
+        real(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+    else:
+        main([int(a) for a in sys.argv[1:]] or [1000, 10000])
