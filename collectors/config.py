@@ -4,13 +4,18 @@ files, the daemons' environment files, and libvirt's systemd socket units (enabl
 Sources:
   libvirt_config  {"qemu.conf": {"path", "present", "values"}, "libvirtd.conf": ..., ...}
   daemon_env      {"/etc/default/libvirtd": {"present", "values"}, ...}
-  systemd_units   {"enabled": [unit, ...], "sockets": {unit: {"path", "SocketMode", "SocketGroup",
-                   "ListenStream": [...], ...}}}
+  systemd_units   {"enabled": [unit, ...], "masked": [unit, ...], "sockets": {unit: {"path", "SocketMode",
+                   "SocketGroup", "ListenStream": [...], ...}}}
+                  A masked unit (a link to /dev/null or an empty file in /etc/systemd/system or
+                  /run/systemd/system) cannot start: it is listed under "masked", never under "enabled"
+                  (`systemctl mask` leaves the .wants links of an enabled unit in place), and has no
+                  "sockets" entry.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 
 from vmaudit.confparse import ConfSyntaxError, parse_env_file, parse_libvirt_conf
 from vmaudit.facts import unavailable
@@ -81,6 +86,26 @@ def _merge(base: dict, drop_in: dict) -> None:
                 target[key] = values
 
 
+MASK_DIRS = ("/etc/systemd/system", "/run/systemd/system")
+
+
+def _masked(ctx: Context) -> set[str]:
+    """Units masked by a link to /dev/null or an empty file (systemd's two ways of masking)."""
+    out: set[str] = set()
+    for d in MASK_DIRS:
+        for name in ctx.listdir(d) or []:
+            p = ctx.path(f"{d}/{name}")
+            try:
+                if os.path.islink(p):
+                    if os.readlink(p) == "/dev/null":
+                        out.add(name)
+                elif os.path.isfile(p) and os.path.getsize(p) == 0:
+                    out.add(name)
+            except OSError:
+                continue
+    return out
+
+
 @collector("systemd_units")
 def collect_systemd_units(ctx: Context) -> dict:
     enabled: set[str] = set()
@@ -88,10 +113,12 @@ def collect_systemd_units(ctx: Context) -> dict:
     for entry in ctx.listdir(etc) or []:
         if entry.endswith((".wants", ".requires")):
             enabled.update(u for u in ctx.listdir(f"{etc}/{entry}") or [] if not u.startswith("."))
+    masked = _masked(ctx)
+    enabled -= masked
     sockets: dict[str, dict] = {}
     for unit_dir in UNIT_DIRS:
         for name in ctx.listdir(unit_dir) or []:
-            if name in sockets or not any(fnmatch.fnmatch(name, p) for p in SOCKET_UNITS):
+            if name in sockets or name in masked or not any(fnmatch.fnmatch(name, p) for p in SOCKET_UNITS):
                 continue
             path = f"{unit_dir}/{name}"
             try:
@@ -121,4 +148,4 @@ def collect_systemd_units(ctx: Context) -> dict:
                              "SocketUser": (sock.get("SocketUser") or [None])[-1],
                              "SocketGroup": (sock.get("SocketGroup") or [None])[-1],
                              "ListenStream": sock.get("ListenStream", [])}
-    return {"enabled": sorted(enabled), "sockets": sockets}
+    return {"enabled": sorted(enabled), "masked": sorted(masked), "sockets": sockets}

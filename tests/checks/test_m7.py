@@ -3,9 +3,11 @@ fixture hosts: Debian monolithic libvirtd, RHEL modular virtqemud + virtproxyd."
 
 from __future__ import annotations
 
-from access_helpers import facts, run
-from vmtest import one
+from access_helpers import facts, run, tree
+from vmtest import audit, one
 
+from vmaudit.collectors import Context
+from vmaudit.collectors.config import collect_systemd_units
 from vmaudit.facts import unavailable
 
 PEERS = '[host]\nmigration_peers = ["hv02", "hv03"]\n'
@@ -55,6 +57,30 @@ def test_remote_tcp_live_listener():
     snap["sources"]["listeners"] = [LISTENER_16509]
     f = one(run(snap), "M7-REMOTE-TCP")
     assert f["status"] == "fail" and f["evidence"]["live_listeners"][0]["port"] == 16509
+
+
+def test_remote_tcp_masked_units_do_not_count_as_socket_activation(tmp_path):
+    # libvirtd(8): to go back to --listen, mask every libvirtd socket unit. `systemctl mask` leaves the
+    # sockets.target.wants links of the once-enabled units in place: masked units cannot start.
+    root = tree(tmp_path, {
+        "/etc/libvirt/libvirtd.conf": 'listen_tcp = 1\nauth_tcp = "none"\nlisten_tls = 0\n',
+        "/etc/default/libvirtd": 'LIBVIRTD_ARGS="--listen"\n',
+        "/lib/systemd/system/libvirtd.socket": "[Socket]\nListenStream=/run/libvirt/libvirt-sock\n",
+        "/lib/systemd/system/libvirtd-tcp.socket": "[Socket]\nListenStream=16509\n",
+    })
+    wants = tmp_path / "etc/systemd/system/sockets.target.wants"
+    wants.mkdir(parents=True)
+    for unit in ("libvirtd.socket", "libvirtd-tcp.socket"):
+        (wants / unit).symlink_to(f"/lib/systemd/system/{unit}")
+        (tmp_path / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    (tmp_path / "etc/systemd/system/libvirtd-admin.socket").write_text("")  # an empty file masks too
+    units = collect_systemd_units(Context(root=tmp_path, live=False))
+    assert units["masked"] == ["libvirtd-admin.socket", "libvirtd-tcp.socket", "libvirtd.socket"]
+    assert units["enabled"] == [] and units["sockets"] == {}
+    f = one(audit(root), "M7-REMOTE-TCP")
+    assert f["status"] == "fail" and f["severity"] == "critical"
+    d = f["evidence"]["daemons"]["libvirtd"]
+    assert d["socket_activated"] is False and d["listen_flag"] is True
 
 
 def test_remote_tcp_error():
