@@ -16,7 +16,8 @@ Sources (a read failure anywhere is an `{"unavailable": reason}` marker at that 
                                "Cmnd_Alias": ...},
                    "specs": [{"file", "line", "users": [...], "hosts": [...], "runas": str | None,
                               "commands": [...]}]}
-                  Parsed like sudoers(5): '\\' continuations, `#include`/`@include`,
+                  One spec per run of commands under one Runas_Spec ("(root) /bin/sh, (bob) /bin/ls" is
+                  two specs). Parsed like sudoers(5): '\\' continuations, `#include`/`@include`,
                   `#includedir`/`@includedir` (relative paths from the including file's directory),
                   `Defaults` lines ignored, tags (NOPASSWD: ...) and options (TIMEOUT=...) stripped
                   from the commands.
@@ -182,13 +183,17 @@ def _items(text: str) -> list[str]:
     return [i.strip().replace("\\,", ",") for i in _split_top(text, ",") if i.strip()]
 
 
-def _commands(text: str) -> tuple[str | None, list[str]]:
-    """'(ALL:ALL) NOPASSWD: /usr/bin/virsh, /bin/ls' -> ('ALL:ALL', ['/usr/bin/virsh', '/bin/ls'])."""
-    runas, out = None, []
+def _commands(text: str) -> list[tuple[str | None, list[str]]]:
+    """'(ALL:ALL) NOPASSWD: /usr/bin/virsh, (bob) /bin/ls' -> [('ALL:ALL', ['/usr/bin/virsh']), ('bob', ['/bin/ls'])].
+
+    A Runas_Spec applies to the commands after it until the next one (sudoers(5)), so each run of
+    commands keeps its own; the list starts with (None, []) when no Runas_Spec comes first.
+    """
+    groups: list[tuple[str | None, list[str]]] = [(None, [])]
     for item in _items(text):
         m = re.match(r"^\(([^)]*)\)\s*", item)
         if m:
-            runas = m.group(1).strip()
+            groups.append((m.group(1).strip(), []))
             item = item[m.end():]
         while True:
             m = OPTIONS.match(item) or re.match(r"^([A-Z_]+):\s*", item)
@@ -197,8 +202,8 @@ def _commands(text: str) -> tuple[str | None, list[str]]:
                 continue
             break
         if item:
-            out.append(item)
-    return runas, out
+            groups[-1][1].append(item)
+    return [g for g in groups if g[1]] or [(groups[-1][0], [])]
 
 
 def parse_sudoers(text: str, path: str, data: dict) -> list[tuple[str, str]]:
@@ -229,15 +234,14 @@ def parse_sudoers(text: str, path: str, data: dict) -> list[tuple[str, str]]:
         # further "host = commands" groups are separated by ':' ("ALL = /bin/ls : db1 = ALL")
         groups = _split_top(right, ":")
         hosts = _items(parts[1]) if len(parts) > 1 else []
-        runas, commands = _commands(groups[0])
-        spec = {"file": path, "line": no, "users": users, "hosts": hosts, "runas": runas,
-                "commands": commands}
-        data["specs"].append(spec)
+        base = {"file": path, "line": no, "users": users}
+        for runas, commands in _commands(groups[0]):
+            data["specs"].append(dict(base, hosts=hosts, runas=runas, commands=commands))
         for extra in groups[1:]:
             h, eq2, cmds = extra.partition("=")
             if eq2:
-                runas2, commands2 = _commands(cmds)
-                data["specs"].append(dict(spec, hosts=_items(h), runas=runas2, commands=commands2))
+                for runas, commands in _commands(cmds):
+                    data["specs"].append(dict(base, hosts=_items(h), runas=runas, commands=commands))
     return includes
 
 

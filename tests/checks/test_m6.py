@@ -105,6 +105,23 @@ def test_sudoers_syntax(tmp_path):
     assert f["status"] == "pass" and f["evidence"]["unresolved_sudoers_users"] == []
 
 
+def test_sudoers_runas_applies_to_the_commands_after_it(tmp_path):
+    # sudoers(5): a Runas_Spec holds for the commands that follow it, up to the next Runas_Spec
+    tree(tmp_path, {
+        "/etc/sudoers": ("carl ALL = (root) /bin/bash, (nobody) /bin/ls\n"
+                         "dora ALL = (nobody) /bin/bash, (root) /usr/bin/id\n"),
+        "/etc/passwd": ("root:x:0:0:root:/root:/bin/bash\ncarl:x:1000:1000::/home/carl:/bin/bash\n"
+                        "dora:x:1001:1001::/home/dora:/bin/bash\n"),
+        "/etc/group": "root:x:0:\n",
+    })
+    src = collect_sudoers(Context(root=tmp_path, live=False))
+    assert [(s["users"], s["runas"], s["commands"]) for s in src["specs"]] == [
+        (["carl"], "root", ["/bin/bash"]), (["carl"], "nobody", ["/bin/ls"]),
+        (["dora"], "nobody", ["/bin/bash"]), (["dora"], "root", ["/usr/bin/id"])]
+    f = one(audit(tmp_path), "M6-ADMINS")
+    assert list(f["evidence"]["admins"]) == ["carl"]  # a root shell; dora's shell runs as nobody
+
+
 # --- M6-POLKIT ----------------------------------------------------------------------------------
 
 def test_polkit_pass_packaged_rule():
