@@ -255,6 +255,7 @@ def net_zone(facts, policy):
                          guest.resource, evidence, expected=zone,
                          actual=", ".join(sorted({z for e in wrong for z in e["zones"]})))
         elif broken:  # a portgroup's VLAN or the network's bridge unknown: its zone is not proven
+            errors[guest.name] = "; ".join(e["error"] for e in broken)
             yield Result("error", "evidence missing: " + "; ".join(e["error"] for e in broken),
                          guest.resource, evidence)
         elif not ifaces:
@@ -284,7 +285,8 @@ def net_zone(facts, policy):
         yield Result("fail", f"the guests' networks are in zone {next(iter(span))!r}, the host is declared "
                      f"for {host_zone!r}", "host", evidence, expected=host_zone, actual=next(iter(span)))
     elif errors:
-        yield Result("error", f"the networks of {len(errors)} guest(s) could not be read", "host", evidence)
+        yield Result("error", f"the networks of {len(errors)} guest(s) could not be resolved "
+                     f"({', '.join(sorted(errors))}): the host may span another zone", "host", evidence)
     else:
         zones = ", ".join(span) or "none mapped"
         yield Result("pass", f"the guests' networks are in one zone ({zones})", "host", evidence,

@@ -191,6 +191,17 @@ def test_net_zone_errors_when_the_network_definitions_are_missing(tmp_path):
     assert one(report, "M1-NET-ZONE", "guest:db01")["status"] == "pass"
 
 
+def test_net_zone_host_errors_while_a_guests_network_is_unresolved(tmp_path):
+    # shop-a's libvirt network cannot be resolved: it may sit in another zone, so the host is not proven
+    facts = clean_facts(tmp_path)
+    facts["sources"]["libvirt"]["networks"] = unavailable("libvirt: network driver not running")
+    report = run(facts, CLEAN_POLICY)
+    assert one(report, "M1-NET-ZONE", "guest:shop-a")["status"] == "error"
+    f = one(report, "M1-NET-ZONE")
+    assert f["status"] == "error" and "shop-a" in f["evidence"]["unreadable"]
+    assert f["evidence"]["network_zones"] == {"dmz": ["mail-a"]}
+
+
 def test_net_zone_errors_without_the_guest_list(tmp_path):
     facts = with_sources(mixed_facts(tmp_path), libvirt=unavailable("cannot connect"))
     f = one(run(facts, MIXED_POLICY), "M1-NET-ZONE")
