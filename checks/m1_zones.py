@@ -195,6 +195,9 @@ def _interfaces(guest: Any, nets: _Networks, zone_map: dict) -> list[dict]:
         vlan_zones = sorted({zone_map[f"vlan:{t}"] for t in tags if f"vlan:{t}" in zone_map})
         name_zones = sorted({zone_map[n] for n in names if n in zone_map})
         entry["zones"] = vlan_zones or name_zones
+        unmapped_tags = [t for t in tags if f"vlan:{t}" not in zone_map]
+        if unmapped_tags:  # the guest's real segment (or part of its trunk) has no zone in the policy
+            entry["unmapped_vlans"] = unmapped_tags
         if error:
             entry["error"] = error
         out.append(entry)
@@ -213,8 +216,9 @@ def net_zone(facts, policy):
     networks of several zones has its (shared) kernel network stack in all of them.
 
     Rule: per guest, an interface on a network (libvirt network, host bridge, macvtap device or VLAN)
-    that the policy maps to another zone than the guest's -> fail; an interface on an unmapped network,
-    or a guest without a zone whose networks are mapped -> warn. For the host: the guests' networks
+    that the policy maps to another zone than the guest's -> fail; an interface on an unmapped network
+    or carrying a VLAN the policy does not map, or a guest without a zone whose networks are mapped
+    -> warn. For the host: the guests' networks
     span more than one zone, or a zone other than the host's declared one -> fail. No [zones.networks]
     in the policy -> one warn for the host (nothing to compare with).
     A libvirt network is resolved to what it attaches to: its bridge (forward mode='bridge' to a host
@@ -246,7 +250,7 @@ def net_zone(facts, policy):
                 spanned.setdefault(z, set()).add(guest.name)
         evidence = {"zone": zone, "interfaces": ifaces}
         wrong = [e for e in ifaces if zone and any(z != zone for z in e["zones"])]
-        unmapped = [e for e in ifaces if not e["zones"]]
+        unmapped = [e for e in ifaces if not e["zones"] or e.get("unmapped_vlans")]
         broken = [e for e in ifaces if e.get("error")]
         if wrong:
             where = "; ".join(f"{'/'.join(e['attached_to'] + ['vlan:' + t for t in e['vlans']]) or e['type']}"
@@ -263,6 +267,9 @@ def net_zone(facts, policy):
         elif unmapped:
             what = ", ".join("/".join(e["attached_to"] + ["vlan:" + t for t in e["vlans"]]) or f"type {e['type']}"
                              for e in unmapped)
+            tags = sorted({t for e in unmapped for t in e.get("unmapped_vlans", [])})
+            if tags:
+                what += f" (VLAN {', '.join(tags)} not mapped)"
             yield Result("warn", f"the policy gives no zone for the network(s) of this guest: {what}",
                          guest.resource, evidence, expected="every network mapped in [zones.networks]")
         elif zone is None:

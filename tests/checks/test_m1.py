@@ -172,6 +172,17 @@ def test_net_zone_interface_vlan_overrides_the_portgroup(tmp_path):
     assert f["evidence"]["interfaces"][0]["vlans"] == ["30"]
 
 
+def test_net_zone_warns_for_an_unmapped_vlan_on_a_mapped_bridge(tmp_path):
+    # db01 sits on br-int (internal); tagged into VLAN 99, its segment is VLAN 99, which has no zone
+    facts = mixed_facts(tmp_path)
+    dom = _domain(facts, "db01")
+    dom["xml"] = dom["xml"].replace("<source bridge='br-int'/>",
+                                    "<source bridge='br-int'/><vlan><tag id='99'/></vlan>")
+    f = one(run(facts, MIXED_POLICY), "M1-NET-ZONE", "guest:db01")
+    assert f["status"] == "warn" and "VLAN 99 not mapped" in f["message"]
+    assert f["evidence"]["interfaces"][0]["unmapped_vlans"] == ["99"]
+
+
 def test_net_zone_without_a_network_map_warns_once(tmp_path):
     report = run(mixed_facts(tmp_path), '[host]\nzone = "dmz"\n')
     f = one(report, "M1-NET-ZONE")
