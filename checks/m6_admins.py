@@ -503,6 +503,7 @@ def socket_perms(facts, policy):
 
 SSH_DEFAULTS = {"permitrootlogin": "prohibit-password", "passwordauthentication": "yes",
                 "kbdinteractiveauthentication": "yes", "usepam": "no"}
+SSH_MATCHABLE = ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication")  # not UsePAM
 
 
 @check("M6-SSH-ROOT", severity="high",
@@ -519,8 +520,9 @@ def ssh_root(facts, policy):
     insensitive; OpenSSH >= 7.0 defaults: PermitRootLogin prohibit-password, PasswordAuthentication yes,
     KbdInteractiveAuthentication yes, UsePAM no): PermitRootLogin yes -> fail; prohibit-password,
     without-password or forced-commands-only -> warn; PasswordAuthentication yes -> warn;
-    KbdInteractiveAuthentication yes with UsePAM yes (passwords through PAM) -> warn. Match blocks are
-    not applied globally: one that permits root logins or passwords is named in a warn.
+    KbdInteractiveAuthentication yes with UsePAM yes (passwords through PAM) -> warn. Lines after
+    `Match all` apply to every connection over the global values (as sshd -T shows). Other Match blocks
+    are not applied globally: one that permits root logins or passwords is named in a warn.
     Sources: /etc/ssh/sshd_config, the files it includes.
     """
     src = need(facts.source("sshd_config"), "sshd_config")
@@ -529,6 +531,7 @@ def ssh_root(facts, policy):
     if not src.get("present"):
         raise NotApplicable("no /etc/ssh/sshd_config: no OpenSSH server is configured on this host")
     effective: dict[str, dict] = {}
+    match_all: dict[str, dict] = {}
     matches = []
     for e in src.get("entries", []):
         key = {"challengeresponseauthentication": "kbdinteractiveauthentication"}.get(e["keyword"], e["keyword"])
@@ -536,9 +539,12 @@ def ssh_root(facts, policy):
             continue
         if e["match"] is None:
             effective.setdefault(key, {"value": e["value"].lower(), "at": f"{e['file']}:{e['line']}"})
+            if e.get("match_all") and key in SSH_MATCHABLE:
+                match_all.setdefault(key, {"value": e["value"].lower(), "at": f"{e['file']}:{e['line']} (Match all)"})
         else:
             matches.append({"match": e["match"], "keyword": key, "value": e["value"].lower(),
                             "at": f"{e['file']}:{e['line']}"})
+    effective.update(match_all)  # a matching block's value wins over the global one for every connection
     for key, default in SSH_DEFAULTS.items():
         effective.setdefault(key, {"value": default, "at": "default"})
     evidence = {"effective": effective, "match_blocks": matches, "files": src.get("files", [])}

@@ -28,7 +28,9 @@ Sources (a read failure anywhere is an `{"unavailable": reason}` marker at that 
   sshd_config     {"path", "present", "files": [paths read], "unreadable": {path: marker},
                    "entries": [{"keyword" (lower case), "value", "file", "line", "match": str | None}]}
                   `Include` expanded in place (globs sorted, relative to /etc/ssh); `match` is the
-                  criteria of the Match block the line sits in (None: global).
+                  criteria of the Match block the line sits in (None: global). A line after
+                  `Match all` has match None and "match_all": true: sshd reads it as a global line,
+                  and for a connection applies it over the global lines, like any matching block.
   libvirt_sockets (live) {path: {"mode": "0666", "uid", "gid", "owner", "group"}} for the UNIX sockets
                   in /run/libvirt ({} when the directory does not exist: no daemon running).
 """
@@ -340,7 +342,7 @@ def _sshd_words(line: str) -> list[str]:
 def collect_sshd_config(ctx: Context) -> dict:
     out: dict = {"path": SSHD_CONFIG, "present": False, "files": [], "unreadable": {}, "entries": []}
 
-    def read(path: str, match: str | None, depth: int) -> str | None:
+    def read(path: str, match: str | None, depth: int, match_all: bool = False) -> str | None:
         """Append the entries of `path`; return the Match context at its end (for the main file)."""
         try:
             text = ctx.read(path)
@@ -358,7 +360,8 @@ def collect_sshd_config(ctx: Context) -> dict:
             key = words[0].lower()
             value = " ".join(words[1:])
             if key == "match":
-                match = None if value.lower() == "all" else value
+                match_all = value.lower() == "all"
+                match = None if match_all else value
                 continue
             if key == "include":
                 if depth >= 16:  # sshd's own limit on nested includes
@@ -370,9 +373,12 @@ def collect_sshd_config(ctx: Context) -> dict:
                     found = sorted(glob.glob(str(ctx.path(pattern))))
                     for f in found:
                         rel = "/" + os.path.relpath(f, ctx.root) if str(ctx.root) != "/" else f
-                        read(rel, match, depth + 1)  # a Match inside ends with the included file
+                        read(rel, match, depth + 1, match_all)  # a Match inside ends with the included file
                 continue
-            out["entries"].append({"keyword": key, "value": value, "file": path, "line": no, "match": match})
+            entry = {"keyword": key, "value": value, "file": path, "line": no, "match": match}
+            if match_all:
+                entry["match_all"] = True
+            out["entries"].append(entry)
         return match
 
     out["present"] = ctx.exists(SSHD_CONFIG)

@@ -299,6 +299,19 @@ def test_ssh_defaults_warn_and_first_value_wins(tmp_path):
     assert f["status"] == "warn" and f["evidence"]["effective"]["permitrootlogin"]["value"] == "prohibit-password"
 
 
+def test_ssh_match_all_overrides_the_global_values(tmp_path):
+    # sshd applies a matching block over the global lines; "Match all" matches every connection
+    conf = ("PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "Match all\nPermitRootLogin yes\nUsePAM yes\n")
+    root = tree(tmp_path, {"/etc/ssh/sshd_config": conf})
+    f = one(audit(root), "M6-SSH-ROOT")
+    assert f["status"] == "fail"
+    assert f["evidence"]["effective"]["permitrootlogin"] == {"value": "yes", "at": "/etc/ssh/sshd_config:5 (Match all)"}
+    assert f["evidence"]["effective"]["usepam"]["value"] == "yes"  # global-only: read in file order
+    if os.path.exists("/usr/sbin/sshd") and os.geteuid() == 0:
+        assert _sshd_effective(str(tmp_path / "etc/ssh/sshd_config"))["permitrootlogin"] == "yes"
+
+
 def test_ssh_error_and_skip(tmp_path):
     snap = facts("debian-hardened")
     snap["sources"]["sshd_config"]["unreadable"] = {
