@@ -436,6 +436,22 @@ def _socket_state(facts, daemon: str, role: str, conf_values: dict, auth: str, l
     return state
 
 
+def _group_beyond_admins(facts, policy, group: str, cache: dict) -> tuple[list[str], str | None]:
+    """(login-capable members of `group` who are not administrators, why its members are unknown)."""
+    if "admins" not in cache:
+        allow = policy.get("admins", "allow")
+        cache["accounts"] = Accounts(facts)
+        cache["admins"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+    acc: Accounts = cache["accounts"]
+    entry = acc.groups.get(group) or (acc.groups_by_gid.get(int(group)) if group.isdigit() else None)
+    if entry is None:
+        if acc.directory_sources or group.isdigit():
+            return [], f"group {group} is not in /etc/group"
+        return [], None  # a group no file defines has no members
+    members = [m for m in acc.members(entry) if login_capable(acc.shell(m))]
+    return sorted(set(members) - cache["admins"]), None
+
+
 @check("M6-SOCKET-PERMS", severity="critical",
        title="libvirt's management socket is open to every local user without authentication",
        remediation="Keep auth_unix_rw = \"polkit\" (or restrict unix_sock_rw_perms / SocketMode to 0770 "
@@ -450,11 +466,14 @@ def socket_perms(facts, policy):
     virtqemud and virtproxyd), the effective mode of its read-write socket — the live stat when there
     is one, else the socket unit's SocketMode under socket activation, else unix_sock_rw_perms (default
     0777 with auth polkit, 0700 otherwise): writable by others with auth_unix_rw = none -> fail,
-    critical. The admin socket with any group/other permission -> fail (high).
+    critical; writable by its group with auth none, and that group holds login-capable accounts that
+    are not administrators ([admins] allow, else those M6-ADMINS counts) -> fail (high). The admin
+    socket with any group/other permission -> fail (high).
     Sources: /etc/libvirt/<daemon>.conf, systemd socket units, (live) /run/libvirt/*-sock.
     """
     live = live_sockets(facts)
     enabled = enabled_units(facts)
+    admin_cache: dict = {}
     for daemon, why in daemons_in_use(facts):
         try:
             conf = daemon_conf(facts, daemon)
@@ -479,8 +498,28 @@ def socket_perms(facts, policy):
                          expected="auth_unix_rw polkit, or mode 0770 with an admin group",
                          actual=f"mode {rw['mode']}, auth none")
         elif mode & 0o020 and auth == "none":
-            yield Result("pass", f"{rw['path']} ({rw['mode']}, auth none) is open to group {rw['group']}: its "
-                         "members are administrators", res, rw, actual=f"mode {rw['mode']}, group {rw['group']}")
+            try:
+                outside, unknown = _group_beyond_admins(facts, policy, str(rw["group"]), admin_cache)
+                rw["group_members_outside_admins"] = outside
+            except EvidenceMissing as exc:
+                outside, unknown = [], None
+                rw["reason"] = str(exc)
+            if "reason" in rw:
+                yield Result("error", f"cannot tell who is in group {rw['group']} of {rw['path']} ({rw['mode']}, "
+                             f"auth none): {rw['reason']}", res, rw)
+            elif outside:
+                yield Result("fail", f"{rw['path']} ({rw['mode']}, auth none) lets group {rw['group']} control "
+                             f"every guest, and {', '.join(outside)} of it are not administrators", res, rw,
+                             expected="auth_unix_rw polkit, or a group of administrators only",
+                             actual=f"mode {rw['mode']}, group {rw['group']}", severity="high")
+            elif unknown:
+                yield Result("warn", f"{rw['path']} ({rw['mode']}, auth none) is open to group {rw['group']}, "
+                             f"whose members vmaudit cannot see ({unknown})", res, rw,
+                             actual=f"mode {rw['mode']}, group {rw['group']}")
+            else:
+                yield Result("pass", f"{rw['path']} ({rw['mode']}, auth none) is open to group {rw['group']}: its "
+                             "members are administrators", res, rw,
+                             actual=f"mode {rw['mode']}, group {rw['group']}")
         else:
             yield Result("pass", f"{rw['path']} mode {rw['mode']} with auth_unix_rw = {auth}", res, rw,
                          actual=f"mode {rw['mode']}, auth {auth}")

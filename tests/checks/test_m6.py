@@ -220,6 +220,27 @@ def test_socket_perms_fail_auth_none_world_writable():
     assert adm["status"] == "fail" and adm["severity"] == "high" and adm["evidence"]["mode"] == "0770"
 
 
+def test_socket_perms_group_writable_auth_none_counts_the_group(tmp_path):
+    # auth none and mode 0770: the socket's group controls every guest. 'libvirt' holding only the
+    # administrators passes; 'users' (every account's primary group) fails.
+    files = {
+        "/etc/libvirt/libvirtd.conf": ('auth_unix_rw = "none"\nunix_sock_rw_perms = "0770"\n'
+                                       'unix_sock_group = "libvirt"\n'),
+        "/etc/passwd": ("root:x:0:0:root:/root:/bin/bash\nann:x:1000:100::/home/ann:/bin/bash\n"
+                        "eve:x:1001:100::/home/eve:/bin/bash\n"),
+        "/etc/group": "root:x:0:\nusers:x:100:\nlibvirt:x:120:ann\n",
+    }
+    root = tree(tmp_path, files)
+    rw = one(audit(root), "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")
+    assert rw["status"] == "pass" and rw["evidence"]["group_members_outside_admins"] == []
+    (tmp_path / "etc/libvirt/libvirtd.conf").write_text(files["/etc/libvirt/libvirtd.conf"].replace("libvirt\"", "users\""))
+    report = audit(root)
+    rw = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-sock")
+    assert rw["status"] == "fail" and rw["severity"] == "high"
+    assert rw["evidence"]["group_members_outside_admins"] == ["eve"]  # ann is in libvirt: an administrator
+    assert one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/libvirt-admin-sock")["status"] == "pass"
+
+
 def test_socket_perms_modular_with_drop_in():
     report = run("rhel-broken")
     rw = one(report, "M6-SOCKET-PERMS", "socket:/run/libvirt/virtqemud-sock")
