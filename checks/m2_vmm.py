@@ -93,7 +93,10 @@ VIRT_PRODUCTS = re.compile(r"^(KVM|Virtual Machine|VMware.*|VirtualBox|HVM domU|
 
 
 def _cmdline_iommu(cmdline: Any) -> dict:
-    """IOMMU-related kernel parameters, parsed the way the kernel reads them (last one wins)."""
+    """IOMMU-related kernel parameters, parsed the way the kernel reads them (last one wins).
+
+    x86's `iommu=` takes a comma-separated option list and every occurrence is applied in turn
+    (`iommu=pt,force`; a later `iommu=nopt` undoes `pt`): its value here is the options that hold."""
     out: dict = {}
     if not isinstance(cmdline, str):
         return out
@@ -101,7 +104,15 @@ def _cmdline_iommu(cmdline: Any) -> dict:
         if token == "--":
             break  # the rest is for init
         key, _, value = token.partition("=")
-        if key in ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict"):
+        if key == "iommu":
+            opts = [o for o in out.get("iommu", "").split(",") if o]
+            for opt in value.split(","):
+                if opt in ("pt", "nopt"):
+                    opts = [o for o in opts if o not in ("pt", "nopt")]
+                if opt and opt not in opts:
+                    opts.append(opt)
+            out[key] = ",".join(opts)
+        elif key in ("intel_iommu", "amd_iommu", "iommu.passthrough", "iommu.strict"):
             out[key] = value
     return out
 
@@ -111,14 +122,14 @@ def _iommu_switched_off(params: dict) -> list[str]:
     for key in ("intel_iommu", "amd_iommu"):
         if "off" in params.get(key, "").split(","):
             off.append(f"{key}=off")
-    if params.get("iommu") == "off":
+    if "off" in params.get("iommu", "").split(","):
         off.append("iommu=off")
     return off
 
 
 def _iommu_passthrough(params: dict) -> list[str]:
     pt = []
-    if params.get("iommu") == "pt":
+    if "pt" in params.get("iommu", "").split(","):
         pt.append("iommu=pt")
     if params.get("iommu.passthrough", "").lower() in ("1", "y", "yes", "on"):
         pt.append(f"iommu.passthrough={params['iommu.passthrough']}")

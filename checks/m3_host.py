@@ -84,8 +84,9 @@ def version_key(release: str) -> list:
 
 def kernel_flavour(release: str) -> str:
     """The build flavour a newer kernel must share to replace the running one: Debian/Ubuntu 'amd64',
-    'cloud-amd64', 'generic'; RHEL/Fedora the arch and variant ('x86_64', 'x86_64+debug')."""
-    m = re.match(r"^\d+\.\d+(?:\.\d+)?-\d+-(.+)$", release)
+    'cloud-amd64', 'generic' (Debian 13 and later: '6.12.38+deb13-cloud-amd64', backports
+    '6.12.12+bpo-amd64'); RHEL/Fedora the arch and variant ('x86_64', 'x86_64+debug')."""
+    m = re.match(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+[a-z]+\d*)-(.+)$", release)
     if m:
         return m.group(1)
     m = re.search(r"\.(x86_64|aarch64|ppc64le|s390x|i686)(\+\w+)?$", release)
@@ -466,9 +467,9 @@ def lsm_enforcing(facts, policy):
     in complain mode every denial is merely logged.
 
     Rule: SELinux enabled but permissive -> fail; AppArmor enabled with a libvirt profile (libvirtd,
-    virtqemud, virt-aa-helper, libvirt-<uuid>) in complain mode, or a running guest without its
-    libvirt-<uuid> profile loaded -> fail; neither SELinux nor AppArmor enabled -> fail. The effective
-    state is read from /sys; /etc/selinux/config only explains.
+    virtqemud, virt-aa-helper, libvirt-<uuid>) in complain mode, no libvirt daemon profile loaded at
+    all, or a running guest without its libvirt-<uuid> profile loaded -> fail; neither SELinux nor
+    AppArmor enabled -> fail. The effective state is read from /sys; /etc/selinux/config only explains.
     """
     lsm = facts.source("lsm")
     se, aa = lsm.get("selinux") or {}, lsm.get("apparmor") or {}
@@ -483,6 +484,8 @@ def lsm_enforcing(facts, policy):
         yield Result("fail", f"SELinux is permissive: denials are only logged{why}", "host", evidence,
                      "enforcing", "permissive")
         return
+    # an unreadable AppArmor switch is missing evidence, not "no LSM"
+    need(aa.get("enabled"), "/sys/module/apparmor/parameters/enabled")
     if aa.get("enabled") == "Y":
         profiles = need(aa.get("profiles"), "AppArmor profiles")
         libvirt = [p for p in profiles
@@ -490,6 +493,10 @@ def lsm_enforcing(facts, policy):
         evidence["libvirt_profiles"] = libvirt
         weak = [p for p in libvirt if p["mode"] not in ("enforce", "kill")]
         problems = [f"{p['name']} in {p['mode']} mode" for p in weak]
+        if not any(p["name"] in LIBVIRT_DAEMON_PROFILES for p in libvirt):
+            # libvirt's AppArmor driver only works under a confined daemon: without its profile the
+            # daemon and every guest it starts run unconfined
+            problems.append("no libvirt daemon profile (libvirtd / virtqemud / virt-aa-helper) is loaded")
         loaded = {p["name"] for p in profiles}
         try:
             running = [g for g in facts.guests() if g.active]
@@ -596,6 +603,7 @@ def qemu_user(facts, policy):
     if group is not None and _is_root(group):
         problems.append(f"group = {group!r} ({source})")
     procs, status, why = processes(facts)
+    qemus: list = []
     if procs is None:
         evidence["processes"] = f"{status}: {why}"
     else:
@@ -608,8 +616,11 @@ def qemu_user(facts, policy):
     if problems:
         yield Result("fail", "QEMU runs with root privileges: " + "; ".join(problems), "host", evidence,
                      "an unprivileged user and group", "; ".join(problems))
-    elif user is None and procs is None:
-        reason = "qemu.conf sets no user and this distro's build default is unknown"
+    elif user is None and not qemus:
+        # nothing tells the user: upstream libvirt's build default is root on unknown distros, and no
+        # running QEMU shows the effective one
+        reason = ("qemu.conf sets no user and this distro's build default is unknown"
+                  + ("" if procs is None else "; no QEMU process runs to show the effective user"))
         yield Result("error", f"evidence missing: {reason}", "host", {**evidence, "reason": reason})
     else:
         yield Result("pass", f"QEMU runs unprivileged ({user or 'per running processes'}:{group or '?'})",
@@ -742,6 +753,26 @@ SIDE_CHANNEL_PARAMS = ("mitigations=off", "nopti", "pti=off", "nospectre_v1", "n
                        "spectre_bhi=off", "kvm.nx_huge_pages=off")
 
 
+# One clause of a vulnerabilities file saying "vulnerable": the whole text ("Vulnerable: No microcode"),
+# or a component ("KVM: Vulnerable" in itlb_multihit, "VMX: vulnerable" in l1tf when KVM does not flush
+# the L1D on VM entry, "BHI: Vulnerable" / "PBRSB-eIBRS: Vulnerable" in spectre_v2). "SMT vulnerable"
+# is not one (it is judged separately).
+_VULN_CLAUSE = re.compile(r"^(?:[\w./+-]+(?: [\w./+-]+)?: )?vulnerable\b", re.I)
+
+
+def _vulnerable(text: str) -> bool:
+    """Whether a /sys/devices/system/cpu/vulnerabilities/* text reports something left vulnerable to a
+    guest. "BHI: Vulnerable, KVM: SW loop" (spectre_bhi=vmexit) protects the host from guests: not one."""
+    clauses = [c.strip() for c in re.split(r"[;,]", text)]
+    for i, clause in enumerate(clauses):
+        if _VULN_CLAUSE.match(clause):
+            following = clauses[i + 1] if i + 1 < len(clauses) else ""
+            if following.startswith("KVM:") and not _VULN_CLAUSE.match(following):
+                continue
+            return True
+    return False
+
+
 @check("M3-CPU-VULNS", severity="high",
        title="CPU side-channel vulnerabilities are not mitigated",
        remediation="Update microcode and kernel, drop mitigations=off, and use nosmt (or core scheduling) "
@@ -751,9 +782,10 @@ def cpu_vulns(facts, policy):
     """Speculative-execution flaws (L1TF, MDS, Spectre, Retbleed, …) let a guest read host or other
     guests' memory. The kernel reports the effective state of each mitigation in sysfs.
 
-    Rule: a vulnerabilities file starting with 'Vulnerable', or mitigations=off on the kernel command
-    line -> fail; SMT on while a file says 'SMT vulnerable' -> warn. Other parameters that turn single
-    mitigations off are listed as evidence.
+    Rule: a vulnerabilities file reporting 'Vulnerable' (the whole text, or a part: 'KVM: Vulnerable',
+    L1TF's 'VMX: vulnerable' (no L1D flush on VM entry), spectre_v2's 'BHI: Vulnerable' unless KVM is
+    still protected), or mitigations=off on the kernel command line -> fail; SMT on while a file says
+    'SMT vulnerable' -> warn. Other parameters that turn single mitigations off are listed as evidence.
     """
     cs = facts.source("cpu_security")
     vulns = need(cs.get("vulnerabilities"), "CPU vulnerabilities")
@@ -766,7 +798,7 @@ def cpu_vulns(facts, policy):
     except (EvidenceMissing, NotApplicable) as exc:
         params, evidence["cmdline"] = [], f"unavailable: {exc}"
     unreadable = sorted(n for n, t in vulns.items() if not isinstance(t, str))
-    vulnerable = sorted(n for n, t in vulns.items() if isinstance(t, str) and t.startswith("Vulnerable"))
+    vulnerable = sorted(n for n, t in vulns.items() if isinstance(t, str) and _vulnerable(t))
     smt_exposed = sorted(n for n, t in vulns.items() if isinstance(t, str) and "SMT vulnerable" in t)
     smt_on = cs.get("smt_control") == "on" or (cs.get("smt_control") is None and cs.get("smt_active") == "1")
     problems = [f"{n}: {vulns[n]}" for n in vulnerable]

@@ -187,6 +187,18 @@ def test_iommu_warns_on_passthrough_mode():
     assert f["evidence"]["identity_groups"] == ["0", "10", "12", "20", "21"]
 
 
+@pytest.mark.parametrize("cmdline,status", [
+    ("ro iommu=force,pt", "warn"),     # x86 iommu= is an option list
+    ("ro iommu=pt iommu=nopt", "pass"),  # every occurrence applies: nopt undoes pt
+    ("ro iommu=nopt,force iommu=pt", "warn"),
+])
+def test_iommu_passthrough_option_lists(cmdline, status):
+    f = one(audit(facts=with_sources(hardened(), cmdline=cmdline)), "M2-IOMMU")
+    assert f["status"] == status, f["message"]
+    if status == "warn":
+        assert "iommu=pt" in f["message"]
+
+
 def test_iommu_error_when_sysfs_unreadable():
     f = one(audit(facts=with_sources(hardened(), iommu=unavailable("no sysfs under /mnt"))), "M2-IOMMU")
     assert f["status"] == "error" and "no sysfs" in f["evidence"]["reason"]

@@ -187,6 +187,17 @@ def test_kernel_versions_compare_within_flavour():
     assert version_key("5.14.0-427.42.1.el9_4.x86_64") < version_key("5.14.0-503.11.1.el9_5.x86_64")
     assert kernel_flavour("6.1.0-28-cloud-amd64") == "cloud-amd64" != kernel_flavour("6.1.0-28-amd64")
     assert kernel_flavour("5.14.0-503.el9.x86_64+debug") == "x86_64+debug"
+    # Debian 13 dropped the ABI number: a newer cloud kernel must not count for the generic one
+    assert kernel_flavour("6.12.38+deb13-amd64") == "amd64"
+    assert kernel_flavour("6.12.41+deb13-cloud-amd64") == "cloud-amd64"
+    assert kernel_flavour("6.12.12+bpo-amd64") == "amd64"
+    assert version_key("6.12.38+deb13-amd64") < version_key("6.12.41+deb13-amd64")
+    trixie = {"running": "6.12.38+deb13-amd64", "installed": ["6.12.38+deb13-amd64", "6.12.41+deb13-cloud-amd64"]}
+    f = one(run(snap("debian-hardened", kernel=trixie)), "M3-STALE-BINARIES")
+    assert f["status"] == "pass" and f["evidence"]["kernel"]["newer"] == []
+    trixie["installed"].append("6.12.41+deb13-amd64")
+    f = one(run(snap("debian-hardened", kernel=trixie)), "M3-STALE-BINARIES")
+    assert f["status"] == "warn" and f["evidence"]["kernel"]["newer"] == ["6.12.41+deb13-amd64"]
 
 
 def test_stale_binaries_warn_reboot_pending():
@@ -336,6 +347,18 @@ def test_lsm_enforcing_error_and_image_without_sys(tmp_path):
     lsm["apparmor"]["profiles"] = unavailable("cannot read /sys/kernel/security/apparmor/profiles: Permission denied")
     f = one(run(snap("debian-hardened", lsm=lsm)), "M3-LSM-ENFORCING")
     assert f["status"] == "error" and "Permission denied" in f["evidence"]["reason"]
+    lsm["apparmor"] = {"enabled": unavailable("cannot read /sys/module/apparmor/parameters/enabled: "
+                                              "Permission denied"), "profiles": None}
+    g = one(run(snap("debian-hardened", lsm=lsm)), "M3-LSM-ENFORCING")
+    assert g["status"] == "error" and "apparmor/parameters/enabled" in g["evidence"]["reason"]
+
+
+def test_lsm_enforcing_fails_without_libvirt_daemon_profile():
+    lsm = copy.deepcopy(_snapshot("debian-hardened", "m3-hardened")["sources"]["lsm"])
+    lsm["apparmor"]["profiles"] = [p for p in lsm["apparmor"]["profiles"]
+                                   if not p["name"].startswith(("libvirtd", "virt-aa-helper"))]
+    f = one(run(snap("debian-hardened", lsm=lsm)), "M3-LSM-ENFORCING")
+    assert f["status"] == "fail" and "no libvirt daemon profile" in f["message"]
 
 
 def test_apparmor_profile_names_with_spaces():
@@ -370,6 +393,12 @@ def test_qemu_user_pass_fail_error():
     assert h["status"] == "fail" and "qemu-system-x86[4242]" in h["evidence"]["qemu_processes"]
     e = one(run(snap("debian-hardened", os_release={"present": False})), "M3-QEMU-USER")
     assert e["status"] == "error" and "build default is unknown" in e["evidence"]["reason"]
+    # live, but no QEMU runs: nothing shows the user (upstream's build default is root) -> not a pass
+    n = one(run(snap("debian-hardened", os_release={"present": False}, processes=[])), "M3-QEMU-USER")
+    assert n["status"] == "error" and "no QEMU process runs" in n["evidence"]["reason"]
+    p = one(run(snap("debian-hardened", os_release={"present": False}, processes=[qemu_proc()])),
+            "M3-QEMU-USER")
+    assert p["status"] == "pass" and "qemu-system-x86[4242]" in p["evidence"]["qemu_processes"]
 
 
 def test_qemu_isolation_pass_warn_error():
@@ -432,6 +461,26 @@ def test_cpu_vulns_pass_fail_warn_error():
     cs["vulnerabilities"] = unavailable("/sys/devices/system/cpu/vulnerabilities is absent")
     e = one(run(snap("rhel-hardened", cpu_security=cs)), "M3-CPU-VULNS")
     assert e["status"] == "error" and "vulnerabilities is absent" in e["evidence"]["reason"]
+
+
+@pytest.mark.parametrize("name,text,status", [
+    ("itlb_multihit", "KVM: Vulnerable", "fail"),  # kvm.nx_huge_pages=off: a guest can hang the host
+    ("l1tf", "Mitigation: PTE Inversion; VMX: vulnerable", "fail"),  # no L1D flush on VM entry
+    ("l1tf", "Mitigation: PTE Inversion; VMX: vulnerable, SMT disabled", "fail"),
+    ("spectre_v2", "Mitigation: Enhanced / Automatic IBRS; IBPB: conditional; RSB filling; "
+                   "PBRSB-eIBRS: SW sequence; BHI: Vulnerable", "fail"),
+    ("spectre_v2", "Mitigation: Enhanced / Automatic IBRS; IBPB: conditional; RSB filling; "
+                   "PBRSB-eIBRS: Not affected; BHI: Vulnerable, KVM: SW loop", "pass"),
+    ("itlb_multihit", "KVM: Mitigation: Split huge pages", "pass"),
+    ("l1tf", "Mitigation: PTE Inversion; VMX: conditional cache flushes, SMT disabled", "pass"),
+])
+def test_cpu_vulns_vulnerable_components(name, text, status):
+    cs = copy.deepcopy(_snapshot("rhel-hardened", "m3-hardened")["sources"]["cpu_security"])
+    cs["vulnerabilities"][name] = text
+    f = one(run(snap("rhel-hardened", cpu_security=cs)), "M3-CPU-VULNS")
+    assert f["status"] == status, f["message"]
+    if status == "fail":
+        assert name in f["message"]
 
 
 def test_cpuset_syntax():
