@@ -59,6 +59,24 @@ def test_guest_os_end_of_life_fails(tmp_path):
     assert win["status"] == "fail" and win["evidence"]["eol"] == "2020-01-14"
 
 
+def test_guest_os_unlisted_old_releases_fail(tmp_path):
+    # releases older than the first listed one, and interim releases, are end-of-life too
+    for os_id, eol in (("http://fedoraproject.org/fedora/29", "2019-11-26"),
+                       ("http://ubuntu.com/ubuntu/23.10", "2024-07-11"),
+                       ("http://ubuntu.com/ubuntu/10.04", "2023-05-31"),
+                       ("http://debian.org/debian/3.1", "2012-02-06"),
+                       ("http://opensuse.org/opensuse/42.3", "2019-07-01")):
+        facts = mixed_facts(tmp_path)
+        dom = _domain(facts, "web02")
+        dom["xml"] = dom["xml"].replace("http://centos.org/centos/7.0", os_id)
+        f = one(run(facts), "M5-GUEST-OS", "guest:web02")
+        assert (f["status"], f["evidence"]["os_id"], f["evidence"]["eol"]) == ("fail", os_id, eol)
+    facts = mixed_facts(tmp_path)
+    dom = _domain(facts, "web02")
+    dom["xml"] = dom["xml"].replace("http://centos.org/centos/7.0", "http://ubuntu.com/ubuntu/12.04")
+    assert one(run(facts), "M5-GUEST-OS", "guest:web02")["evidence"]["eol"] == "2017-04-28"  # its own entry
+
+
 def test_guest_os_supported_passes(tmp_path):
     report = run(clean_facts(tmp_path))
     deb = one(report, "M5-GUEST-OS", "guest:shop-a")
