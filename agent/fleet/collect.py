@@ -11,6 +11,11 @@ Per host, two ways (inventory variable `vmaudit_mode`, or --mode):
 
 The remote answer is untrusted data: it is parsed as JSON and checked to be a facts snapshot, nothing
 more. Inventory values that go into the remote command are shell-quoted.
+
+Giving up on a slow host closes its SSH channel, but sshd does not kill a command that has no terminal:
+a `vmaudit facts` stuck on a hung libvirtd would run on, and keep the agentless directory, for ever.
+So the remote command runs under coreutils `timeout` (where the host has one) set a little beyond the
+command timeout: it ends by itself soon after we stop waiting, and the exit trap removes the directory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import shlex
 import threading
@@ -66,9 +72,27 @@ def facts_args(host: FleetHost, settings: Settings) -> str:
     return " ".join(shlex.quote(a) for a in ("facts", "-q", "--output", "-", "--connect", uri, "--root", root))
 
 
+# Ansible's interpreter discovery keywords: not paths, they mean "find python on the host"
+_ANSIBLE_AUTO = ("auto", "auto_silent", "auto_legacy", "auto_legacy_silent")
+REMOTE_GRACE = 5  # seconds the remote `timeout` allows beyond the command timeout (ours fires first)
+
+
+def remote_python(host: FleetHost) -> str:
+    """The Python for the agentless run: vmaudit_python, else ansible_python_interpreter, else python3."""
+    python = str(host.vars.get("vmaudit_python") or host.vars.get("ansible_python_interpreter") or "python3")
+    return "python3" if python.strip() in _ANSIBLE_AUTO else python
+
+
+def _time_bound(settings: Settings) -> str:
+    """Shell that sets $t to a `timeout` prefix ending the remote command soon after we give up on it
+    (empty where the host has no working timeout(1))."""
+    secs = int(math.ceil(settings.command_timeout)) + REMOTE_GRACE
+    return f"t=; if timeout -k 10 {secs} true >/dev/null 2>&1; then t='timeout -k 10 {secs}'; fi; "
+
+
 def installed_script(host: FleetHost, settings: Settings, probe: bool) -> str:
     cmd = shlex.quote(str(host.vars.get("vmaudit_command") or "vmaudit"))
-    run_it = f"exec {cmd} {facts_args(host, settings)}"
+    run_it = f"{_time_bound(settings)}exec $t {cmd} {facts_args(host, settings)}"
     if not probe:
         return run_it
     return (f"if command -v {cmd} >/dev/null 2>&1; then {run_it}; fi; "
@@ -149,11 +173,14 @@ class Collector:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise Unreached(session.aborted or f"agentless: cannot copy the zipapp over SFTP: {exc}",
                                 "command") from None
-            python = str(host.vars.get("vmaudit_python") or host.vars.get("ansible_python_interpreter")
-                         or "python3")
+            python = remote_python(host)
             d = shlex.quote(tmp)
+            # PIPE ignored: once we are gone, sh reporting a killed child ("Killed") on the closed
+            # channel would otherwise die of SIGPIPE without running its EXIT trap
             script = (f"d={d}; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
-                      f"{shlex.quote(python)} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
+                      f"trap '' PIPE; "
+                      f"{_time_bound(self.settings)}"
+                      f"$t {shlex.quote(python)} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
             ran = True
             done = run(transport, _sh(script), timeout, session)
             if done.status == 127:
@@ -262,4 +289,5 @@ def collect_all(hosts: list[FleetHost], collector: Collector, settings: Settings
     return [results[h.name] for h in hosts], interrupted
 
 
-__all__ = ["Outcome", "Settings", "Collector", "collect_all", "facts_args", "installed_script", "NOT_INSTALLED"]
+__all__ = ["Outcome", "Settings", "Collector", "collect_all", "facts_args", "installed_script", "remote_python",
+           "NOT_INSTALLED"]

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sshlab import ADDR, FLEET, PORT
 
 VMAUDIT = str(Path(sys.executable).parent / "vmaudit")
@@ -169,6 +170,43 @@ def test_hanging_host_holds_nobody_beyond_its_timeout_and_installed_mode_is_stri
     assert hosts["hv-hang"]["stage"] == "timeout"
     assert hosts["hv-a"]["reached"] is True, (hosts["hv-a"]["reason"], r.stderr)
     assert hosts["hv-b"]["reached"] is False and "not installed" in hosts["hv-b"]["reason"]
+
+
+@pytest.mark.parametrize("then", ["exec sleep 300", "sleep 4; kill -9 $$"])
+def test_abandoned_agentless_run_ends_on_the_host_and_removes_its_directory(lab, tmp_path, then):
+    # a "python" that hangs (as `vmaudit facts` does on a hung libvirtd): after the command timeout the
+    # host is reported, and the remote side must not run on for ever with the zipapp's directory; nor
+    # may the directory stay when the run is killed after we gave up (the shell's "Killed" then goes
+    # to a closed channel)
+    marker = tmp_path / "pyz-path"
+    fake = _write(tmp_path / "hanging-python", f"#!/bin/sh\necho \"$1\" > {marker}\n{then}\n")
+    fake.chmod(0o755)
+    inventory = "\n".join([f"[all:vars]\nansible_port={PORT}\nansible_user=root", "[x]",
+                           host_line("hv-b", ADDR["agentless"], vmaudit_mode="agentless",
+                                     ansible_python_interpreter=str(fake)), ""])
+    r = collect(lab, tmp_path / "o", "--command-timeout", "2", inventory=inventory)
+    report = json.loads((tmp_path / "o" / "fleet.json").read_text())
+    f = finding(report, "F-HOST-UNREACHED", "host:hv-b")
+    assert f["status"] == "error" and f["evidence"]["stage"] == "timeout", (f, r.stderr)
+    remote_dir = Path(marker.read_text().strip()).parent
+    assert remote_dir.name.startswith("vmaudit.")
+    deadline = time.monotonic() + 30
+    while remote_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not remote_dir.exists(), "the abandoned remote run kept going and left its directory"
+
+
+def test_ansible_interpreter_discovery_keywords_mean_python3():
+    from vmaudit.fleet.collect import remote_python
+    from vmaudit.fleet.hosts import FleetHost
+
+    for value in ("auto", "auto_silent", "auto_legacy", "auto_legacy_silent"):
+        assert remote_python(FleetHost("h", {"ansible_python_interpreter": value})) == "python3"
+    assert remote_python(FleetHost("h", {"ansible_python_interpreter": "/usr/libexec/platform-python"})) \
+        == "/usr/libexec/platform-python"
+    assert remote_python(FleetHost("h", {"ansible_python_interpreter": "auto",
+                                         "vmaudit_python": "/opt/py/bin/python3"})) == "/opt/py/bin/python3"
+    assert remote_python(FleetHost("h")) == "python3"
 
 
 def test_ctrl_c_keeps_what_was_collected(lab, tmp_path):
