@@ -934,6 +934,10 @@ def nested(facts, policy):
 
 # --- consoles -------------------------------------------------------------------------------------
 
+# libvirt's <graphics type='spice'><channel name=...> names (virDomainGraphicsSpiceChannelName)
+SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
+
+
 def _loopback(address: str) -> bool:
     if address in ("localhost", "localhost6"):
         return True
@@ -984,9 +988,10 @@ def graphics_exposed(guest, facts, policy):
             address = conf_value(values, f"{kind}_listen")
         tls = conf_value(values, f"{kind}_tls") == 1
         if kind == "spice":
-            channels = [c.get("mode") for c in gr.findall("channel")]
-            tls = tls and (gr.get("defaultMode") == "secure"
-                           or (channels and all(m == "secure" for m in channels) and gr.get("defaultMode") != "any"))
+            # a channel not listed takes defaultMode ('any': the client may pick the plain port)
+            secure = {c.get("name") for c in gr.findall("channel") if c.get("mode") == "secure"}
+            insecure = {c.get("name") for c in gr.findall("channel") if c.get("mode") != "secure"}
+            tls = tls and not insecure and (gr.get("defaultMode") == "secure" or SPICE_CHANNELS <= secure)
         auth = []
         if conf_value(values, f"{kind}_sasl") == 1:
             auth.append(f"{kind}_sasl")

@@ -33,6 +33,7 @@ import gzip
 import re
 import shutil
 import subprocess
+import zlib
 from datetime import datetime, timezone
 from typing import Any
 
@@ -229,7 +230,7 @@ def collect_package_history(ctx: Context) -> dict:
             path = f"{directory}/{name}"
             try:
                 entry = parse(_read_log(ctx, path))
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; bad data: zlib.error
                 logs.append({"path": path, "kind": kind,
                              "unavailable": f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"})
                 continue

@@ -124,6 +124,20 @@ def test_patch_age_unreadable_gzip_is_reported(tmp_path):
     assert f["status"] == "error" and "/var/log/dpkg.log.2.gz" in f["evidence"]["unreadable"]
 
 
+def test_patch_age_corrupt_rotated_gzip_keeps_the_other_logs(tmp_path):
+    (tmp_path / "var/log").mkdir(parents=True)
+    good = gzip.compress(b"2026-11-20 10:00:00 upgrade libc6:amd64 1 2\n"
+                         b"2026-11-20 10:00:05 status installed libc6:amd64 2\n")
+    (tmp_path / "var/log/dpkg.log.1.gz").write_bytes(good)
+    # a valid gzip header over damaged deflate data: zlib.error, not BadGzipFile
+    (tmp_path / "var/log/dpkg.log.2.gz").write_bytes(good[:12] + bytes(b ^ 0xFF for b in good[12:30]) + good[30:])
+    facts = collect_facts(root=str(tmp_path), uri="test:///default")
+    facts["collected_at"] = NOW
+    f = one(run(facts), "M3-PATCH-AGE")
+    assert f["status"] == "pass" and f["evidence"]["newest"] == "2026-11-20T10:00:05"
+    assert "/var/log/dpkg.log.2.gz" in f["evidence"]["unreadable"]
+
+
 def test_package_log_parsers():
     dpkg = ("2026-11-01 10:00:00 upgrade libc6:amd64 2.36-9 2.36-9+deb12u1\n"
             "2026-11-01 10:00:05 status installed libc6:amd64 2.36-9+deb12u1\n"
@@ -558,6 +572,25 @@ def test_graphics_exposed_without_password_fails_and_tls_passes():
     assert one(report, "M3-GRAPHICS-EXPOSED", "guest:lab01")["status"] == "pass"
     # spice_tls without defaultMode='secure' still lets clients connect in the clear
     assert one(report, "M3-GRAPHICS-EXPOSED", "guest:lab02")["status"] == "fail"
+
+
+def _spice_channels(channels: str, default_mode: str | None = None) -> dict:
+    facts = qemu_conf(snap("debian-broken"), spice_tls=1)
+    dom = next(d for d in facts["sources"]["libvirt"]["domains"] if d["name"] == "lab02")
+    mode = f" defaultMode='{default_mode}'" if default_mode else ""
+    dom["xml"] = dom["xml"].replace("<graphics type='spice' autoport='yes'>",
+                                    f"<graphics type='spice' autoport='yes'{mode}>{channels}")
+    return one(run(facts), "M3-GRAPHICS-EXPOSED", "guest:lab02")
+
+
+def test_graphics_spice_unlisted_channels_take_the_default_mode():
+    # only main is secure: display, inputs ... take defaultMode 'any' and can be reached in the clear
+    assert _spice_channels("<channel name='main' mode='secure'/>")["status"] == "fail"
+    every = "".join(f"<channel name='{n}' mode='secure'/>" for n in
+                    ("main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"))
+    assert _spice_channels(every)["status"] == "pass"
+    assert _spice_channels("", "secure")["status"] == "pass"
+    assert _spice_channels("<channel name='display' mode='insecure'/>", "secure")["status"] == "fail"
 
 
 def test_graphics_exposed_error_without_qemu_conf():
