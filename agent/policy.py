@@ -113,6 +113,26 @@ def _line_of(text: str, section: str | None, key: str) -> int | None:
     return None
 
 
+def _waiver_line(text: str, index: int, key: str | None) -> int | None:
+    """Line of `key` in the index-th (1-based) [[waivers]] table, else of that table's header; None
+    when the waivers are not written as [[waivers]] tables."""
+    header_re = re.compile(r"^\s*\[\[\s*waivers\s*\]\]")
+    key_re = re.compile(rf'^\s*("{re.escape(key)}"|{re.escape(key)})\s*=') if key else None
+    seen, header = 0, None
+    for no, line in enumerate(text.splitlines(), 1):
+        if re.match(r"^\s*\[", line):
+            if header is not None:
+                break  # past the table: the key is not in it
+            if header_re.match(line):
+                seen += 1
+                if seen == index:
+                    header = no
+            continue
+        if header is not None and key_re is not None and key_re.match(line):
+            return no
+    return header
+
+
 def _type_ok(value: Any, kind: Any) -> bool:
     if isinstance(kind, list):
         return isinstance(value, list) and all(_type_ok(v, kind[0]) for v in value)
@@ -142,6 +162,12 @@ def parse_policy(text: str, source: str) -> Policy:
         where = f"{source}, line {line}" if line else source
         return PolicyError(f"{where}: {msg}")
 
+    def _waiver_fail(index: int) -> Any:
+        def fail_waiver(msg: str, section: str | None = None, key: str | None = None) -> PolicyError:
+            line = _waiver_line(text, index, key) or (_line_of(text, section, key) if key else None)
+            return PolicyError(f"{source}, line {line}: {msg}" if line else f"{source}: {msg}")
+        return fail_waiver
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -153,7 +179,7 @@ def parse_policy(text: str, source: str) -> Policy:
         if section == "waivers":
             if not isinstance(body, list):
                 raise fail("'waivers' must be an array of tables ([[waivers]])", None, "waivers")
-            waivers = [_waiver(w, i, fail) for i, w in enumerate(body, 1)]
+            waivers = [_waiver(w, i, _waiver_fail(i)) for i, w in enumerate(body, 1)]
             continue
         if section not in SCHEMA:
             raise fail(f"unknown section [{section}] (known: {', '.join(sorted(SCHEMA))}, waivers)",

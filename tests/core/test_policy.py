@@ -81,6 +81,24 @@ def test_bad_policies_name_file_and_line(text, where, words):
     assert "\n" not in msg
 
 
+WAIVERS = ('[[waivers]]\ncheck = "M2-IOMMU"\nreason = "lab"\nexpires = 2027-01-01\n\n'
+           '[[waivers]]\ncheck = "M2-BALLOON"\nreason = "x"\nexpires = 2027-01-01\n\n')
+
+
+@pytest.mark.parametrize("third, where, words", [
+    ('[[waivers]]\ncheck = "M3-KSM"\nreason = "x"\nexpires = "2027-01-01"\n', "line 14", "waiver #3: 'expires'"),
+    ('[[waivers]]\ncheck = "M3-KSM"\nexpires = 2027-01-01\n', "line 12", "waiver #3 needs 'reason'"),
+    ('[[waivers]]\nexpires = 2027-01-01\nreason = "x"\n', "line 11", "waiver #3 needs 'check'"),
+    ('[[waivers]]\ncheck = "M3-KSM"\nreason = "x"\nexpires = 2027-01-01\nowner = "me"\n', "line 15",
+     "waiver #3: unknown key 'owner'"),
+])
+def test_a_bad_waiver_is_named_by_its_own_line(third, where, words):
+    # not the line of the same key in the first waiver
+    with pytest.raises(PolicyError) as err:
+        parse_policy(WAIVERS + third, "p.toml")
+    assert str(err.value).startswith(f"p.toml, {where}: ") and words in str(err.value), str(err.value)
+
+
 def test_datetime_expiry_is_refused():
     with pytest.raises(PolicyError, match="must be a date"):
         parse_policy('[[waivers]]\ncheck="X"\nreason="r"\nexpires=2027-01-01T10:00:00\n', "p.toml")
