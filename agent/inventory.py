@@ -71,7 +71,7 @@ def parse_inventory(text: str, source: str) -> Inventory:
 
 def load_inventory(path: str) -> Inventory:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_inventory(text, path)

@@ -35,3 +35,13 @@ def test_bad_inventories(text, words):
     with pytest.raises(PolicyError) as err:
         parse_inventory(text, "/etc/vmaudit/inventory.csv")
     assert str(err.value).startswith("/etc/vmaudit/inventory.csv") and words in str(err.value), str(err.value)
+
+
+def test_csv_saved_by_a_spreadsheet_with_a_bom(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with U+FEFF; the header is still 'uuid'
+    from vmaudit.inventory import load_inventory
+
+    path = tmp_path / "registry.csv"
+    path.write_bytes(b"\xef\xbb\xbfuuid,name,zone\n11111111-2222-3333-4444-555555555555,web01,dmz\n")
+    inv = load_inventory(str(path))
+    assert inv.labels_for("11111111-2222-3333-4444-555555555555") == {"zone": "dmz"}
