@@ -98,13 +98,18 @@ def _pools(conn: Any) -> Any:
         return pools
     out = []
     for pool in pools:
-        entry: dict = {"name": pool.name(), "active": bool(pool.isActive())}
+        # every call below is an RPC that fails for a pool undefined since the list (a transient pool
+        # of virt-manager or libguestfs): that costs this pool's facts, never the whole libvirt source
+        active = _try(pool.isActive)
+        entry: dict = {"name": pool.name(), "active": active if isinstance(active, dict) else bool(active)}
         xml = _try(pool.XMLDesc, 0)
         if isinstance(xml, str):
             root = ET.fromstring(xml)
             entry["type"] = root.get("type")
             entry["target"] = root.findtext("target/path")
-        if entry["active"]:
+        if isinstance(active, dict):
+            entry["volumes"] = active
+        elif entry["active"]:
             vols = _try(pool.listAllVolumes)
             if isinstance(vols, dict):
                 entry["volumes"] = vols
@@ -128,7 +133,12 @@ def _networks(conn: Any) -> Any:
     nets = _try(conn.listAllNetworks)
     if isinstance(nets, dict):
         return nets
-    return [{"name": n.name(), "active": bool(n.isActive()), "xml": _try(n.XMLDesc, 0)} for n in nets]
+    out = []
+    for n in nets:
+        active = _try(n.isActive)  # an RPC: a network undefined since the list costs only itself
+        out.append({"name": n.name(), "active": active if isinstance(active, dict) else bool(active),
+                    "xml": _try(n.XMLDesc, 0)})
+    return out
 
 
 def _domains(conn: Any) -> list:

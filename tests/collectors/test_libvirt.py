@@ -1,0 +1,54 @@
+"""The libvirt collector on a busy host: objects that vanish between libvirt's list call and the next
+RPC about them (transient pools and networks of virt-manager, libguestfs, CI jobs)."""
+
+from __future__ import annotations
+
+import pytest
+from vmtest import audit, one
+
+from vmaudit.audit import collect_facts
+from vmaudit.collectors import Context
+
+libvirt = pytest.importorskip("libvirt")
+
+
+class _Gone:
+    """A pool or network undefined right after listAllStoragePools/listAllNetworks returned it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def _gone(self, *args):
+        raise libvirt.libvirtError(f"no storage pool or network with matching name '{self._name}'")
+
+    isActive = XMLDesc = listAllVolumes = _gone
+
+
+class _Conn:
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def listAllStoragePools(self, flags=0):
+        return self._real.listAllStoragePools(flags) + [_Gone("scratch")]
+
+    def listAllNetworks(self, flags=0):
+        return self._real.listAllNetworks(flags) + [_Gone("tmpnet")]
+
+
+def test_a_pool_or_network_that_vanishes_costs_only_itself(monkeypatch):
+    real = libvirt.openReadOnly("test:///default")
+    monkeypatch.setattr(Context, "libvirt", lambda self: _Conn(real))
+    facts = collect_facts(root="/", uri="test:///default", only=["libvirt"])
+    src = facts["sources"]["libvirt"]
+    assert "unavailable" not in src, src
+    assert [d["name"] for d in src["domains"]] == ["test"]
+    report = audit(facts=facts)
+    # the guests are still judged; the vanished pool is missing evidence for that pool only
+    assert one(report, "M8-ORPHAN-VOLUMES", "pool:scratch")["status"] == "error"
+    assert one(report, "M8-TRANSIENT", "guest:test")["status"] == "pass"
