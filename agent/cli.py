@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        # A defect must not exit 1, which means "failures found" to scripts (and is a success for
+        # vmaudit.service, SuccessExitStatus=1 3): nothing was audited, say so in one line.
+        logging.getLogger("vmaudit").debug("internal error", exc_info=True)
+        print(f"vmaudit {args.command}: internal error (a bug in vmaudit; -v shows where): "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -111,12 +111,18 @@ class Facts:
 
     @property
     def libvirt(self) -> dict:
-        return self.source("libvirt")
+        value = self.source("libvirt")
+        if not isinstance(value, dict):
+            raise EvidenceMissing("libvirt: not an object in this snapshot")
+        return value
 
     def guests(self) -> list[Guest]:
         """Every defined guest, running or not. Raises EvidenceMissing when libvirt was not reachable."""
         if self._guests is None:
             domains = need(self.libvirt.get("domains", unavailable("no domain list")), "libvirt domains")
+            # a saved or shipped snapshot is input: a mangled domain list is missing evidence, not a crash
+            if not isinstance(domains, list) or not all(isinstance(d, dict) for d in domains):
+                raise EvidenceMissing("libvirt domains: not a list of guest records in this snapshot")
             # libvirt lists domains in no stable order: sort, so evidence lists diff cleanly between runs
             self._guests = sorted((Guest(d) for d in domains), key=lambda g: (g.name, g.uuid))
         return self._guests
@@ -131,8 +137,8 @@ class Guest:
 
     def __init__(self, record: dict):
         self.record = record
-        self.name: str = record.get("name", "?")
-        self.uuid: str = record.get("uuid", "")
+        self.name: str = str(record.get("name", "?"))
+        self.uuid: str = str(record.get("uuid") or "")
         self._tree: ET.Element | None = None
         self._views: dict = {}
         self.inventory_labels: dict = {}  # filled by the engine from the inventory
@@ -149,6 +155,8 @@ class Guest:
     def tree(self) -> ET.Element:
         if self._tree is None:
             xml = need(self.record.get("xml", unavailable("no XML")), f"XML of guest {self.name}")
+            if not isinstance(xml, str):
+                raise EvidenceMissing(f"XML of guest {self.name}: not a string in this snapshot")
             try:
                 self._tree = ET.fromstring(xml)
             except ET.ParseError as exc:

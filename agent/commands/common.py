@@ -65,5 +65,8 @@ def output_targets(formats: list[str], output: str) -> list[tuple[str, str]]:
         return [(formats[0], output)]
     if output == "-":
         raise PolicyError("several --format values need --output DIR (one file per format)")
-    Path(output).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PolicyError(f"{output}: cannot create the report directory: {exc.strerror or exc}") from None
     return [(fmt, os.path.join(output, filename(fmt))) for fmt in formats]

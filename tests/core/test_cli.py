@@ -165,3 +165,36 @@ def test_run_does_not_import_central_collection():
 def test_in_process_audit_matches_cli():
     report = audit("empty", URI)
     assert one(report, "M2-TCG-GUEST", "guest:legacy01")["status"] == "fail"
+
+
+def test_mangled_snapshot_sections_are_missing_evidence_not_a_crash(tmp_path):
+    # a snapshot is input (saved, or shipped from a remote host): wrong shapes deep inside are `error`
+    base = {"schema": "vmaudit-facts/1", "host": {"hostname": "hv"}}
+    for libvirt in ("x", [1], {"domains": "x"}, {"domains": [1]}):
+        report = audit(facts={**base, "sources": {"libvirt": libvirt}})
+        assert one(report, "M2-TCG-GUEST")["status"] == "error"
+    report = audit(facts={**base, "sources": {"libvirt": {"domains": [{"name": 5, "xml": 5}, {"name": "a"}]}}})
+    assert one(report, "M2-TCG-GUEST", "guest:5")["status"] == "error"
+    snap = tmp_path / "facts.json"
+    snap.write_text(json.dumps({**base, "sources": {"libvirt": {"domains": "x"}}}))
+    proc = vmaudit("run", "--facts", str(snap), "--format", "json")
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_defect_or_a_bad_output_directory_never_exits_1(tmp_path, monkeypatch, capsys):
+    # exit 1 means "failures found" (and is a success for vmaudit.service): a crash must not look like it
+    from vmaudit import cli
+
+    def boom(args):
+        raise KeyError("oops")
+
+    import vmaudit.commands.checks as checks_cmd
+
+    monkeypatch.setattr(checks_cmd, "main", boom)
+    assert cli.main(["checks"]) == 2
+    assert "internal error" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = vmaudit("run", "--root", ROOT, "--connect", URI, "--format", "json", "--format", "text",
+                   "--output", str(afile / "reports"))
+    assert proc.returncode == 2 and "cannot create the report directory" in proc.stderr, proc.stderr
