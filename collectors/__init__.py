@@ -9,6 +9,7 @@ than `/`. Modules in this package register themselves when imported; `collect()`
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pkgutil
@@ -67,12 +68,44 @@ class Context:
     _conn_error: str | None = field(default=None, repr=False)
 
     def path(self, path: str) -> Path:
-        """`path` (absolute, as on the audited host) under the audited root."""
-        return self.root / path.lstrip("/") if str(self.root) != "/" else Path(path)
+        """`path` (absolute, as on the audited host) under the audited root, its directories' symlinks
+        resolved inside the root, the last component left as it is (so islink/readlink see it)."""
+        return self._walk(path, follow_last=False)
+
+    def resolve(self, path: str) -> Path:
+        """Like path(), with a symlink in the last component followed too (inside the root)."""
+        return self._walk(path, follow_last=True)
+
+    def _walk(self, path: str, follow_last: bool) -> Path:
+        # Under another root an absolute symlink (/var/run -> /run, /etc/alternatives/...) means that
+        # root's file, as it would inside a chroot: never the auditing host's.
+        if str(self.root) == "/":
+            return Path(path)  # the kernel resolves links on the live host
+        todo = [p for p in path.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        links = 0
+        while todo:
+            name = todo.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            candidate = self.root.joinpath(*done, name)
+            if (todo or follow_last) and candidate.is_symlink():
+                links += 1
+                if links > 40:
+                    raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    done = []
+                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+                continue
+            done.append(name)
+        return self.root.joinpath(*done)
 
     def read(self, path: str, *, binary: bool = False) -> Any:
         """The file's text; ABSENT if it does not exist; raises OSError for any other failure."""
-        p = self.path(path)
+        p = self.resolve(path)
         try:
             return p.read_bytes() if binary else p.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
@@ -92,7 +125,7 @@ class Context:
 
     def listdir(self, path: str) -> list[str] | Absent:
         try:
-            return sorted(os.listdir(self.path(path)))
+            return sorted(os.listdir(self.resolve(path)))
         except (FileNotFoundError, NotADirectoryError):
             return ABSENT
 
@@ -101,7 +134,7 @@ class Context:
 
     def mtime(self, path: str) -> float | None:
         try:
-            return self.path(path).stat().st_mtime
+            return self.resolve(path).stat().st_mtime
         except FileNotFoundError:
             return None
 

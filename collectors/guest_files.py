@@ -72,9 +72,8 @@ def collect_guest_files(ctx: Context) -> dict:
 
 @collector("libvirt_hooks")
 def collect_libvirt_hooks(ctx: Context) -> dict:
-    path = ctx.path(QEMU_HOOK)
     try:
-        st = os.stat(path) if not os.path.islink(path) else _stat_link_in_root(ctx, QEMU_HOOK)
+        st = os.stat(ctx.resolve(QEMU_HOOK))  # a link to the real hook is followed inside the root
     except (FileNotFoundError, NotADirectoryError):
         return {"qemu": {"path": QEMU_HOOK, "present": False, "executable": False}}
     except OSError as exc:
@@ -82,15 +81,3 @@ def collect_libvirt_hooks(ctx: Context) -> dict:
     regular = stat.S_ISREG(st.st_mode)
     return {"qemu": {"path": QEMU_HOOK, "present": regular,
                      "executable": regular and bool(st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))}}
-
-
-def _stat_link_in_root(ctx: Context, path: str) -> os.stat_result:
-    """stat() a symlink's target as the audited host would see it (an absolute target stays under root)."""
-    target = path
-    for _ in range(16):  # symlink loop guard, like the kernel's ELOOP
-        p = ctx.path(target)
-        if not os.path.islink(p):
-            return os.stat(p)
-        link = os.readlink(p)
-        target = link if link.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(target), link))
-    raise OSError(40, "Too many levels of symbolic links", path)
