@@ -161,6 +161,25 @@ def test_proxyjump_through_a_bastion(lab, tmp_path):
     assert f"bastion root@{ADDR['bastion']}:{PORT} cannot reach {ADDR['agentless']}:{PORT}" in hosts["blocked"]["reason"]
 
 
+def test_proxyjump_verifies_the_bastions_key_and_the_hosts_key(lab, tmp_path):
+    cfg = _write(tmp_path / "ssh_config", f"Host behind\n  HostName {ADDR['inst']}\n  Port {PORT}\n  User root\n"
+                                          f"  ProxyJump root@{ADDR['bastion']}:{PORT}\n")
+    inventory = _write(tmp_path / "inv.ini", f"behind vmaudit_connect=test://{FLEET}/hv-d.xml "
+                                             f"vmaudit_root={FLEET}/roots/hv-d\n")
+    lines = lab.known_hosts.read_text().splitlines()
+    for unknown, stage_in in ((ADDR["bastion"], "bastion"), (ADDR["inst"], "")):
+        known = _write(tmp_path / f"known-{unknown}", "".join(f"{line}\n" for line in lines
+                                                              if f"[{unknown}]:" not in line))
+        r = subprocess.run([VMAUDIT, "collect", "-i", str(inventory), "--output", str(tmp_path / unknown),
+                            "--identity", str(lab.client_key), "--no-agent", "--known-hosts", str(known),
+                            "--ssh-config", str(cfg), "--connect-timeout", "3", "--no-progress"],
+                           capture_output=True, text=True, timeout=120)
+        host = hosts_of(json.loads((tmp_path / unknown / "fleet.json").read_text()))["behind"]
+        assert (host["reached"], host["stage"]) == (False, "host-key"), (host, r.stderr)
+        assert f"host key of [{unknown}]:{PORT} is not in known_hosts" in host["reason"]
+        assert host["reason"].startswith("bastion") == bool(stage_in)
+
+
 def test_hanging_host_holds_nobody_beyond_its_timeout_and_installed_mode_is_strict(lab, tmp_path):
     inventory = "\n".join([f"[all:vars]\nansible_port={PORT}\nansible_user=root",
                            "[x]", host_line("hv-hang", ADDR["hang"]), host_line("hv-a", ADDR["inst"]),
