@@ -6,7 +6,8 @@
 * Keys from files (loaded once per run) and from the SSH agent.
 * Host keys are verified against known_hosts. An unknown key is refused unless the user asked for
   `accept_new` (then it is appended to a known_hosts file of their choosing); a CHANGED key is always
-  refused. Never AutoAddPolicy.
+  refused, and so is a key of a `@revoked` line. Never AutoAddPolicy. Host certificates
+  (`@cert-authority`) are not verified: such hosts need their own key in known_hosts.
 * ProxyJump: a direct-tcpip channel through the bastion's transport (one transport per bastion, shared
   by every host behind it).
 * Every wait is bounded: TCP connect, SSH banner, key exchange and authentication by the connect
@@ -91,6 +92,7 @@ class Connector:
         self._hostkeys: dict[tuple, paramiko.HostKeys] = {}
         self._keys: dict[str, Any] = {}          # identity path -> PKey or error string
         self._bastions: dict[str, paramiko.Transport] = {}
+        self._revoked: set[bytes] = set()       # keys of "@revoked" known_hosts lines, in any file
         self.accept_file = os.path.expanduser(opts.accept_new_file or self._known_default[0])
 
     # --- configuration --------------------------------------------------------------------------
@@ -132,8 +134,8 @@ class Connector:
                 for f in files:
                     if os.path.exists(f):
                         try:
-                            hk.load(f)
-                        except (OSError, paramiko.SSHException) as exc:
+                            _load_known_hosts(hk, f, self._revoked)
+                        except OSError as exc:
                             log.warning("%s: cannot read known hosts: %s", f, exc)
                 self._hostkeys[key] = hk
             return hk
@@ -199,6 +201,9 @@ class Connector:
 
     def _verify(self, key: Any, target: Target, known: paramiko.HostKeys, expected: Any) -> None:
         fp = _fingerprint(key)
+        if key.asbytes() in self._revoked:  # as OpenSSH: a revoked key is never accepted, listed or not
+            raise Unreached(f"host key of {target.key_name} ({key.get_name()} {fp}) is marked @revoked in "
+                            f"known_hosts; refused", "host-key")
         if expected:
             mine = expected.get(key.get_name())
             if mine is None or mine != key:
@@ -360,6 +365,44 @@ def run(transport: paramiko.Transport, command: str, timeout: float, session: Se
     status = chan.recv_exit_status() if chan.exit_status_ready() else -1
     chan.close()
     return Completed(status, bytes(out), bytes(err))
+
+
+def _load_known_hosts(hk: paramiko.HostKeys, path: str, revoked: set) -> None:
+    """Load a known_hosts file as paramiko's HostKeys.load() does, but line by line as OpenSSH reads it:
+    HostKeys.load() gives up on the whole file at the first line it cannot parse (a `@revoked` or
+    `@cert-authority` line, a broken key), and every host then fails. `@revoked` keys are collected
+    into `revoked`; `@cert-authority` lines are ignored (host certificates are not verified, so such
+    hosts stay unknown and are refused)."""
+    import base64
+    import binascii
+
+    from paramiko.hostkeys import HostKeyEntry
+
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for no, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("@"):
+                fields = line.split()
+                if fields[0] == "@revoked" and len(fields) >= 4:
+                    try:
+                        revoked.add(base64.b64decode(fields[3], validate=True))
+                    except (binascii.Error, ValueError):
+                        log.warning("%s, line %d: unreadable @revoked key", path, no)
+                continue
+            try:
+                entry = HostKeyEntry.from_line(line, no)
+            except Exception as exc:  # InvalidHostKey, SSHException, ValueError: skip this line only
+                log.warning("%s, line %d: unreadable known_hosts entry (%s)", path, no, exc)
+                continue
+            if entry is None:  # a key type paramiko does not know
+                continue
+            for h in list(entry.hostnames):
+                if hk.check(h, entry.key):
+                    entry.hostnames.remove(h)
+            if entry.hostnames:
+                hk._entries.append(entry)
 
 
 def _fingerprint(key: Any) -> str:

@@ -139,6 +139,26 @@ def test_unknown_host_key_refused_unless_accepted_changed_key_always_refused(lab
     assert hosts_of(json.loads((tmp_path / "o3" / "fleet.json").read_text()))[ADDR["unknown"]]["reached"] is True
 
 
+def test_known_hosts_revoked_keys_refused_and_unparsable_lines_skipped(lab, tmp_path):
+    # OpenSSH never accepts a key of a "@revoked" line; paramiko's HostKeys skips such lines
+    line = next(x for x in lab.known_hosts.read_text().splitlines() if x.startswith(f"[{ADDR['inst']}]:"))
+    _, ktype, blob = line.split()[:3]
+    known = _write(tmp_path / "known_hosts", lab.known_hosts.read_text() + f"@revoked * {ktype} {blob}\n")
+    r = collect(lab, tmp_path / "o", "--hosts", f"root@{ADDR['inst']}:{PORT}", "--connect", "test:///default",
+                "--root", str(FLEET / "roots" / "hv-d"), known_hosts=known)
+    host = hosts_of(json.loads((tmp_path / "o" / "fleet.json").read_text()))[ADDR["inst"]]
+    assert (host["reached"], host["stage"]) == (False, "host-key"), (host, r.stderr)
+    assert "@revoked" in host["reason"]
+
+    # a line paramiko cannot parse (a CA line, a broken key) costs that line, not the rest of the file
+    known.write_text(f"@cert-authority *.example.org {ktype} {blob}\n10.9.9.9 ssh-ed25519 AAAA-broken\n"
+                     + lab.known_hosts.read_text())
+    r = collect(lab, tmp_path / "o2", "--hosts", f"root@{ADDR['inst']}:{PORT}", "--connect", "test:///default",
+                "--root", str(FLEET / "roots" / "hv-d"), known_hosts=known)
+    host = hosts_of(json.loads((tmp_path / "o2" / "fleet.json").read_text()))[ADDR["inst"]]
+    assert host["reached"] is True, (host["reason"], r.stderr)
+
+
 def test_proxyjump_through_a_bastion(lab, tmp_path):
     cfg = tmp_path / "ssh_config"
     cfg.write_text(f"Host behind\n  HostName {ADDR['inst']}\n  Port {PORT}\n  User root\n"
