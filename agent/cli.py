@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     selected = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    for stream in (sys.stdout, sys.stderr):  # host file names need not be UTF-8: never crash on them
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if args.command in ONE_SHOT:
         # A one-shot audit allocates hundreds of thousands of acyclic objects (XML trees, findings) and
         # exits: the cyclic garbage collector would only rescan them (about 15 % of a large run).

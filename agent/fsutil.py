@@ -21,7 +21,9 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
-                fh.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
+                # file names from the audited host may not be UTF-8 (surrogate-escaped by Python):
+                # written as \udcXX escapes, which JSON reads back and a person can still see
+                fh.write(chunk.encode("utf-8", "backslashreplace") if isinstance(chunk, str) else chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)

@@ -57,3 +57,26 @@ def test_symlink_loops_are_an_error_not_a_hang(tmp_path):
     else:
         raise AssertionError("a symlink loop must raise ELOOP")
     assert ctx.read("/etc/nonexistent") is ABSENT
+
+
+def test_file_names_that_are_not_utf8_reach_the_report(tmp_path):
+    """A sudoers.d file named with Latin-1 bytes: the report is still written, as valid JSON."""
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    (root / "etc/sudoers.d").mkdir(parents=True)
+    (root / "etc/sudoers").write_text("root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\nalice:x:1000:\n")
+    with open(os.path.join(os.fsencode(root / "etc/sudoers.d"), b"adm-caf\xe9"), "w") as fh:
+        fh.write("alice ALL=(ALL) ALL\n")
+    out = tmp_path / "report.json"
+    for target in (["--output", str(out)], []):
+        proc = subprocess.run([sys.executable, "-m", "vmaudit", "run", "--root", str(root), "--connect",
+                               "test:///default", "--format", "json", *target], capture_output=True, timeout=300)
+        assert proc.returncode in (1, 3), proc.stderr.decode(errors="replace")
+        text = out.read_text() if target else proc.stdout.decode()
+        report = json.loads(text)
+        assert any("adm-caf" in json.dumps(f["evidence"]) for f in report["findings"]), "file name lost"
