@@ -4,6 +4,7 @@ are errors naming the file and line, never silently ignored (CONTRACT.md, Policy
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -141,8 +142,8 @@ def _type_ok(value: Any, kind: Any) -> bool:
     if isinstance(kind, tuple):
         return any(_type_ok(value, k) for k in kind)
     if kind in (float, str, bool, dict, date):
-        if kind is float:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is float:  # inf and nan are TOML floats too, and no threshold or timeout
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return isinstance(value, kind)
     return isinstance(value, kind)
 
@@ -152,7 +153,7 @@ def _type_name(kind: Any) -> str:
         return f"a list of {_type_name(kind[0])}"
     if isinstance(kind, tuple):
         return " or ".join(_type_name(k) for k in kind)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a table",
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true/false", dict: "a table",
             date: "a date (YYYY-MM-DD)"}.get(kind, str(kind))
 
 

@@ -66,6 +66,8 @@ def test_defaults_when_unset():
     ("[nosuch]\na = 1\n", "line 1", "unknown section [nosuch]"),
     ("\n[limits]\nmax_running_guests = \"many\"\n", "line 3", "must be an integer"),
     ("[admins]\nallow = \"alice\"\n", "line 2", "must be a list of a string"),
+    ("[fleet]\ncommand_timeout = inf\n", "line 2", "finite number"),
+    ("[limits]\ncpu_overcommit = nan\n", "line 2", "finite number"),
     ("[limits]\nhost_memory_reserve = \"lots\"\n", "line 2", "not a size"),
     ("[[waivers]]\ncheck = \"M2-IOMMU\"\nexpires = 2027-01-01\n", "line 2", "needs 'reason'"),
     ("[[waivers]]\ncheck = \"M2-IOMMU\"\nreason = \"x\"\n", "line 2", "needs 'expires'"),
