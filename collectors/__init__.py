@@ -181,6 +181,22 @@ def _error_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _hostname(ctx: Context) -> str:
+    """This host's name; under another root, the root's /etc/hostname, else what its libvirt says.
+    (libvirt's getHostname() may wait on DNS, so it is asked only when nothing else tells.)"""
+    if ctx.live:
+        return socket.gethostname()
+    text = ctx.read_fact("/etc/hostname")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    if ctx._conn is not None:
+        try:
+            return ctx._conn.getHostname()
+        except Exception:
+            pass
+    return "unknown"
+
+
 def collect(ctx: Context, only: list[str] | None = None) -> dict:
     """Run every collector and return one facts snapshot (see vmaudit.facts)."""
     collectors = load_collectors()
@@ -199,19 +215,13 @@ def collect(ctx: Context, only: list[str] | None = None) -> dict:
             except Exception as exc:  # recorded as missing evidence; the audit goes on
                 sources[name] = unavailable(_error_reason(exc))
         timings[name] = round(time.perf_counter() - t0, 4)
+    hostname = _hostname(ctx)
     ctx.close()
-    try:
-        hostname = sources.get("libvirt", {}).get("hostname") if isinstance(sources.get("libvirt"), dict) else None
-    except AttributeError:
-        hostname = None
-    if not ctx.live:
-        text = ctx.read_fact("/etc/hostname")
-        hostname = text.strip() if isinstance(text, str) and text.strip() else hostname
     return {
         "schema": SCHEMA,
         "tool": {"name": "vmaudit", "version": __version__},
         "collected_at": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "host": {"hostname": (hostname if not ctx.live else socket.gethostname()) or "unknown",
+        "host": {"hostname": hostname,
                  "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri},
         "sources": sources,
         "timings": timings,

@@ -154,7 +154,6 @@ def collect_libvirt(ctx: Context) -> dict:
     info = _try(conn.getInfo)
     return {
         "uri": conn.getURI(),
-        "hostname": _try(conn.getHostname),
         "lib_version": _try(conn.getLibVersion),
         "hv_version": _try(conn.getVersion),
         "hv_type": _try(conn.getType),
