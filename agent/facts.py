@@ -20,6 +20,7 @@ values through `need()` / `Facts.source()`, which turn markers into exceptions t
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from functools import cached_property
 from typing import Any, Iterator
@@ -30,6 +31,8 @@ SCHEMA = "vmaudit-facts/1"
 NS_VMAUDIT = "urn:vmaudit:guest:1"
 NS_LIBOSINFO = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 NS_QEMU = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+_PLAIN_TAG = re.compile(r"[A-Za-z_][\w.-]*$")  # a bare element name: no predicate, namespace or step
 
 LABEL_KEYS = ("zone", "service", "owner", "redundancy", "patch_group")
 
@@ -141,6 +144,7 @@ class Guest:
         self.uuid: str = str(record.get("uuid") or "")
         self._tree: ET.Element | None = None
         self._views: dict = {}
+        self._devices: dict | None = None  # <devices> children by tag, while the tree is held
         self.inventory_labels: dict = {}  # filled by the engine from the inventory
 
     def __repr__(self) -> str:
@@ -165,6 +169,7 @@ class Guest:
 
     def release(self) -> None:
         self._tree = None
+        self._devices = None
 
     def view(self, func) -> Any:
         """The value of a registered guest view (computed once from the XML tree)."""
@@ -173,10 +178,27 @@ class Guest:
         return self._views[func]
 
     def find(self, path: str) -> ET.Element | None:
+        found = self._device_list(path)
+        if found is not None:
+            return found[0] if found else None
         return self.tree.find(path)
 
     def findall(self, path: str) -> list[ET.Element]:
-        return self.tree.findall(path)
+        found = self._device_list(path)
+        return list(found) if found is not None else self.tree.findall(path)
+
+    def _device_list(self, path: str) -> list | None:
+        """`devices/<tag>` from an index of the device children, built once per guest: the guest checks
+        ask for a dozen device kinds each, and ElementPath would walk <devices> for every one."""
+        if not path.startswith("devices/") or not _PLAIN_TAG.match(path, 8):
+            return None
+        if self._devices is None:
+            index: dict = {}
+            devices = self.tree.find("devices")
+            for child in devices if devices is not None else ():
+                index.setdefault(child.tag, []).append(child)
+            self._devices = index
+        return self._devices.get(path[8:], [])
 
     # --- libvirt state --------------------------------------------------------------------------
     @property
@@ -222,14 +244,18 @@ class Guest:
     def metadata_labels(self) -> dict:
         """Labels from the vmaudit metadata element (`urn:vmaudit:guest:1`)."""
         labels: dict = {}
-        for root in self.tree.findall(f"metadata/{{{NS_VMAUDIT}}}*"):
+        metadata = self.tree.find("metadata")
+        prefix = f"{{{NS_VMAUDIT}}}"
+        for root in metadata if metadata is not None else ():
+            if not isinstance(root.tag, str) or not root.tag.startswith(prefix):
+                continue
             # virsh metadata stores the element given (commonly <guest>); accept any root element.
-            for key in LABEL_KEYS:
-                node = root.find(f"{{{NS_VMAUDIT}}}{key}")
-                if node is None:
-                    node = root.find(f"{{{NS_VMAUDIT}}}{key.replace('_', '-')}")
-                if node is not None and (node.text or "").strip():
-                    labels.setdefault(key, node.text.strip())
+            for node in root:
+                if isinstance(node.tag, str) and node.tag.startswith(prefix):
+                    key = node.tag[len(prefix):].replace("-", "_")  # <patch-group> or <patch_group>
+                    text = (node.text or "").strip()
+                    if key in LABEL_KEYS and text:
+                        labels.setdefault(key, text)
         return labels
 
     @cached_property
