@@ -307,12 +307,8 @@ def collect_pending_updates(ctx: Context) -> Any:
 
 @collector("reboot_required")
 def collect_reboot_required(ctx: Context) -> Any:
-    # /var/run is a symlink to /run on current systems; under another root, an absolute link would
-    # point at the auditing host's /run, so follow it only when it is a real directory.
-    candidates = ["/run/reboot-required"]
-    if not ctx.path("/var/run").is_symlink():
-        candidates.append("/var/run/reboot-required")
-    for path in candidates:
+    # /var/run is a link to /run on current systems (ctx resolves it inside the audited root)
+    for path in ("/run/reboot-required", "/var/run/reboot-required"):
         text = ctx.read_fact(path)
         if text is None:
             continue
