@@ -51,27 +51,34 @@ def _snapshots(dom: Any) -> Any:
 # for every guest at once, where asking each guest would cost one RPC per guest and question.
 LIST_FLAGS = {"persistent": 4, "running": 16, "paused": 32, "shutoff": 64, "managed_save": 256,
               "autostart": 1024, "has_snapshot": 4096}
+STATE_FLAGS = ("running", "paused", "shutoff")
 
 
-def _flag_sets(conn: Any) -> dict:
-    """{question: set of UUIDs answering yes}, or no entry where the driver refused the filter."""
-    out = {}
+def _flag_sets(conn: Any) -> tuple[dict, set]:
+    """({question: UUIDs answering yes}, UUIDs those answers cover).
+
+    An answer is trusted only for a guest the three state filters saw: a guest defined while the list
+    calls ran, in another state (crashed, suspended), or on a driver that refuses a filter, is asked
+    directly instead."""
+    sets = {}
     for name, flag in LIST_FLAGS.items():
         try:
-            out[name] = {d.UUIDString() for d in conn.listAllDomains(flag)}
+            sets[name] = {d.UUIDString() for d in conn.listAllDomains(flag)}
         except Exception:  # an old or limited driver: ask each guest instead
             pass
-    return out
+    states = [sets.get(s) for s in STATE_FLAGS]
+    seen = set().union(*states) if all(x is not None for x in states) else set()
+    return sets, seen
 
 
-def _domain(dom: Any, flags: dict) -> dict:
+def _domain(dom: Any, sets: dict, seen: set) -> dict:
     uuid = dom.UUIDString()
+    known = uuid in seen
 
     def answer(name: str, ask: Any) -> Any:
-        # a guest defined between the list calls is in no set: ask it directly
-        return uuid in flags[name] if name in flags and uuid in flags.get("_all", ()) else _try(ask)
+        return uuid in sets[name] if known and name in sets else _try(ask)
 
-    state = next((s for s in ("running", "paused", "shutoff") if answer(s, lambda: False) is True), None)
+    state = next((s for s in STATE_FLAGS if uuid in sets[s]), None) if known else None
     record = {
         "name": dom.name(),
         "uuid": uuid,
@@ -84,7 +91,7 @@ def _domain(dom: Any, flags: dict) -> dict:
         "xml": _try(dom.XMLDesc, 0),
         "snapshots": _snapshots(dom) if answer("has_snapshot", lambda: True) is not False else [],
     }
-    if state is None:  # blocked, shutting down, crashed, suspended, or not listed above
+    if state is None:  # blocked, shutting down, crashed, suspended, or not seen by the filters
         raw = _try(dom.state)
         record["state"] = STATES.get(raw[0], str(raw[0])) if isinstance(raw, list) else "unknown"
         if isinstance(raw, dict):
@@ -143,9 +150,8 @@ def _networks(conn: Any) -> Any:
 
 def _domains(conn: Any) -> list:
     domains = conn.listAllDomains(0)
-    flags = _flag_sets(conn)
-    flags["_all"] = {d.UUIDString() for d in domains}
-    return [_domain(d, flags) for d in domains]
+    sets, seen = _flag_sets(conn)
+    return [_domain(d, sets, seen) for d in domains]
 
 
 @collector("libvirt")

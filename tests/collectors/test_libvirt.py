@@ -52,3 +52,34 @@ def test_a_pool_or_network_that_vanishes_costs_only_itself(monkeypatch):
     # the guests are still judged; the vanished pool is missing evidence for that pool only
     assert one(report, "M8-ORPHAN-VOLUMES", "pool:scratch")["status"] == "error"
     assert one(report, "M8-TRANSIENT", "guest:test")["status"] == "pass"
+
+
+class _NoFilters:
+    """A libvirt connection whose driver refuses listAllDomains' filter flags (an old daemon)."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def listAllDomains(self, flags=0):
+        if flags:
+            raise libvirt.libvirtError("unsupported flags")
+        return self._conn.listAllDomains(0)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_per_guest_answers_without_list_filters_match_the_filtered_ones():
+    from vmtest import driver_uri
+
+    from vmaudit.collectors.libvirt import _domains
+
+    conn = libvirt.openReadOnly(driver_uri("guests-mixed"))
+    try:
+        filtered = sorted(_domains(conn), key=lambda d: d["uuid"])
+        asked = sorted(_domains(_NoFilters(conn)), key=lambda d: d["uuid"])
+    finally:
+        conn.close()
+    assert filtered == asked
+    assert {d["state"] for d in filtered} >= {"running", "shutoff"}
+    assert any(d["snapshots"] for d in filtered) and any(d["persistent"] is False for d in filtered)
