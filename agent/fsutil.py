@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Union
@@ -14,16 +15,22 @@ Data = Union[str, bytes, Iterable[str]]
 def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None:
     """Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
 
-    `data` is text, bytes, or an iterable of text pieces (written as they come)."""
-    path = Path(path)
+    `data` is text, bytes, or an iterable of text pieces (written as they come). A symbolic link is
+    followed (the file it points to is replaced, the link stays); a path that is not a regular file
+    (`/dev/null`, `/dev/stdout`, a FIFO) is written in place: renaming over it would replace a device."""
     chunks = [data] if isinstance(data, (str, bytes)) else data
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            with open(path, "wb") as fh:
+                _write_chunks(fh, chunks)
+            return
+    except FileNotFoundError:
+        pass
+    path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                # file names from the audited host may not be UTF-8 (surrogate-escaped by Python):
-                # written as \udcXX escapes, which JSON reads back and a person can still see
-                fh.write(chunk.encode("utf-8", "backslashreplace") if isinstance(chunk, str) else chunk)
+            _write_chunks(fh, chunks)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -39,6 +46,13 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_chunks(fh, chunks: Iterable[str | bytes]) -> None:
+    for chunk in chunks:
+        # file names from the audited host may not be UTF-8 (surrogate-escaped by Python):
+        # written as \udcXX escapes, which JSON reads back and a person can still see
+        fh.write(chunk.encode("utf-8", "backslashreplace") if isinstance(chunk, str) else chunk)
 
 
 def read_json(path: str, what: str, error: type = ValueError) -> object:

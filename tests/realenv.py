@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid as uuidlib
 from pathlib import Path
 
@@ -29,8 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, check=check,
-                          timeout=120)
+    proc = subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        # libvirt's own message is the only clue on a CI machine: put it in the failure
+        raise RuntimeError(f"virsh {' '.join(args)} (exit {proc.returncode}): {proc.stderr.strip()}")
+    return proc
 
 
 def available() -> str | None:
@@ -94,6 +98,8 @@ def setup() -> dict:
             virsh("start", name)
         else:
             virsh("snapshot-create-as", name, "e2e-snap", "--description", "e2e")
+            # creationTime has whole seconds: let the snapshot be older than a limit of 0 days
+            time.sleep(1.1)
     return GUESTS
 
 

@@ -144,6 +144,37 @@ def test_several_formats_need_a_directory(tmp_path):
     assert "M2-TCG-GUEST" in (out / "report.txt").read_text()
 
 
+def test_output_to_a_device_fifo_or_link_writes_through_it(tmp_path):
+    """`--output /dev/null`, a FIFO or a symbolic link: written through, never replaced by a file."""
+    import os
+    import stat
+    import threading
+
+    proc = vmaudit("run", "--root", ROOT, "--connect", URI, "--format", "json", "--output", "/dev/null")
+    assert proc.returncode in (0, 1, 3), proc.stderr
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("text", fifo.read_text()))
+    reader.start()
+    proc = vmaudit("run", "--root", ROOT, "--connect", URI, "--format", "json", "--output", str(fifo))
+    reader.join(timeout=60)
+    assert proc.returncode in (1, 3), proc.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(got["text"])["schema"] == "vmaudit-report/1"
+
+    target = tmp_path / "reports" / "host.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    proc = vmaudit("run", "--root", ROOT, "--connect", URI, "--format", "json", "--output", str(link))
+    assert proc.returncode in (1, 3), proc.stderr
+    assert link.is_symlink() and json.loads(target.read_text())["schema"] == "vmaudit-report/1"
+
+
 def test_checks_and_explain():
     listing = vmaudit("checks").stdout
     assert "M2-TCG-GUEST" in listing
