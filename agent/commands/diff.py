@@ -12,8 +12,6 @@ import sys
 
 from .common import write_output
 
-DEFAULT_STATE_DIR = "/var/lib/vmaudit"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("old", nargs="?", metavar="OLD.json", help="the earlier JSON report")
@@ -21,28 +19,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last", action="store_true",
                    help="compare the last two runs kept in the state directory instead of two files")
     p.add_argument("--state-dir", metavar="DIR", default=None,
-                   help=f"state directory for --last (default: {DEFAULT_STATE_DIR})")
+                   help="state directory for --last (default: the policy's [agent] state_dir, "
+                        "else /var/lib/vmaudit)")
+    p.add_argument("--policy", metavar="FILE", help="policy TOML, read for [agent] state_dir only (--last)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     p.add_argument("--output", metavar="PATH", default="-", help="file for the diff ('-': standard output)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from vmaudit.policy import PolicyError
+    from vmaudit.policy import PolicyError, load_policy
     from vmaudit.report.diff import ReportError, compute, load, render_json, render_text, validate, worse
 
     try:
         if args.last:
             if args.old or args.new:
                 raise PolicyError("--last compares the state directory's last two runs: give no files")
-            from vmaudit.state import last_two_reports
+            from vmaudit.state import last_two_reports, resolve_state_dir
 
-            state_dir = args.state_dir or DEFAULT_STATE_DIR
+            # the same directory `vmaudit run --state-dir`/the agent wrote to, as `vmaudit history` finds it
+            state_dir = resolve_state_dir(args.state_dir, None if args.state_dir else load_policy(args.policy))
             old, new = last_two_reports(state_dir)
             old = validate(old, f"{state_dir}: previous run")
             new = validate(new, f"{state_dir}: last run")
         else:
-            if args.state_dir:
-                raise PolicyError("--state-dir only goes with --last")
+            if args.state_dir or args.policy:
+                raise PolicyError("--state-dir and --policy only go with --last")
             if not (args.old and args.new):
                 raise PolicyError("give two reports (OLD.json NEW.json) or --last")
             old, new = load(args.old), load(args.new)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 from report_helpers import SAMPLE_POLICY, check_golden, load_sample, make_report
@@ -151,9 +150,9 @@ def test_validate_rejects_non_reports():
         validate({"schema": "vmaudit-report/1"}, "x.json")
 
 
-def test_last_uses_state_dir(monkeypatch, pair, capsys):
-    """--last with a stand-in for vmaudit.state (the state directory is issue 5's): the command passes
-    --state-dir through and diffs (previous, latest)."""
+def test_last_uses_state_dir(monkeypatch, pair, capsys, tmp_path):
+    """--last passes --state-dir, else the policy's [agent] state_dir, else the default, to the state
+    directory and diffs (previous, latest)."""
     _, old, new = pair
     calls = []
 
@@ -161,12 +160,17 @@ def test_last_uses_state_dir(monkeypatch, pair, capsys):
         calls.append(state_dir)
         return old, new
 
-    monkeypatch.setitem(sys.modules, "vmaudit.state", types.SimpleNamespace(last_two_reports=last_two_reports))
+    monkeypatch.setattr("vmaudit.state.last_two_reports", last_two_reports)
     assert cli_main(["diff", "--last", "--state-dir", "/srv/vmaudit-state", "--format", "json"]) == 1
     assert calls == ["/srv/vmaudit-state"]
     assert json.loads(capsys.readouterr().out)["counts"]["worse"] >= 1
     assert cli_main(["diff", "--last"]) == 1
     assert calls[-1] == "/var/lib/vmaudit"
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[agent]\nstate_dir = "/srv/from-policy"\n')
+    assert cli_main(["diff", "--last", "--policy", str(policy)]) == 1
+    assert calls[-1] == "/srv/from-policy"
+    assert cli_main(["diff", "a.json", "b.json", "--policy", str(policy)]) == 2
 
 
 def test_last_with_too_few_runs_exit_2(monkeypatch, capsys):
@@ -175,7 +179,7 @@ def test_last_with_too_few_runs_exit_2(monkeypatch, capsys):
     def last_two_reports(state_dir):
         raise PolicyError(f"{state_dir}: the history holds 1 run(s); diff --last needs two")
 
-    monkeypatch.setitem(sys.modules, "vmaudit.state", types.SimpleNamespace(last_two_reports=last_two_reports))
+    monkeypatch.setattr("vmaudit.state.last_two_reports", last_two_reports)
     assert cli_main(["diff", "--last", "--state-dir", "/nowhere"]) == 2
     assert "/nowhere: the history holds 1 run(s)" in capsys.readouterr().err
 
