@@ -17,14 +17,14 @@ from vmaudit.facts import EvidenceMissing, is_marker, need
 
 DAEMONS: dict[str, dict[str, Any]] = {
     "libvirtd": {
-        "conf": "libvirtd.conf", "env_var": "LIBVIRTD_ARGS", "service": "libvirtd.service",
+        "conf": "libvirtd.conf", "env_vars": ("LIBVIRTD_ARGS", "libvirtd_opts"), "service": "libvirtd.service",
         "rw": ("libvirtd.socket", "/run/libvirt/libvirt-sock"),
         "admin": ("libvirtd-admin.socket", "/run/libvirt/libvirt-admin-sock"),
         "tcp": "libvirtd-tcp.socket", "tls": "libvirtd-tls.socket", "remote": True,
         "unique": "/run/libvirt/libvirt-admin-sock",
     },
     "virtqemud": {
-        "conf": "virtqemud.conf", "env_var": "VIRTQEMUD_ARGS", "service": "virtqemud.service",
+        "conf": "virtqemud.conf", "env_vars": ("VIRTQEMUD_ARGS",), "service": "virtqemud.service",
         "rw": ("virtqemud.socket", "/run/libvirt/virtqemud-sock"),
         "admin": ("virtqemud-admin.socket", "/run/libvirt/virtqemud-admin-sock"),
         "tcp": None, "tls": None, "remote": False,
@@ -32,7 +32,7 @@ DAEMONS: dict[str, dict[str, Any]] = {
     },
     "virtproxyd": {
         # virtproxyd serves the legacy path /run/libvirt/libvirt-sock and forwards to virtqemud
-        "conf": "virtproxyd.conf", "env_var": "VIRTPROXYD_ARGS", "service": "virtproxyd.service",
+        "conf": "virtproxyd.conf", "env_vars": ("VIRTPROXYD_ARGS",), "service": "virtproxyd.service",
         "rw": ("virtproxyd.socket", "/run/libvirt/libvirt-sock"),
         "admin": ("virtproxyd-admin.socket", "/run/libvirt/virtproxyd-admin-sock"),
         "tcp": "virtproxyd-tcp.socket", "tls": "virtproxyd-tls.socket", "remote": True,
@@ -94,17 +94,21 @@ def socket_unit(facts, unit: str) -> dict | None:
 
 
 def daemon_args(facts, daemon: str) -> tuple[str | None, str | None]:
-    """(arguments, file) from /etc/default/<daemon> or /etc/sysconfig/<daemon>, the first present."""
+    """(arguments, file) from /etc/default/<daemon> or /etc/sysconfig/<daemon>, the first present.
+
+    Debian 9 and older name the variable `libvirtd_opts` (its init script and unit pass it), later
+    releases and RHEL `LIBVIRTD_ARGS`; several set in one file are joined, as the daemon would get both."""
     env = need(facts.source("daemon_env"), "daemon_env")
-    var = DAEMONS[daemon]["env_var"]
     for base in ("/etc/sysconfig", "/etc/default"):
         path = f"{base}/{daemon}"
         entry = env.get(path)
         if entry is None:
             continue
         entry = need(entry, path)
-        if entry.get("present") and var in entry.get("values", {}):
-            return entry["values"][var], path
+        values = entry.get("values", {}) if entry.get("present") else {}
+        found = [values[var] for var in DAEMONS[daemon]["env_vars"] if var in values]
+        if found:
+            return " ".join(found), path
     return None, None
 
 

@@ -36,8 +36,8 @@ def remote_tcp(facts, policy):
     still only as strong as the SASL mechanism.
 
     Rule: for the remote-capable daemon in use (libvirtd, or virtproxyd on modular hosts): TCP listening
-    — an enabled *-tcp.socket unit under socket activation, else --listen in LIBVIRTD_ARGS /
-    VIRTPROXYD_ARGS with listen_tcp = 1 (--listen is refused when the daemon is socket-activated), or
+    — an enabled *-tcp.socket unit under socket activation, else --listen in LIBVIRTD_ARGS (Debian <= 9:
+    libvirtd_opts) / VIRTPROXYD_ARGS with listen_tcp = 1 (--listen is refused when the daemon is socket-activated), or
     (live) a listener on the TCP port — with auth_tcp = none -> fail, critical; TCP listening at all
     -> fail (high); TLS only or no remote listener -> pass.
     Sources: /etc/libvirt/libvirtd.conf, virtproxyd.conf, /etc/default|sysconfig/<daemon>, systemd

@@ -83,6 +83,24 @@ def test_remote_tcp_masked_units_do_not_count_as_socket_activation(tmp_path):
     assert d["socket_activated"] is False and d["listen_flag"] is True
 
 
+def test_remote_tcp_debian9_libvirtd_opts(tmp_path):
+    """Debian 9 and older: /etc/default/libvirtd sets libvirtd_opts="-d -l" (no socket activation)."""
+    files = {
+        "/etc/libvirt/libvirtd.conf": 'listen_tcp = 1\nauth_tcp = "none"\nlisten_tls = 0\n',
+        "/etc/default/libvirtd": '# Start libvirtd to handle qemu/kvm:\nstart_libvirtd="yes"\n'
+                                 '# options passed to libvirtd, add "-l" to listen on tcp\nlibvirtd_opts="-d -l"\n',
+        "/lib/systemd/system/libvirtd.service": "[Service]\nEnvironmentFile=-/etc/default/libvirtd\n"
+                                                "ExecStart=/usr/sbin/libvirtd $libvirtd_opts\n",
+    }
+    f = one(audit(tree(tmp_path / "listening", files)), "M7-REMOTE-TCP")
+    assert f["status"] == "fail" and f["resource"] == "host"
+    d = f["evidence"]["daemons"]["libvirtd"]
+    assert d["listen_flag"] is True and d["args"] == "-d -l" and d["args_file"] == "/etc/default/libvirtd"
+    files["/etc/default/libvirtd"] = 'libvirtd_opts="-d"\n'
+    f = one(audit(tree(tmp_path / "local", files)), "M7-REMOTE-TCP")
+    assert f["status"] == "pass" and f["evidence"]["daemons"]["libvirtd"]["listen_flag"] is False
+
+
 def test_remote_tcp_error():
     snap = facts("debian-hardened")
     snap["sources"]["listeners"] = unavailable("psutil: permission denied")
