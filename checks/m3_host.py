@@ -142,30 +142,35 @@ def _proc_label(proc: dict) -> str:
 @check("M3-PATCH-AGE", severity="high",
        title="Host packages have not been upgraded recently",
        remediation="Patch the host; enable unattended-upgrades (Debian/Ubuntu) or dnf-automatic (RHEL/Fedora).",
-       sources="/var/log/apt/history.log*, /var/log/dpkg.log*, /var/log/dnf.rpm.log*, rpm -qa (live)")
+       sources="/var/log/apt/history.log*, /var/log/dpkg.log*, /var/log/dnf.rpm.log*, /var/log/yum.log*, "
+               "/var/lib/dnf/history.sqlite, /usr/lib/sysimage/libdnf5/transaction_history.sqlite, "
+               "rpm -qa (live)")
 def patch_age(facts, policy):
     """An unpatched hypervisor exposes every guest to known kernel, QEMU and libvirt escapes. The newest
     package upgrade recorded on the host tells how stale it is.
 
-    Rule: the newest upgrade (apt history End-Date, dpkg 'status installed' after an 'upgrade', dnf
-    'Upgrade:', the rpm database's newest install time when live) older than [patch] fail_days
-    (default 30) -> fail; older than warn_days (default 14) -> warn. A host whose logs record no upgrade
-    at all is dated by its newest install. No package history at all -> error. The age is counted from
-    the snapshot's collected_at; apt and dpkg log local time, taken as UTC (a few hours at most).
-    Sources: rotated logs (.1, .gz, -YYYYMMDD) included.
+    Rule: the newest upgrade across every source (apt history End-Date, dpkg 'status installed' after
+    an 'upgrade', dnf.rpm.log 'Upgrade:', yum.log 'Updated:', the end of the newest successful dnf or
+    dnf5 transaction that upgraded an rpm in their history databases, the rpm database's newest install
+    time when live) older than [patch] fail_days (default 30) -> fail; older than warn_days (default
+    14) -> warn. A host whose sources record no upgrade at all is dated by its newest install. No
+    package history at all -> error; a source that exists but cannot be read is listed with its reason.
+    The age is counted from the snapshot's collected_at; apt, dpkg and yum log local time, taken as UTC
+    (a few hours at most). Sources: rotated logs (.1, .gz, -YYYYMMDD) included; the dnf history
+    databases outlive log rotation and are the only history dnf5 keeps.
     """
     hist = facts.source("package_history")
     now = collected_at(facts)
     logs = hist.get("logs") or []
     unreadable = {e["path"]: e["unavailable"] for e in logs if "unavailable" in e}
     read = [e for e in logs if "unavailable" not in e]
-    upgrades = [(e["newest_upgrade"], e["path"]) for e in read if e.get("newest_upgrade")]
-    installs = [(e["newest_install"], e["path"]) for e in read if e.get("newest_install")]
+    upgrades = [(e["newest_upgrade"], e["path"], e.get("kind")) for e in read if e.get("newest_upgrade")]
+    installs = [(e["newest_install"], e["path"], e.get("kind")) for e in read if e.get("newest_install")]
     rpm_db = hist.get("rpm_db")
     if isinstance(rpm_db, dict) and not is_marker(rpm_db) and rpm_db.get("newest_install"):
-        upgrades.append((rpm_db["newest_install"], "rpm database (install time)"))
+        upgrades.append((rpm_db["newest_install"], "rpm database (install time)", "rpm-db"))
     evidence: dict = {"manager": hist.get("manager"),
-                      "logs": {e["path"]: {k: e.get(k) for k in ("upgrades", "installs", "newest_upgrade",
+                      "logs": {e["path"]: {k: e.get(k) for k in ("kind", "upgrades", "installs", "newest_upgrade",
                                                                   "newest_install")} for e in read}}
     if unreadable:
         evidence["unreadable"] = unreadable
@@ -175,17 +180,18 @@ def patch_age(facts, policy):
     if not upgrades:
         upgrades, basis = installs, "install (no upgrade recorded)"
     if not upgrades:
-        reason = ("no package history found (apt history, dpkg.log, dnf.rpm.log"
-                  + (", rpm database" if facts.live else "") + ")")
+        reason = ("no package history found (apt history, dpkg.log, dnf.rpm.log, yum.log, dnf/dnf5 history "
+                  "database" + (", rpm database" if facts.live else "") + ")")
         if unreadable:
             reason += "; unreadable: " + ", ".join(sorted(unreadable))
         yield Result("error", f"evidence missing: {reason}", "host", {**evidence, "reason": reason})
         return
-    newest, where = max(upgrades)
+    newest, where, source = max(upgrades, key=lambda u: (u[0], u[1]))
     when = datetime.strptime(newest, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
     age = max(0.0, (now - when).total_seconds() / 86400)
     warn_days, fail_days = policy.get("patch", "warn_days"), policy.get("patch", "fail_days")
-    evidence.update({"newest": newest, "newest_from": where, "basis": basis, "age_days": round(age, 1),
+    evidence.update({"newest": newest, "newest_from": where, "newest_source": source, "basis": basis,
+                     "age_days": round(age, 1),
                      "collected_at": facts.data.get("collected_at"),
                      "warn_days": warn_days, "fail_days": fail_days})
     actual = f"{age:.0f} days since the last {basis.split()[0]} ({newest})"

@@ -7,11 +7,14 @@ Sources (a value or any part of it may be a marker, see vmaudit.facts):
 
   os_release        {"present": bool, "ID": "debian", "ID_LIKE": "...", "VERSION_ID": "12", ...}
   package_history   {"manager": "dpkg" | "rpm" | None,
-                     "logs": [{"path", "kind": "apt-history"|"dpkg"|"dnf-rpm", "upgrades": n, "installs": n,
-                               "newest_upgrade": ts|None, "newest_install": ts|None} | {"path", "unavailable"}],
+                     "logs": [{"path", "kind": "apt-history"|"dpkg"|"dnf-rpm"|"yum"|"dnf-history"|
+                               "dnf5-history", "upgrades": n, "installs": n, "newest_upgrade": ts|None,
+                               "newest_install": ts|None, ...} | {"path", "kind", "unavailable"}],
                      "rpm_db": {"newest_install": ts, "packages": n} | marker | None}
-                    ts = "YYYY-MM-DDTHH:MM:SS" (UTC when the log says its offset, else the host's local
-                    time, see `local_time`), "local_time": [kinds whose times carry no offset]
+                    ts = "YYYY-MM-DDTHH:MM:SS" (UTC when the source says its offset or stores epoch
+                    seconds, else the host's local time, see `local_time`), "local_time": [kinds whose
+                    times carry no offset]. For the dnf history databases `upgrades`/`installs` count
+                    successful transactions that upgraded / installed rpms.
   reboot_required   {"present": bool, "path": str|None, "packages": [..]}   (/run/reboot-required, Debian)
   lsm               {"sysfs": bool, "active": [..] | None (/sys/kernel/security/lsm),
                      "selinux": {"enabled": bool, "enforce": "1"|"0"|None, "config": {SELINUX, SELINUXTYPE}|None},
@@ -30,12 +33,17 @@ no kernel state) and `unavailable` when a live host has none.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
+import sqlite3
+import struct
 import subprocess
+import tempfile
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from vmaudit.facts import not_collected, unavailable
 
@@ -178,11 +186,224 @@ def parse_dnf_rpm_log(text: str) -> dict:
     return out
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                                         "Nov", "Dec"), 1)}
+# yum (RHEL/CentOS 7): "May 23 18:10:05 Updated: 1:openssl-libs-1.0.1e-51.el7_2.5.x86_64", local time, no year
+_YUM_LINE = re.compile(r"^([A-Z][a-z]{2})\s+(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (Installed|Updated|Erased|Obsoleted): ")
+_SLACK = timedelta(days=1)  # local time vs a UTC reference, clock jitter
+
+
+def parse_yum_log(text: str, reference: datetime) -> dict:
+    """/var/log/yum.log: 'Updated:' lines are upgrades, 'Installed:' installs. The lines carry no year:
+    the newest line is not after `reference` (the file's last write, or the date logrotate put in its
+    name), and walking back each earlier line is not after the one that follows it, so a line dated
+    later in the year than its successor belongs to the year before (December -> January)."""
+    out = {"upgrades": 0, "installs": 0, "newest_upgrade": None, "newest_install": None}
+    bound = reference + _SLACK
+    for line in reversed(text.splitlines()):
+        m = _YUM_LINE.match(line)
+        if not m or m.group(1) not in _MONTHS:
+            continue
+        month, day, clock = _MONTHS[m.group(1)], int(m.group(2)), [int(m.group(i)) for i in (3, 4, 5)]
+        year, when = bound.year + 1, None
+        while when is None or when > bound:
+            year -= 1
+            try:
+                when = datetime(year, month, day, *clock)
+            except ValueError:  # Feb 29 outside a leap year, or a damaged line
+                if year < bound.year - 8:
+                    break
+                when = None
+        if when is None:
+            continue
+        bound = when + _SLACK
+        kind = {"Updated": "upgrade", "Installed": "install"}.get(m.group(6))
+        if kind:
+            stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+            out[kind + "s"] += 1
+            if out["newest_" + kind] is None or stamp > out["newest_" + kind]:
+                out["newest_" + kind] = stamp
+    return out
+
+
+def _yum_reference(ctx: Context, path: str) -> tuple[datetime, str]:
+    """When the yum log was last written: logrotate's dateext name (yum.log-20250101: rotated that day)
+    or, for the live file and numbered rotations, its mtime."""
+    m = re.search(r"-(\d{8})(?:\.gz)?$", path)
+    if m:
+        try:
+            return datetime.strptime(m.group(1), "%Y%m%d") + timedelta(days=1), f"file name ({m.group(1)})"
+        except ValueError:
+            pass
+    mtime = ctx.mtime(path)
+    if mtime is None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+    when = datetime.fromtimestamp(mtime, timezone.utc).replace(tzinfo=None)
+    return when, f"mtime ({when.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
 LOGS = (  # (directory, file-name prefix, kind, parser)
     ("/var/log/apt", "history.log", "apt-history", parse_apt_history),
     ("/var/log", "dpkg.log", "dpkg", parse_dpkg_log),
     ("/var/log", "dnf.rpm.log", "dnf-rpm", parse_dnf_rpm_log),
+    ("/var/log", "yum.log", "yum", parse_yum_log),
 )
+
+
+# --- dnf transaction history (sqlite) -------------------------------------------------------------
+#
+# dnf keeps every transaction in a database that logrotate never touches, so it outlives the
+# rotated dnf.rpm.log, and dnf5 (Fedora 41+) writes no dnf.rpm.log at all. Schemas: libdnf
+# libdnf/transaction/sql/create_tables.sql (dnf4: trans.state 1 = DONE; trans_item.action 1 = INSTALL,
+# 6 = UPGRADE) and dnf5 libdnf5/transaction/db/sql/create_tables.sql (state and action ids named in
+# the trans_state / trans_item_action tables: 'Ok', 'Install', 'Upgrade'). dt_begin/dt_end are epoch
+# seconds. Only rpm items count (rpm.item_id), not comps groups or environments.
+
+_DNF4_QUERY = """
+    SELECT t.id, COALESCE(t.dt_end, t.dt_begin), SUM(ti.action = 6), SUM(ti.action = 1)
+    FROM trans t JOIN trans_item ti ON ti.trans_id = t.id JOIN rpm r ON r.item_id = ti.item_id
+    WHERE t.state = 1 GROUP BY t.id"""
+_DNF5_QUERY = """
+    SELECT t.id, COALESCE(t.dt_end, t.dt_begin), SUM(a.name = 'Upgrade'), SUM(a.name = 'Install')
+    FROM trans t JOIN trans_state s ON s.id = t.state_id
+    JOIN trans_item ti ON ti.trans_id = t.id JOIN trans_item_action a ON a.id = ti.action_id
+    JOIN rpm r ON r.item_id = ti.item_id
+    WHERE s.name = 'Ok' GROUP BY t.id"""
+
+HISTORY_DBS = (  # (path, kind, query)
+    ("/var/lib/dnf/history.sqlite", "dnf-history", _DNF4_QUERY),
+    ("/usr/lib/sysimage/libdnf5/transaction_history.sqlite", "dnf5-history", _DNF5_QUERY),
+    # early dnf5 releases kept their state in /usr/lib/sysimage/dnf (the dnf5 spec file still owns it)
+    ("/usr/lib/sysimage/dnf/transaction_history.sqlite", "dnf5-history", _DNF5_QUERY),
+)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_DESERIALIZE = hasattr(sqlite3.Connection, "deserialize")  # Python 3.11+ with SQLite 3.36+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def _wal_checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple[int, int]:
+    words = struct.unpack((">" if big_endian else "<") + f"{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def apply_wal(db: bytes, wal: bytes) -> tuple[bytes, int]:
+    """The database as SQLite reads it: `db` with the committed frames of its write-ahead log applied,
+    and how many frames that took. SQLite's own rules (sqlite.org/fileformat2.html, WAL): a frame
+    counts when its salts match the header's and its running checksum is right; only frames up to
+    the last commit frame (non-zero database size) apply. A torn or stale tail is ignored."""
+    if len(wal) < 32:
+        return db, 0
+    magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", wal[:32])
+    if magic not in _WAL_MAGIC or not 512 <= page_size <= 65536 or page_size & (page_size - 1):
+        return db, 0
+    big = bool(magic & 1)
+    s = _wal_checksum(wal[:24], 0, 0, big)
+    if s != (c1, c2):
+        return db, 0
+    frames: list[tuple[int, int]] = []
+    commit_at, size = 0, 0
+    off = 32
+    while off + 24 + page_size <= len(wal):
+        pgno, commit, fs1, fs2, fc1, fc2 = struct.unpack(">6I", wal[off:off + 24])
+        if pgno == 0 or (fs1, fs2) != (salt1, salt2):
+            break
+        s = _wal_checksum(wal[off:off + 8], s[0], s[1], big)
+        s = _wal_checksum(wal[off + 24:off + 24 + page_size], s[0], s[1], big)
+        if s != (fc1, fc2):
+            break
+        frames.append((pgno, off + 24))
+        if commit:
+            commit_at, size = len(frames), commit
+        off += 24 + page_size
+    if not commit_at:
+        return db, 0
+    image = bytearray(db)
+    for pgno, start in frames[:commit_at]:
+        end = pgno * page_size
+        if len(image) < end:
+            image.extend(bytes(end - len(image)))
+        image[end - page_size:end] = wal[start:start + page_size]
+    del image[size * page_size:]
+    return bytes(image), commit_at
+
+
+def _query_history(uri: str, query: str) -> list:
+    con = sqlite3.connect(uri, uri=True, timeout=0)
+    try:
+        con.execute("PRAGMA query_only = 1")
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def _query_image(image: bytes, query: str) -> list:
+    """Query a database image held in memory (the main file with its WAL applied)."""
+    image = bytearray(image)
+    image[18:20] = b"\x01\x01"  # rollback-journal mode: the image is whole, there is no WAL to look for
+    if _DESERIALIZE:  # nothing touches a disk
+        con = sqlite3.connect(":memory:")
+        try:
+            con.deserialize(bytes(image))
+            con.execute("PRAGMA query_only = 1")
+            return con.execute(query).fetchall()
+        finally:
+            con.close()
+    # Python 3.9/3.10 cannot load an image: one scratch copy in the auditing user's private temp
+    # directory (never on the audited root), opened immutable and removed at once.
+    with tempfile.TemporaryDirectory(prefix="vmaudit-") as tmp:
+        path = os.path.join(tmp, "history.sqlite")
+        with open(path, "wb") as fh:
+            fh.write(image)
+        return _query_history(f"file:{quote(path)}?mode=ro&immutable=1", query)
+
+
+def read_history_db(ctx: Context, path: str, query: str) -> Any:
+    """One dnf history database, read-only: ABSENT, the counts, or raises OSError / sqlite3.Error /
+    ValueError with the reason. The file is opened with immutable=1 (no locks, no -shm or -journal
+    created, a lock held by a running dnf ignored). immutable also ignores the -wal file, where dnf5
+    (journal_mode WAL, persistent) keeps its latest transactions until a checkpoint: a non-empty WAL
+    is applied in memory instead."""
+    real = ctx.resolve(path)
+    with open(real, "rb") as fh:  # FileNotFoundError: absent; PermissionError: its reason
+        header = fh.read(100)
+    out: dict = {"upgrades": 0, "installs": 0, "newest_upgrade": None, "newest_install": None,
+                 "transactions": 0}
+    if not header:
+        return {**out, "note": "empty file: no transaction recorded yet"}
+    if not header.startswith(_SQLITE_MAGIC):
+        raise ValueError("not an SQLite 3 database")
+    journal = ctx.read(path + "-journal", binary=True)
+    if journal and journal[:8] == _JOURNAL_MAGIC:
+        # a hot rollback journal: a write in progress, or one interrupted that dnf rolls back on its
+        # next run. The main file may hold half of it; vmaudit does not roll back in the host's place.
+        raise ValueError(f"{path}-journal holds an unfinished write (dnf running or interrupted); "
+                         "the database may be inconsistent until dnf runs again")
+    wal = ctx.read(path + "-wal", binary=True)
+    frames = 0
+    if wal:
+        db = ctx.read(path, binary=True)
+        image, frames = apply_wal(db if db is not ABSENT else b"", wal)
+    if frames:
+        rows = _query_image(image, query)
+        out["wal_frames"] = frames
+    else:
+        rows = _query_history(f"file:{quote(str(real))}?mode=ro&immutable=1", query)
+    for _tid, at, upgraded, installed in rows:
+        out["transactions"] += 1
+        if at is None:
+            continue
+        stamp = datetime.fromtimestamp(int(at), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        for kind, n in (("upgrade", upgraded), ("install", installed)):
+            if n:
+                out[kind + "s"] += 1
+                if out["newest_" + kind] is None or stamp > out["newest_" + kind]:
+                    out["newest_" + kind] = stamp
+    return out
 
 
 def _rotated(name: str, prefix: str) -> bool:
@@ -228,21 +449,40 @@ def collect_package_history(ctx: Context) -> dict:
             if not _rotated(name, prefix):
                 continue
             path = f"{directory}/{name}"
+            extra: dict = {}
             try:
-                entry = parse(_read_log(ctx, path))
+                if kind == "yum":
+                    reference, extra["year_from"] = _yum_reference(ctx, path)
+                    entry = parse_yum_log(_read_log(ctx, path), reference)
+                else:
+                    entry = parse(_read_log(ctx, path))
             except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; bad data: zlib.error
                 logs.append({"path": path, "kind": kind,
                              "unavailable": f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"})
                 continue
-            logs.append({"path": path, "kind": kind, **entry})
+            logs.append({"path": path, "kind": kind, **entry, **extra})
+    for path, kind, query in HISTORY_DBS:
+        try:
+            entry = read_history_db(ctx, path, query)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            logs.append({"path": path, "kind": kind,
+                         "unavailable": f"cannot read {path}: {exc.strerror or exc}"})
+            continue
+        except (sqlite3.Error, ValueError, struct.error) as exc:
+            logs.append({"path": path, "kind": kind, "unavailable": f"cannot query {path}: {exc}"})
+            continue
+        logs.append({"path": path, "kind": kind, **entry})
     manager = None
     if ctx.exists("/var/lib/dpkg/status"):
         manager = "dpkg"
     elif ctx.exists("/var/lib/rpm") or ctx.exists("/usr/lib/sysimage/rpm"):
         manager = "rpm"
     return {"manager": manager, "logs": logs, "rpm_db": _rpm_db(ctx),
-            # apt and dpkg write the host's local time without an offset; dnf states it
-            "local_time": ["apt-history", "dpkg"]}
+            # apt, dpkg and yum write the host's local time without an offset; dnf states it, the
+            # dnf history databases store epoch seconds
+            "local_time": ["apt-history", "dpkg", "yum"]}
 
 
 # --- pending updates (live, --online) -------------------------------------------------------------
