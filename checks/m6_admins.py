@@ -128,16 +128,80 @@ class Sudo:
             (excl if neg else incl).update(found)
         return incl - excl
 
+    def _denial_scope(self, spec: dict) -> str | None:
+        """Whether the spec's denials ('!cmd') hold as root on this host: 'certain'; 'uncertain' when it
+        names hosts or a Runas list with exclusions vmaudit cannot match; None when it runs as another
+        user (or only with another group), so root is untouched."""
+        runas = spec.get("runas")
+        certain = True
+        if runas is not None:
+            users = runas.split(":", 1)[0].strip()
+            if not users and ":" in runas:
+                return None  # "(:group)": the invoking user with another group, never root
+            ulist = self._expand([u.strip() for u in users.split(",") if u.strip()], "Runas_Alias")
+            if not any(u in ("ALL", "root", "#0") for u in ulist):
+                return None
+            certain = not any(u.startswith("!") for u in ulist)
+        hosts = self._expand(spec.get("hosts", []), "Host_Alias")
+        if "ALL" not in hosts or any(h.startswith("!") for h in hosts):
+            certain = False  # vmaudit does not know which host names sudo matches here
+        return "certain" if certain else "uncertain"
+
+    def _negates_root(self, spec: dict) -> str | None:
+        """The denial scope when the spec's last ALL-command is '!ALL' (every command denied), else None."""
+        cmds = self._expand(spec.get("commands", []), "Cmnd_Alias")
+        last_all = next((c for c in reversed(cmds) if c.lstrip("!").strip() == "ALL"), None)
+        if last_all is None or not last_all.startswith("!"):
+            return None
+        return self._denial_scope(spec)
+
     def grants(self) -> dict[str, list[str]]:
-        """account -> ['sudoers <file>:<line> grants ALL', ...]."""
-        out: dict[str, list[str]] = {}
+        """account -> ['sudo <what> (<file>:<line>)', ...] for the grants still in force.
+
+        sudo applies the LAST entry that matches a command (sudoers(5)), so a later entry denying ALL
+        as root ('alice ALL=(ALL) !ALL') withdraws every earlier grant of that account, and a later
+        grant gives root back. A denial of one command withdraws a grant of that same command only.
+        Denials vmaudit cannot be sure of (other hosts, Runas lists with exclusions) withdraw nothing:
+        over-counting is the safe side. self.revoked / self.undecided say what happened.
+        """
+        out: dict[str, list[tuple[str, str]]] = {}
+        self.revoked: dict[str, list[str]] = {}
+        self.undecided: dict[str, list[str]] = {}
         for spec in self.src.get("specs", []):
-            what = self._grant(spec)
-            if not what:
-                continue
-            for user in self._users(spec.get("users", [])):
-                out.setdefault(user, []).append(f"sudo {what} ({spec['file']}:{spec['line']})")
-        return out
+            where = f"{spec['file']}:{spec['line']}"
+            negation = self._negates_root(spec)
+            what = None if negation else self._grant(spec)
+            if not what and not negation:
+                if self._denial_scope(spec) != "certain":
+                    continue
+                denied = {c[1:].strip() for c in self._expand(spec.get("commands", []), "Cmnd_Alias")
+                          if c.startswith("!")}
+                if not denied:
+                    continue
+            users = self._users(spec.get("users", []))
+            for user in users:
+                if negation == "certain":
+                    if out.get(user):
+                        self.revoked.setdefault(user, []).extend(
+                            f"{w} withdrawn by !ALL as root ({where})" for _c, w in out[user])
+                    out[user] = []
+                elif negation == "uncertain":
+                    if out.get(user):
+                        self.undecided.setdefault(user, []).append(
+                            f"!ALL at {where} may not apply to this host or to root: still counted")
+                elif what:
+                    # one entry per root-equivalent command, so that a later '!cmd' withdraws just that one
+                    for c in self._expand(spec.get("commands", []), "Cmnd_Alias"):
+                        w = None if c.startswith("!") else self._grant(dict(spec, commands=[c]))
+                        if w:
+                            out.setdefault(user, []).append((c, f"sudo {w} ({where})"))
+                else:
+                    kept = [(c, w) for c, w in out.get(user, []) if c not in denied]
+                    for c, w in out.get(user, []):
+                        if c in denied:
+                            self.revoked.setdefault(user, []).append(f"{w} withdrawn by !{c} ({where})")
+                    out[user] = kept
+        return {u: [w for _c, w in g] for u, g in out.items() if g}
 
 
 def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
@@ -163,6 +227,7 @@ def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
             admins.setdefault(name, []).append("uid 0")
     admins.pop("root", None)
     ctx = {"accounts": acc, "uid0": uid0, "excluded": excluded, "unresolved": sorted(set(sudo.unresolved)),
+           "sudo_withdrawn": sudo.revoked, "sudo_undecided": sudo.undecided,
            "sudoers_files": sorted(sudo.src.get("files", {})), "sudoers_skipped": sudo.src.get("skipped", []),
            "directory_sources": acc.directory_sources}
     return {k: admins[k] for k in sorted(admins)}, ctx
@@ -180,7 +245,10 @@ def admins(facts, policy):
     Rule: administrators are the login-capable members (secondary, and by primary gid as the kernel
     sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin; accounts sudoers lets run
     ALL (or a shell, su, or libvirt's tools) as root, through users, %groups and User_Aliases in
-    /etc/sudoers and every file it includes; and uid-0 accounts. root itself is not counted. More than
+    /etc/sudoers and every file it includes (read in place, in sudo's order); and uid-0 accounts. sudo
+    applies the last matching entry: a later '!ALL' as root on every host withdraws an account's earlier
+    sudo grants (not its group memberships: sudo/wheel/admin members stay polkit administrators); a
+    denial vmaudit cannot be sure applies here withdraws nothing. root itself is not counted. More than
     [admins] max (default 3) -> fail; with [admins] allow set, each administrator outside it -> fail
     (account:<name>); a uid-0 account other than root -> fail, critical. Accounts or groups kept in a
     directory (sss, ldap, nis) are invisible in files: a count that would pass is then a warn.
@@ -193,7 +261,8 @@ def admins(facts, policy):
     evidence = {"admins": found, "count": len(found), "max": limit, "allow": allow,
                 "uid0_accounts": ctx["uid0"], "not_counted": ctx["excluded"],
                 "unresolved_sudoers_users": ctx["unresolved"], "sudoers_files": ctx["sudoers_files"],
-                "sudoers_skipped": ctx["sudoers_skipped"], "directory_sources": ctx["directory_sources"]}
+                "sudoers_skipped": ctx["sudoers_skipped"], "directory_sources": ctx["directory_sources"],
+                "sudo_withdrawn": ctx["sudo_withdrawn"], "sudo_undecided": ctx["sudo_undecided"]}
     names = ", ".join(found) or "none"
     if len(found) > limit:
         yield Result("fail", f"{len(found)} accounts administer this VMM ({names}); the policy allows {limit}",
@@ -298,23 +367,193 @@ def polkit_rules_of(text: str) -> list[dict]:
     return rules
 
 
+# --- polkit local authority (.pkla) -------------------------------------------------------------
+
+PKLA_GRANTS = ("yes", "auth_self", "auth_self_keep")
+PKLA_STATES = ("any", "inactive", "active")
+LIBVIRT_MANAGE = "org.libvirt.unix.manage"
+
+
+def _gpattern(glob: str) -> re.Pattern:
+    """GLib's GPatternSpec: '*' and '?' only (no brackets, no escapes)."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob) + r"\Z", re.S)
+
+
+def _pkla_libvirt_actions(entries: list[dict]) -> list[str]:
+    """The libvirt action ids to evaluate: org.libvirt.unix.manage, plus every Action pattern naming
+    org.libvirt.* itself (api actions under access_drivers = ["polkit"]), taken literally."""
+    acts = {LIBVIRT_MANAGE}
+    for e in entries:
+        acts.update(a for a in e["action"] if a.startswith("org.libvirt.") and a != LIBVIRT_MANAGE)
+    return sorted(acts)
+
+
+def _action_matches(sec: dict, action: str) -> bool:
+    return any(_gpattern(a).match(action) or a == action for a in sec["action"])
+
+
+def pkla_decisions(pkla_files: list[dict], acc: Accounts, names: list[str]) -> dict:
+    """Evaluate the local authority like pkla-check-authorization does, for each account in `names`
+    and each libvirt action: {account: {action: {state: (result, file, section) | None}}}.
+
+    Entries are grouped in stores (one per directory, in load order); for each identity — "default",
+    then each group of the account, then the account itself — each store's LAST matching entry gives
+    its three results, and a result it leaves unset keeps the earlier one (pkla-check-authorization(8)).
+    """
+    stores: list[list[tuple[dict, dict]]] = []
+    for f in pkla_files:
+        if not stores or stores[-1][0][0]["dir"] != f["dir"]:
+            stores.append([])
+        stores[-1].extend((f, sec) for sec in f.get("sections", []) if not sec.get("ignored"))
+        if not stores[-1]:
+            stores.pop()
+    entries = [sec for st in stores for _f, sec in st]
+    actions = _pkla_libvirt_actions(entries)
+    out: dict = {}
+    for name in names:
+        groups = [g["name"] for g in acc.group if name in acc.members(g)]
+        identities = ["default"] + [f"unix-group:{g}" for g in groups] + [f"unix-user:{name}"]
+        per_action = {}
+        for action in actions:
+            res: dict = {k: None for k in PKLA_STATES}
+            for ident in identities:
+                for st in stores:
+                    last = None
+                    for f, sec in st:
+                        if _action_matches(sec, action) and any(
+                                (spec == "default" if ident == "default" else _gpattern(spec).match(ident))
+                                for spec in sec["identity"]):
+                            last = (f, sec)
+                    if last is None:
+                        continue
+                    for k in PKLA_STATES:
+                        if last[1][k]:
+                            res[k] = (last[1][k], last[0]["path"], last[1]["name"])
+            per_action[action] = res
+        out[name] = per_action
+    return out
+
+
+def _pkla_wide(sec: dict) -> str | None:
+    """The identity of a section that matches every account, if any."""
+    for spec in sec["identity"]:
+        if spec == "default" or _gpattern(spec).match("unix-user:\x00any") or \
+                _gpattern(spec).match("unix-group:\x00any"):
+            return spec
+    return None
+
+
+def judge_pkla(src: dict, facts, admin_set) -> list[Result]:
+    """M6-POLKIT findings for the .pkla files (one per file that names a libvirt action)."""
+    pkla = src.get("pkla") or {}
+    for where in ("roots", "dirs"):
+        for d, state in (pkla.get(where) or {}).items():
+            need(state, d)
+    files = pkla.get("files", [])
+    results: list[Result] = []
+    compat = [f["path"] for f in src.get("files", []) if f["name"] == "49-polkit-pkla-compat.rules"]
+    note = (f"read through {compat[0]}" if compat else
+            "no 49-polkit-pkla-compat.rules: polkit 0.105 reads .pkla natively, polkit >= 0.106 only through "
+            "that rule (without it this file may be inert; judged anyway, the safe side)")
+    libvirt_files = []
+    for f in files:
+        resource = f"file:{f['path']}"
+        if "text" in f:  # unreadable
+            try:
+                need(f["text"], f["path"])
+            except EvidenceMissing as exc:
+                results.append(Result("error", f"cannot judge {f['path']}: {exc}", resource, {"reason": str(exc)}))
+            continue
+        if "invalid" in f:
+            results.append(Result("warn", f"{f['path']} is not a valid key file ({f['invalid']}): polkit "
+                                  "ignores it, vmaudit cannot judge what was meant; fix or remove it",
+                                  resource, {"path": f["path"], "invalid": f["invalid"]}))
+            continue
+        if any(any(a.startswith("org.libvirt") or _gpattern(a).match(LIBVIRT_MANAGE) for a in sec["action"] or [])
+               for sec in f["sections"]):
+            libvirt_files.append(f)
+    if not libvirt_files:
+        return results
+    acc = Accounts(facts)
+    admins = admin_set()
+    names = sorted({p["name"] for p in acc.passwd} | {m for g in acc.group for m in g["members"]})
+    decisions = pkla_decisions(files, acc, names)
+    for f in libvirt_files:
+        resource = f"file:{f['path']}"
+        secs = [s for s in f["sections"] if not s.get("ignored") and
+                any(a.startswith("org.libvirt") or _gpattern(a).match(LIBVIRT_MANAGE) for a in s["action"])]
+        evidence = {"path": f["path"], "sections": secs, "pkla_compat": note,
+                    "ignored_sections": [s["name"] for s in f["sections"] if s.get("ignored")]}
+        granting = [s for s in secs if any((s[k] or "").lower() in PKLA_GRANTS for k in PKLA_STATES)]
+        wide = [(s["name"], _pkla_wide(s)) for s in granting if _pkla_wide(s)]
+        if wide:
+            who = "; ".join(f"[{n}] Identity {i}" for n, i in wide)
+            results.append(Result("fail", f"{f['path']} grants libvirt access to every account ({who})", resource,
+                                  evidence, expected="unix-group:<admin group>", actual="every account"))
+            continue
+        # who ends up granted because of a section of this file, after every later override
+        outside: dict[str, list[str]] = {}
+        granted: dict[str, list[str]] = {}
+        for name, per_action in decisions.items():
+            for action, res in per_action.items():
+                for state, r in res.items():
+                    if r and r[1] == f["path"] and r[0].lower() in PKLA_GRANTS:
+                        granted.setdefault(name, []).append(f"{action} {state}={r[0]} [{r[2]}]")
+        for name, how in granted.items():
+            if name not in admins:
+                outside[name] = sorted(set(how))
+        unknown = []
+        for s in granting:
+            for spec in s["identity"]:
+                kind, _, pattern = spec.partition(":")
+                if kind == "unix-netgroup":
+                    unknown.append(f"{spec} (netgroup)")
+                elif kind == "unix-group" and not any(_gpattern(spec).match(f"unix-group:{g['name']}")
+                                                      for g in acc.group) and acc.directory_sources:
+                    unknown.append(f"{spec} (not in /etc/group; directory: {', '.join(acc.directory_sources)})")
+        evidence.update({"granted": granted, "outside_admins": outside, "unknown_identities": unknown,
+                         "admins": sorted(admins)})
+        if outside:
+            who = ", ".join(sorted(outside))
+            results.append(Result("fail", f"{f['path']} grants libvirt access beyond the administrators ({who})",
+                                  resource, evidence, expected="administrators only", actual=who))
+        elif unknown:
+            results.append(Result("warn", f"{f['path']} grants libvirt access to identities vmaudit cannot see "
+                                  f"({'; '.join(unknown)}); review it", resource, evidence))
+        else:
+            results.append(Result("pass", f"{f['path']} grants libvirt access to administrators only"
+                                  + ("" if granted else " (no account keeps a grant from it)"), resource, evidence))
+    return results
+
+
 @check("M6-POLKIT", severity="high",
        title="A polkit rule opens libvirt to everyone or to more accounts than the administrators",
        remediation="Grant org.libvirt.unix.manage / org.libvirt.api.* only with subject.isInGroup() of a "
-                   "group holding the declared administrators; never return polkit.Result.YES unconditionally.",
-       sources="/etc/polkit-1/rules.d/*.rules, /usr/share/polkit-1/rules.d/*.rules")
+                   "group holding the declared administrators (in a .pkla: Identity=unix-group:<that group>); "
+                   "never return polkit.Result.YES unconditionally, never grant to unix-user:* or default.",
+       sources="/etc/polkit-1/rules.d, /run/polkit-1/rules.d, /usr/local/share/polkit-1/rules.d, "
+               "/usr/share/polkit-1/rules.d (*.rules); /etc/polkit-1/localauthority, "
+               "/var/lib/polkit-1/localauthority (*/*.pkla)")
 def polkit(facts, policy):
     """With auth_unix_rw = polkit (the distributions' default), polkit decides who may manage libvirt.
     libvirt's own default for org.libvirt.unix.manage asks for an administrator's password; a rule that
     answers YES (or AUTH_SELF: any user's own password) opens full control of every guest.
 
-    Rule: per rules file (polkit loads /etc/polkit-1/rules.d and /usr/share/polkit-1/rules.d by name, /etc
-    hiding the same name) with a polkit.addRule() function naming org.libvirt actions and returning YES,
-    AUTH_SELF or AUTH_SELF_KEEP: no identity condition (subject.isInGroup / subject.user) -> fail; a
-    group or user with accounts outside the administrators ([admins] allow, else the administrators
-    M6-ADMINS counts) -> fail; a group vmaudit cannot see in /etc/group, or JavaScript it cannot judge
-    from text (computed identities, negations, polkit.spawn) -> warn, naming the file.
-    Sources: the polkit rules directories; /etc/passwd and /etc/group for the groups' members.
+    Rule: per rules file (polkitd runs every .rules file of /etc/polkit-1, /run/polkit-1,
+    /usr/local/share/polkit-1 and /usr/share/polkit-1 rules.d, ordered by file name, /etc first on a tie;
+    a same-named file does not hide another) with a polkit.addRule() function naming org.libvirt actions
+    and returning YES, AUTH_SELF or AUTH_SELF_KEEP: no identity condition (subject.isInGroup /
+    subject.user) -> fail; a group or user with accounts outside the administrators ([admins] allow,
+    else the administrators M6-ADMINS counts) -> fail; a group vmaudit cannot see in /etc/group, or
+    JavaScript it cannot judge from text (computed identities, negations, polkit.spawn) -> warn, naming
+    the file. Per .pkla file of the local authority (polkit 0.105, or the pkla compatibility rule), its
+    entries evaluated like pkla-check-authorization (stores by directory name, /var/lib before /etc;
+    default, group, then user identities; later entries override): an entry granting yes/auth_self*
+    for a libvirt action to every account (unix-user:*, *, default) -> fail; accounts outside the
+    administrators still granted by an entry of the file -> fail; a netgroup or a group not in
+    /etc/group under a directory -> warn; a file that is not a valid key file -> warn. An unreadable
+    rules or localauthority directory -> error.
+    Sources: the polkit rules and localauthority directories; /etc/passwd and /etc/group.
     """
     src = need(facts.source("polkit_rules"), "polkit_rules")
     for d, state in src.get("dirs", {}).items():
@@ -341,7 +580,8 @@ def polkit(facts, policy):
         if not rules:
             continue
         judged += 1
-        evidence = {"path": f["path"], "shadows": f.get("shadows"), "rules": rules}
+        # a rules file of the same name elsewhere is not hidden: polkitd runs both, /etc first
+        evidence = {"path": f["path"], "same_name": f.get("same_name", []), "rules": rules}
         granting = [r for r in rules if r["grants"]]
         if not granting:
             if any(r["unjudgeable"] for r in rules):
@@ -392,9 +632,20 @@ def polkit(facts, policy):
                          f"({'; '.join(why)}); review it", resource, evidence)
         else:
             yield Result("pass", f"{f['path']} grants libvirt access to administrators only", resource, evidence)
+    try:
+        pkla_results = judge_pkla(src, facts, admin_set)
+    except EvidenceMissing as exc:
+        pkla_results = [Result("error", f"cannot judge the polkit local authority (.pkla): {exc}", "host",
+                               {"reason": str(exc)})]
+    for r in pkla_results:
+        judged += 1
+        yield r
     if judged == 0:
-        yield Result("pass", "no polkit rule grants libvirt actions: libvirt's default (administrator "
-                     "authentication) applies", "host", {"scanned": scanned, "dirs": src.get("dirs", {})})
+        pkla = src.get("pkla") or {}
+        yield Result("pass", "no polkit rule or .pkla entry grants libvirt actions: libvirt's default "
+                     "(administrator authentication) applies", "host",
+                     {"scanned": scanned + [f["path"] for f in pkla.get("files", [])], "dirs": src.get("dirs", {}),
+                      "pkla_roots": pkla.get("roots", {})})
 
 
 # --- sockets ------------------------------------------------------------------------------------

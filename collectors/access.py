@@ -22,9 +22,16 @@ Sources (a read failure anywhere is an `{"unavailable": reason}` marker at that 
                   `Defaults` lines ignored, tags (NOPASSWD: ...) and options (TIMEOUT=...) stripped
                   from the commands.
   polkit_rules    {"dirs": {dir: "present" | "absent" | marker},
-                   "files": [{"name", "path", "shadows": path | None, "text": str | marker}]}
-                  Both rules.d directories, in the order polkitd loads them (by file name); a file in
-                  /etc/polkit-1/rules.d hides the same name in /usr/share/polkit-1/rules.d.
+                   "files": [{"name", "path", "same_name": [paths], "text": str | marker}],
+                   "pkla": {"roots": {root: "present" | "absent" | marker}, "dirs": {dir: "present" | marker},
+                            "files": [{"path", "dir", "sections": [{"name", "line", "identity": [...],
+                                       "action": [...], "any", "inactive", "active", "ignored"?}]}
+                                      | {"path", "dir", "invalid": reason} | {"path", "dir", "text": marker}]}}
+                  Every .rules file of the four rules.d directories, in polkitd's order (by file name, the
+                  full path breaking a tie: /etc first; a same-named file is not hidden, it runs too);
+                  the .pkla files of /var/lib/polkit-1/localauthority and /etc/polkit-1/localauthority
+                  in pkla-check-authorization's order (sub-directories by name, /var/lib first).
+  sudoers (order) specs are appended in sudo's order: an include is read where it stands.
   sshd_config     {"path", "present", "files": [paths read], "unreadable": {path: marker},
                    "entries": [{"keyword" (lower case), "value", "file", "line", "match": str | None}]}
                   `Include` expanded in place (globs sorted, relative to /etc/ssh); `match` is the
@@ -208,13 +215,19 @@ def _commands(text: str) -> list[tuple[str | None, list[str]]]:
     return [g for g in groups if g[1]] or [(groups[-1][0], [])]
 
 
-def parse_sudoers(text: str, path: str, data: dict) -> list[tuple[str, str]]:
-    """Add the aliases and user specs of one file to `data`; return its (kind, target) includes."""
+def parse_sudoers(text: str, path: str, data: dict, include=None) -> list[tuple[str, str]]:
+    """Add the aliases and user specs of one file to `data`; return its (kind, target) includes.
+
+    With `include(kind, target)`, each include is read where it stands: sudo suspends the current file
+    there and goes on after it, and with last-match-wins the order of the specs matters.
+    """
     includes = []
     for no, line in _logical_lines(text):
         m = _INCLUDE.match(line)
         if m:
             includes.append((m.group(1), m.group(2).strip('"')))
+            if include is not None:
+                include(*includes[-1])
             continue
         word = line.split(None, 1)[0]
         if word.startswith("Defaults"):
@@ -265,18 +278,23 @@ def collect_sudoers(ctx: Context) -> dict:
                 data["skipped"].append({"path": path, "reason": f"included from {parent} but absent"})
             return
         data["files"][path] = {"included_from": parent}
-        for kind, target in parse_sudoers(text, path, data):
+
+        def include(kind: str, target: str) -> None:
             if "%h" in target:
                 data["skipped"].append({"path": target, "reason": "include with %h (host name) not resolved"})
-                continue
+                return
             if not target.startswith("/"):
                 target = posixpath.join(posixpath.dirname(path), target)
             if kind == "include":
                 read(target, path, depth + 1)
-                continue
-            names = ctx.listdir(target)
+                return
+            try:
+                names = ctx.listdir(target)  # sorted: sudo reads an includedir in lexical order
+            except OSError as exc:
+                data["files"][target] = unavailable(f"cannot list {target}: {exc.strerror or exc}")
+                return
             if names is ABSENT:
-                continue
+                return
             for name in names:
                 if "." in name or name.endswith("~"):
                     data["skipped"].append({"path": f"{target}/{name}",
@@ -286,6 +304,8 @@ def collect_sudoers(ctx: Context) -> dict:
                     continue
                 read(f"{target}/{name}", path, depth + 1)
 
+        parse_sudoers(text, path, data, include)
+
     data["present"] = ctx.exists("/etc/sudoers")
     if data["present"]:
         read("/etc/sudoers", None, 0)
@@ -294,13 +314,110 @@ def collect_sudoers(ctx: Context) -> dict:
 
 # --- polkit -------------------------------------------------------------------------------------
 
-POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")  # the first hides the second
+# polkitd (JS authority) reads .rules from these, all of them: sorted by file name, a tie broken by the
+# full path, so /etc runs before /run, /usr/local/share and /usr/share. A file of the same name in a later
+# directory is NOT hidden: it runs after (polkit(8); polkit_backend_common_rules_file_name_cmp). /run and
+# /usr/local/share are read since polkit 126; older polkitd ignores them (reading them over-reports only).
+POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/run/polkit-1/rules.d", "/usr/local/share/polkit-1/rules.d",
+               "/usr/share/polkit-1/rules.d")
+# The local authority (.pkla): polkit 0.105 natively (Debian <= 11, Ubuntu <= 23.04), later polkit through
+# 49-polkit-pkla-compat.rules (Debian 12+ polkitd-pkla, RHEL 7/8 polkit-pkla-compat). Default search
+# path of pkla-check-authorization(8), in this order: a sub-directory name in both sorts /var/lib first.
+PKLA_ROOTS = ("/var/lib/polkit-1/localauthority", "/etc/polkit-1/localauthority")
+PKLA_KEYS = {"Identity": "identity", "Action": "action", "ResultAny": "any", "ResultInactive": "inactive",
+             "ResultActive": "active"}
+_KEYFILE_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _keyfile_value(raw: str) -> str:
+    """GKeyFile string unescaping (\\s \\n \\t \\r \\\\)."""
+    return re.sub(r"\\(.)", lambda m: _KEYFILE_ESCAPES.get(m.group(1), m.group(0)), raw)
+
+
+def parse_pkla(text: str) -> dict:
+    """One .pkla key file -> {"sections": [{"name", "line", "identity": [...], "action": [...], "any",
+    "inactive", "active", "ignored"?}]} or {"invalid": reason} (GKeyFile rejects it: polkit skips the file).
+
+    A section lacking Identity or Action, or every Result key, is skipped by polkit ("ignored").
+    """
+    sections: list[dict] = []
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if not line.rstrip().endswith("]"):
+                return {"invalid": f"line {no}: group header without ']'"}
+            name = line.rstrip()[1:-1]
+            # a repeated group name continues that group (GKeyFile merges them)
+            sec = next((x for x in sections if x["name"] == name), None)
+            if sec is None:
+                sec = {"name": name, "line": no, "identity": None, "action": None, "any": None,
+                       "inactive": None, "active": None}
+                sections.append(sec)
+            sections.append(sections.pop(sections.index(sec)))
+            continue
+        key, eq, value = line.partition("=")
+        if not eq:
+            return {"invalid": f"line {no}: not a key=value pair, group or comment"}
+        if not sections:
+            return {"invalid": f"line {no}: key outside any [group]"}
+        key = key.strip()
+        if key in PKLA_KEYS:
+            value = _keyfile_value(value.strip())
+            field = PKLA_KEYS[key]
+            sections[-1][field] = ([v for v in value.split(";") if v] if field in ("identity", "action")
+                                   else value.strip())
+    sections.sort(key=lambda x: x["line"])
+    for sec in sections:
+        if not sec["identity"] or not sec["action"]:
+            sec["ignored"] = "no Identity or no Action"
+        elif not any(sec[k] for k in ("any", "inactive", "active")):
+            sec["ignored"] = "none of ResultAny, ResultInactive, ResultActive"
+    return {"sections": sections}
+
+
+def _collect_pkla(ctx: Context) -> dict:
+    out: dict = {"roots": {}, "dirs": {}, "files": []}
+    subdirs: dict[str, list[str]] = {}
+    for root in PKLA_ROOTS:
+        try:
+            names = ctx.listdir(root)
+        except OSError as exc:
+            out["roots"][root] = unavailable(f"cannot list {root}: {exc.strerror or exc}")
+            continue
+        if names is ABSENT:
+            out["roots"][root] = "absent"
+            continue
+        out["roots"][root] = "present"
+        for name in names:
+            if os.path.isdir(ctx.path(f"{root}/{name}")):
+                subdirs.setdefault(name, []).append(root)
+    # by sub-directory name across both roots; /var/lib before /etc for the same name (pkla-check-authorization(8))
+    for name in sorted(subdirs):
+        for root in sorted(subdirs[name], key=PKLA_ROOTS.index):
+            d = f"{root}/{name}"
+            try:
+                files = ctx.listdir(d)
+            except OSError as exc:
+                out["dirs"][d] = unavailable(f"cannot list {d}: {exc.strerror or exc}")
+                continue
+            out["dirs"][d] = "present"
+            for fname in files if files is not ABSENT else []:
+                if not fname.endswith(".pkla"):
+                    continue
+                path = f"{d}/{fname}"
+                text = ctx.read_fact(path, absent=unavailable(f"{path} vanished"))
+                entry = {"path": path, "dir": d}
+                entry.update(parse_pkla(text) if isinstance(text, str) else {"text": text})
+                out["files"].append(entry)
+    return out
 
 
 @collector("polkit_rules")
 def collect_polkit_rules(ctx: Context) -> dict:
     dirs: dict = {}
-    by_name: dict[str, dict] = {}
+    files: list[dict] = []
     for d in POLKIT_DIRS:
         try:
             names = ctx.listdir(d)
@@ -315,12 +432,12 @@ def collect_polkit_rules(ctx: Context) -> dict:
             if not name.endswith(".rules"):
                 continue
             path = f"{d}/{name}"
-            if name in by_name:
-                by_name[name]["shadows"] = path
-                continue
-            by_name[name] = {"name": name, "path": path, "shadows": None,
-                             "text": ctx.read_fact(path, absent=unavailable(f"{path} vanished"))}
-    return {"dirs": dirs, "files": [by_name[n] for n in sorted(by_name)]}
+            files.append({"name": name, "path": path, "same_name": [],
+                          "text": ctx.read_fact(path, absent=unavailable(f"{path} vanished"))})
+    files.sort(key=lambda f: (f["name"], f["path"]))
+    for f in files:
+        f["same_name"] = [g["path"] for g in files if g["name"] == f["name"] and g is not f]
+    return {"dirs": dirs, "files": files, "pkla": _collect_pkla(ctx)}
 
 
 # --- sshd_config --------------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from vmtest import REQUIRE_REAL, audit, host_root, one
 
 from vmaudit.checks.m6_admins import analyse_polkit_rule, polkit_rules_of
 from vmaudit.collectors import Context
-from vmaudit.collectors.access import collect_libvirt_sockets, collect_sshd_config, collect_sudoers
+from vmaudit.collectors.access import (
+    collect_libvirt_sockets,
+    collect_polkit_rules,
+    collect_sshd_config,
+    collect_sudoers,
+    parse_pkla,
+)
 from vmaudit.facts import unavailable
 
 # --- M6-ADMINS ----------------------------------------------------------------------------------
@@ -138,9 +144,10 @@ def test_polkit_fail_unconditional_and_wide_group():
     f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/60-libvirt.rules")
     assert f["status"] == "fail"
     assert f["evidence"]["outside_admins"] == {"group users": ["mallory"]}
-    # the /etc rule hides the packaged rule of the same name
-    assert f["evidence"]["shadows"] == "/usr/share/polkit-1/rules.d/60-libvirt.rules"
-    assert not [x for x in report["findings"] if x["resource"] == "file:/usr/share/polkit-1/rules.d/60-libvirt.rules"]
+    # the /etc rule does not hide the packaged rule of the same name: polkitd runs both, /etc first
+    assert f["evidence"]["same_name"] == ["/usr/share/polkit-1/rules.d/60-libvirt.rules"]
+    packaged = one(report, "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")
+    assert packaged["status"] == "pass" and packaged["evidence"]["rules"][0]["groups"] == ["libvirt"]
 
 
 def test_polkit_auth_self_and_unjudgeable():
@@ -158,7 +165,7 @@ def test_polkit_group_unknown_locally():
     for host, status in (("rhel-broken", "warn"), ("debian-hardened", "pass")):
         snap = facts(host)
         snap["sources"]["polkit_rules"]["files"].append(
-            {"name": "80-corp.rules", "path": "/etc/polkit-1/rules.d/80-corp.rules", "shadows": None, "text": rule})
+            {"name": "80-corp.rules", "path": "/etc/polkit-1/rules.d/80-corp.rules", "same_name": [], "text": rule})
         f = one(run(snap), "M6-POLKIT", "file:/etc/polkit-1/rules.d/80-corp.rules")
         # with sssd the group may have members vmaudit cannot see; with files only it has none
         assert f["status"] == status, host
@@ -196,6 +203,183 @@ def test_polkit_js_forms():
     assert polkit_rules_of('/* polkit.addRule(function(a,s){ "org.libvirt"; return polkit.Result.YES; }) */') == []
     r = analyse_polkit_rule('if (action.id == "org.libvirt.unix.manage") return polkit.Result.NO;')
     assert r["libvirt"] and r["grants"] == []
+
+
+PASSWD = ("root:x:0:0:root:/root:/bin/bash\nann:x:1000:1000::/home/ann:/bin/bash\n"
+          "eve:x:1001:100::/home/eve:/bin/bash\nmal:x:1002:100::/home/mal:/bin/bash\n")
+GROUP = "root:x:0:\nusers:x:100:\nlibvirt:x:120:ann\n"
+GRANT_GROUP = ('polkit.addRule(function(action, subject) {\n  if (action.id == "org.libvirt.unix.manage" &&\n'
+               '      subject.isInGroup("%s")) { return polkit.Result.YES; }\n});\n')
+
+
+def test_polkit_same_name_does_not_hide_and_all_four_dirs(tmp_path):
+    # polkit(8): files of every rules.d directory run, ordered by name, /etc first on a tie; a narrowed
+    # /etc copy does not stop the packaged file of the same name from granting
+    root = tree(tmp_path, {"/etc/passwd": PASSWD, "/etc/group": GROUP,
+                           "/etc/polkit-1/rules.d/60-libvirt.rules": GRANT_GROUP % "libvirt",
+                           "/usr/share/polkit-1/rules.d/60-libvirt.rules": GRANT_GROUP % "users",
+                           "/usr/local/share/polkit-1/rules.d/10-lab.rules": GRANT_GROUP % "libvirt",
+                           "/run/polkit-1/rules.d/60-libvirt.rules": GRANT_GROUP % "libvirt"})
+    src = collect_polkit_rules(Context(root=tmp_path, live=False))
+    assert [f["path"] for f in src["files"]] == [
+        "/usr/local/share/polkit-1/rules.d/10-lab.rules", "/etc/polkit-1/rules.d/60-libvirt.rules",
+        "/run/polkit-1/rules.d/60-libvirt.rules", "/usr/share/polkit-1/rules.d/60-libvirt.rules"]
+    report = audit(root)
+    assert one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/60-libvirt.rules")["status"] == "pass"
+    assert one(report, "M6-POLKIT", "file:/run/polkit-1/rules.d/60-libvirt.rules")["status"] == "pass"
+    f = one(report, "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")
+    assert f["status"] == "fail" and f["evidence"]["outside_admins"] == {"group users": ["eve", "mal"]}
+    assert "/etc/polkit-1/rules.d/60-libvirt.rules" in f["evidence"]["same_name"]
+
+
+def test_polkit_rhel_local_rule_next_to_packaged_one():
+    report = run("rhel-hardened")
+    local = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/50-libvirt.rules")
+    assert local["status"] == "pass" and local["evidence"]["rules"][0]["groups"] == ["wheel"]
+    assert local["evidence"]["same_name"] == ["/usr/share/polkit-1/rules.d/50-libvirt.rules"]
+    assert one(report, "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/50-libvirt.rules")["status"] == "pass"
+
+
+def test_pkla_debian_broken():
+    report = run("debian-broken")
+    vendor = one(report, "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/60-libvirt.pkla")
+    assert vendor["status"] == "pass"  # libvirt's grant to the libvirt group: alice and bob, administrators
+    assert sorted(vendor["evidence"]["granted"]) == ["alice", "bob", "svc-virt"]  # svc-virt: primary gid
+    assert "49-polkit-pkla-compat.rules" in vendor["evidence"]["pkla_compat"]
+    local = one(report, "M6-POLKIT", "file:/etc/polkit-1/localauthority/50-local.d/60-libvirt-desktop.pkla")
+    assert local["status"] == "fail" and list(local["evidence"]["outside_admins"]) == ["mallory"]
+    assert "org.libvirt.unix.manage active=yes [Desktop users manage libvirt]" in \
+        local["evidence"]["outside_admins"]["mallory"]
+
+
+def _pkla(ident: str, result: str = "ResultActive=yes", action: str = "org.libvirt.unix.manage",
+          name: str = "grant") -> str:
+    return f"[{name}]\nIdentity={ident}\nAction={action}\n{result}\n"
+
+
+def test_pkla_later_entries_override(tmp_path):
+    # pkla-check-authorization(8): stores by directory name (/var/lib before /etc for the same name),
+    # then identities default -> groups -> user, later matches overriding earlier ones
+    files = {"/etc/passwd": PASSWD, "/etc/group": GROUP,
+             "/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla": _pkla("unix-group:users"),
+             "/etc/polkit-1/localauthority/10-vendor.d/b.pkla": _pkla(
+                 "unix-user:mal;unix-user:eve", "ResultActive=auth_admin", "org.libvirt.*", "deny")}
+    root = tree(tmp_path, files)
+    f = one(audit(root), "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla")
+    assert f["status"] == "pass" and f["evidence"]["granted"] == {}  # overridden for eve and mal
+    # an entry leaving ResultActive unset does not withdraw it: eve keeps the grant
+    (tmp_path / "etc/polkit-1/localauthority/10-vendor.d/b.pkla").write_text(
+        _pkla("unix-user:eve", "ResultAny=no") + _pkla("unix-user:mal", "ResultActive=no", name="m"))
+    f = one(audit(root), "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla")
+    assert f["status"] == "fail" and list(f["evidence"]["outside_admins"]) == ["eve"]
+    # a user entry in an earlier store still wins over a group entry in a later one: identities first
+    (tmp_path / "etc/polkit-1/localauthority/10-vendor.d/b.pkla").unlink()
+    tree(tmp_path, {"/var/lib/polkit-1/localauthority/05-early.d/c.pkla": _pkla(
+        "unix-user:eve;unix-user:mal", "ResultActive=no")})
+    f = one(audit(root), "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla")
+    assert f["status"] == "pass"
+
+
+def test_pkla_everyone_netgroup_invalid(tmp_path):
+    files = {"/etc/passwd": PASSWD, "/etc/group": GROUP,
+             "/etc/polkit-1/localauthority/50-local.d/all.pkla": _pkla("unix-user:*", "ResultAny=auth_self"),
+             "/etc/polkit-1/localauthority/50-local.d/ng.pkla": _pkla("unix-netgroup:virtops"),
+             "/etc/polkit-1/localauthority/50-local.d/bad.pkla": "[x]\nIdentity=unix-user:*\nnot a pair\n",
+             "/etc/polkit-1/localauthority/50-local.d/other.pkla": _pkla("unix-user:*", action="org.gnome.*"),
+             "/etc/polkit-1/localauthority/50-local.d/admins.pkla": _pkla("unix-group:libvirt")}
+    report = audit(tree(tmp_path, files))
+    d = "file:/etc/polkit-1/localauthority/50-local.d"
+    f = one(report, "M6-POLKIT", f"{d}/all.pkla")
+    assert f["status"] == "fail" and "unix-user:*" in f["message"]
+    assert "no 49-polkit-pkla-compat.rules" in f["evidence"]["pkla_compat"]
+    assert one(report, "M6-POLKIT", f"{d}/ng.pkla")["status"] == "warn"
+    assert one(report, "M6-POLKIT", f"{d}/bad.pkla")["status"] == "warn"
+    assert one(report, "M6-POLKIT", f"{d}/admins.pkla")["status"] == "pass"
+    assert not [x for x in report["findings"] if x["resource"] == f"{d}/other.pkla"]
+    assert parse_pkla("[a]\nIdentity=unix-group:x\nAction=org.libvirt.unix.manage\n")["sections"][0]["ignored"]
+
+
+def test_pkla_evidence_missing(tmp_path, monkeypatch):
+    snap = facts("debian-broken")
+    d = "/etc/polkit-1/localauthority/50-local.d"
+    snap["sources"]["polkit_rules"]["pkla"]["dirs"][d] = unavailable(f"cannot list {d}: Permission denied")
+    f = one(run(snap), "M6-POLKIT")
+    assert f["status"] == "error" and "Permission denied" in f["evidence"]["reason"]
+    snap = facts("debian-broken")
+    path = snap["sources"]["polkit_rules"]["pkla"]["files"][0]["path"]
+    snap["sources"]["polkit_rules"]["pkla"]["files"][0] = {
+        "path": path, "dir": path.rsplit("/", 1)[0], "text": unavailable(f"cannot read {path}: Permission denied")}
+    assert one(run(snap), "M6-POLKIT", f"file:{path}")["status"] == "error"
+    # the collector turns a directory it cannot list into that marker
+    tree(tmp_path, {"/etc/polkit-1/localauthority/50-local.d/x.pkla": _pkla("unix-group:libvirt")})
+    real = Context.listdir
+
+    def listdir(self, p):
+        if p.endswith("50-local.d"):
+            raise PermissionError(13, "Permission denied")
+        return real(self, p)
+    monkeypatch.setattr(Context, "listdir", listdir)
+    src = collect_polkit_rules(Context(root=tmp_path, live=False))
+    assert src["pkla"]["dirs"]["/etc/polkit-1/localauthority/50-local.d"] == {
+        "unavailable": "cannot list /etc/polkit-1/localauthority/50-local.d: Permission denied"}
+
+
+# --- sudo: the last matching entry wins -----------------------------------------------------------
+
+SUDO_PASSWD = ("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
+               "bob:x:1001:1001::/home/bob:/bin/bash\n")
+
+
+def _sudo_admins(tmp_path, sudoers: str, group: str = "root:x:0:\nops:x:2000:alice,bob\n", extra=None) -> dict:
+    files = {"/etc/passwd": SUDO_PASSWD, "/etc/group": group, "/etc/sudoers": sudoers}
+    files.update(extra or {})
+    return one(audit(tree(tmp_path, files)), "M6-ADMINS")["evidence"]
+
+
+def test_sudo_last_match_withdraws_root(tmp_path):
+    ev = _sudo_admins(tmp_path, "%ops ALL=(ALL) ALL\nalice ALL=(ALL) !ALL\n")
+    assert list(ev["admins"]) == ["bob"]
+    assert "withdrawn by !ALL as root" in ev["sudo_withdrawn"]["alice"][0]
+    # a later grant gives root back; a denial before the grant changes nothing
+    ev = _sudo_admins(tmp_path, "%ops ALL=(ALL) ALL\nalice ALL=(ALL) !ALL\nalice ALL=(root) /usr/bin/virsh\n"
+                                "bob ALL=(ALL) !ALL\n%ops ALL=(ALL) ALL\n")
+    assert sorted(ev["admins"]) == ["alice", "bob"]
+    assert any("libvirt tool" in w for w in ev["admins"]["alice"])
+    # a denial of one command withdraws that command only
+    ev = _sudo_admins(tmp_path, "alice ALL=(root) /bin/bash, /bin/su\nalice ALL=(root) !/bin/bash\n"
+                                "bob ALL=(root) /bin/bash\nbob ALL=(root) !/bin/bash\n")
+    assert list(ev["admins"]) == ["alice"] and ev["admins"]["alice"] == ["sudo shell/su: /bin/su (/etc/sudoers:1)"]
+
+
+def test_sudo_undecidable_denials_stay_counted(tmp_path):
+    ev = _sudo_admins(tmp_path, "Host_Alias DB = db1, db2\n%ops ALL=(ALL) ALL\nalice DB=(ALL) !ALL\n"
+                                "bob ALL=(postgres) !ALL\n")
+    # alice's denial holds on other hosts only (maybe not this one), bob's for postgres, not root
+    assert sorted(ev["admins"]) == ["alice", "bob"]
+    assert "may not apply" in ev["sudo_undecided"]["alice"][0] and "bob" not in ev["sudo_undecided"]
+    ev = _sudo_admins(tmp_path, "%ops ALL=(ALL, !operator) ALL\nalice ALL=(ALL, !operator) !ALL\n")
+    assert "alice" in ev["admins"] and ev["sudo_undecided"]["alice"]
+
+
+def test_sudo_group_membership_outlives_sudo_denial(tmp_path):
+    # wheel members are polkit administrators (50-default.rules): a sudo denial leaves them counted
+    ev = _sudo_admins(tmp_path, "%wheel ALL=(ALL) ALL\nalice ALL=(ALL) !ALL\n",
+                      group="root:x:0:\nwheel:x:10:alice\n")
+    assert ev["admins"]["alice"] == ["secondary member of group wheel"]
+    assert ev["sudo_withdrawn"]["alice"]
+
+
+def test_sudo_includes_read_in_place(tmp_path):
+    # sudo suspends the file at an include: the included denial comes before the line after it
+    sudoers = "%ops ALL=(ALL) ALL\n@include deny\n@includedir /etc/sudoers.d\nbob ALL=(ALL) ALL\n"
+    extra = {"/etc/deny": "alice ALL=(ALL) !ALL\nbob ALL=(ALL) !ALL\n",
+             "/etc/sudoers.d/10-alice": "alice ALL=(ALL) ALL\n", "/etc/sudoers.d/20-alice": "alice ALL=(ALL) !ALL\n",
+             "/etc/sudoers.d/30.alice": "alice ALL=(ALL) ALL\n"}  # skipped: a '.' in the name
+    ev = _sudo_admins(tmp_path, sudoers, extra=extra)
+    assert list(ev["admins"]) == ["bob"]
+    src = collect_sudoers(Context(root=tmp_path, live=False))
+    assert [s["file"] for s in src["specs"]] == ["/etc/sudoers", "/etc/deny", "/etc/deny", "/etc/sudoers.d/10-alice",
+                                                 "/etc/sudoers.d/20-alice", "/etc/sudoers"]
 
 
 # --- M6-SOCKET-PERMS ----------------------------------------------------------------------------
