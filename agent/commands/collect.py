@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", metavar="S", type=float, help="per SSH step (default: [fleet] connect_timeout, 10)")
     p.add_argument("--command-timeout", metavar="S", type=float, help="per remote command (default: [fleet] command_timeout, 300)")
     p.add_argument("-l", "--user", metavar="USER", help="SSH user when neither inventory nor ~/.ssh/config names one")
+    p.add_argument("-b", "--become", action="store_true",
+                   help="run the facts command as --become-user through sudo -n (or doas -n) on every host whose "
+                        "inventory does not say otherwise (vmaudit_become / ansible_become win); never prompts: a "
+                        "host whose sudo wants a password is reported not audited")
+    p.add_argument("--become-method", metavar="METHOD", choices=("sudo", "doas"), default="sudo",
+                   help="sudo (default) or doas, where the inventory sets no ansible_become_method")
+    p.add_argument("--become-user", metavar="USER", default="root",
+                   help="user to become (default root), where the inventory sets no ansible_become_user")
     p.add_argument("--identity", metavar="FILE", action="append", help="private key file (may be repeated)")
     p.add_argument("--no-agent", action="store_true", help="do not use keys from the SSH agent")
     p.add_argument("--ssh-config", metavar="FILE", help="OpenSSH client config (default: ~/.ssh/config)")
@@ -114,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
         host_view,
         peer_map,
     )
-    from vmaudit.fleet.hosts import hosts_from_list, load_hosts
+    from vmaudit.fleet.hosts import hosts_from_list, load_hosts, valid_become_user
     from vmaudit.fleet.ssh import Connector, SSHOptions
     from vmaudit.fleet.zipapp import build_zipapp
     from vmaudit.policy import PolicyError, load_policy
@@ -134,7 +142,10 @@ def main(args: argparse.Namespace) -> int:
         mode=args.mode, connect=args.connect, root=args.root,
         concurrency=args.concurrency or policy.get("fleet", "concurrency"),
         connect_timeout=args.connect_timeout or float(policy.get("fleet", "connect_timeout")),
-        command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")))
+        command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")),
+        become=args.become, become_method=args.become_method, become_user=args.become_user)
+    if not valid_become_user(settings.become_user):
+        raise PolicyError(f"--become-user {settings.become_user!r} is not a user name")
     if settings.concurrency < 1 or settings.connect_timeout <= 0 or settings.command_timeout <= 0:
         raise PolicyError("concurrency and timeouts must be positive")
     known = [os.path.expanduser(k) for k in args.known_hosts or []]

@@ -12,6 +12,14 @@ Per host, two ways (inventory variable `vmaudit_mode`, or --mode):
 The remote answer is untrusted data: it is parsed as JSON and checked to be a facts snapshot, nothing
 more. Inventory values that go into the remote command are shell-quoted.
 
+Privilege escalation (`vmaudit_become` / `ansible_become`, or --become): the SSH user logs in, and only
+the facts command runs as the become user, through `sudo -n -u USER --` or `doas -n -u USER --`. Never
+interactively: a password prompt on a channel without a terminal would hang until the timeout, so sudo
+is told to fail instead, and its message makes the host unreached at stage `become`. The command is
+found on the SSH user's PATH first (`command -v`) and given to sudo by its path, since sudo's
+secure_path rarely holds it. Another method than sudo or doas refuses the host: it is never audited
+unprivileged instead, which would turn most evidence into errors that look like the host's fault.
+
 Giving up on a slow host closes its SSH channel, but sshd does not kill a command that has no terminal:
 a `vmaudit facts` stuck on a hung libvirtd would run on, and keep the agentless directory, for ever.
 So the remote command runs under coreutils `timeout` (where the host has one) set a little beyond the
@@ -34,12 +42,13 @@ from typing import Callable
 
 from vmaudit.facts import Facts, SnapshotError
 
-from .hosts import FleetHost
+from .hosts import BECOME_METHODS, FleetHost, valid_become_user
 from .ssh import Connector, Session, Unreached, run
 
 log = logging.getLogger("vmaudit.fleet")
 
 NOT_INSTALLED = 97  # exit status of the auto-mode probe when vmaudit is not on the remote PATH
+NO_BECOME = 98     # exit status of the scripts when the become program is not on the remote PATH
 _TMPDIR_RE = re.compile(r"^/[A-Za-z0-9_./-]+/vmaudit\.[A-Za-z0-9]+$")
 
 
@@ -50,7 +59,7 @@ class Outcome:
     host: FleetHost
     facts: dict | None = None
     reason: str | None = None
-    stage: str | None = None       # why not: connect, host-key, auth, command, timeout, facts, interrupted
+    stage: str | None = None       # why not: connect, host-key, auth, become, command, timeout, facts, interrupted
     mode: str | None = None        # installed or agentless
     seconds: float = 0.0
     reached: bool = False          # stays True when the facts are dropped after evaluation
@@ -64,6 +73,50 @@ class Settings:
     concurrency: int = 16
     connect_timeout: float = 10.0
     command_timeout: float = 300.0
+    become: bool = False                 # defaults for hosts whose inventory says nothing (--become ...)
+    become_method: str = "sudo"
+    become_user: str = "root"
+
+
+@dataclass
+class Become:
+    """How one host's facts command is escalated."""
+
+    method: str   # sudo or doas
+    user: str
+
+    def words(self) -> list[str]:
+        # -n: fail rather than prompt; --: the command's words are never options of sudo/doas
+        return [self.method, "-n", "-u", self.user, "--"]
+
+    def prefix(self) -> str:
+        return " ".join(shlex.quote(w) for w in self.words())
+
+    def check(self) -> str:
+        """Shell that stops with NO_BECOME when the method's program is missing on the host."""
+        m = shlex.quote(self.method)
+        return (f"command -v {m} >/dev/null 2>&1 || {{ echo 'vmaudit-collect: become: {self.method} is not "
+                f"installed on the host' >&2; exit {NO_BECOME}; }}; ")
+
+
+def become_for(host: FleetHost, settings: Settings) -> Become | None:
+    """The host's escalation (inventory variables win over the run's defaults), None for none.
+
+    Unreached (stage become) for a method vmaudit does not support: refused, never run unprivileged."""
+    wanted = host.become
+    if wanted is None:
+        wanted = settings.become
+    if not wanted:
+        return None
+    method = host.become_method or settings.become_method
+    user = host.become_user or settings.become_user
+    if method not in BECOME_METHODS:
+        raise Unreached(f"become method {method!r} is not supported (vmaudit escalates with "
+                        f"{' or '.join(BECOME_METHODS)}, non-interactively); the host is not audited rather "
+                        f"than audited unprivileged", "become")
+    if not valid_become_user(user):
+        raise Unreached(f"become user {user!r} is not a user name", "become")
+    return Become(method, user)
 
 
 def facts_args(host: FleetHost, settings: Settings) -> str:
@@ -90,13 +143,21 @@ def _time_bound(settings: Settings) -> str:
     return f"t=; if timeout -k 10 {secs} true >/dev/null 2>&1; then t='timeout -k 10 {secs}'; fi; "
 
 
-def installed_script(host: FleetHost, settings: Settings, probe: bool) -> str:
-    cmd = shlex.quote(str(host.vars.get("vmaudit_command") or "vmaudit"))
-    run_it = f"{_time_bound(settings)}exec $t {cmd} {facts_args(host, settings)}"
-    if not probe:
-        return run_it
-    return (f"if command -v {cmd} >/dev/null 2>&1; then {run_it}; fi; "
-            f"echo 'vmaudit-collect: {cmd} is not on the remote PATH' >&2; exit {NOT_INSTALLED}")
+def installed_script(host: FleetHost, settings: Settings, probe: bool, become: Become | None = None) -> str:
+    words = host.command  # vmaudit_command is a command line: each word quoted, nothing left to the shell
+    cmd = shlex.quote(words[0])
+    rest = "".join(" " + shlex.quote(w) for w in words[1:])
+    absent = (f"echo {shlex.quote(f'vmaudit-collect: {words[0]} is not on the remote PATH')} >&2; "
+              f"exit {NOT_INSTALLED}")
+    if become is None:
+        run_it = f"{_time_bound(settings)}exec $t {cmd}{rest} {facts_args(host, settings)}"
+        if not probe:
+            return run_it
+        return f"if command -v {cmd} >/dev/null 2>&1; then {run_it}; fi; {absent}"
+    # the path as the SSH user finds it: sudo's secure_path (doas' safe path) rarely holds vmaudit
+    run_it = f"{_time_bound(settings)}exec $t {become.prefix()} \"$p\"{rest} {facts_args(host, settings)}"
+    missing = absent if probe else f"echo {shlex.quote(f'vmaudit: {words[0]}: not found')} >&2; exit 127"
+    return f"{become.check()}if p=$(command -v {cmd}); then {run_it}; fi; {missing}"
 
 
 def _sh(script: str) -> str:
@@ -116,13 +177,15 @@ class Collector:
         t0 = time.monotonic()
         out = Outcome(host)
         try:
+            become = become_for(host, self.settings)  # an unsupported method: refused before connecting
             target = self.connector.resolve(host.address, host.port, host.user,
                                             host.vars.get("ansible_ssh_private_key_file"))
             transport = self.connector.connect(target, session)
             mode = self.settings.mode or host.mode
             if mode in ("auto", "installed"):
-                done = run(transport, _sh(installed_script(host, self.settings, probe=True)),
+                done = run(transport, _sh(installed_script(host, self.settings, probe=True, become=become)),
                            self.settings.command_timeout, session)
+                _check_become(done, become)
                 if done.status == NOT_INSTALLED and b"vmaudit-collect:" in done.stderr:
                     if mode == "installed":
                         raise Unreached("vmaudit is not installed on the host (vmaudit_mode = installed)",
@@ -134,7 +197,7 @@ class Collector:
                     out.reached = True
             if mode == "agentless":
                 out.mode = "agentless"
-                out.facts = self._agentless(transport, host, session)
+                out.facts = self._agentless(transport, host, session, become)
                 out.reached = True
         except Unreached as exc:
             out.facts, out.reached, out.reason, out.stage = None, False, str(exc), exc.stage
@@ -152,10 +215,17 @@ class Collector:
             session.close()
         return out
 
-    def _agentless(self, transport, host: FleetHost, session: Session) -> dict:
+    def _agentless(self, transport, host: FleetHost, session: Session, become: Become | None = None) -> dict:
         timeout = self.settings.command_timeout
-        made = run(transport, _sh('umask 077 && mktemp -d "${TMPDIR:-/tmp}/vmaudit.XXXXXXXXXX"'),
+        if become is not None and become.user not in ("root", "#0"):
+            # the private directory is the SSH user's (0700): only root can read the zipapp there
+            raise Unreached(f"agentless collection can become root only, not {become.user!r} (the zipapp's "
+                            f"private directory is readable by the SSH user alone); install vmaudit on the host "
+                            f"or become root", "become")
+        check = become.check() if become is not None else ""
+        made = run(transport, _sh(check + 'umask 077 && mktemp -d "${TMPDIR:-/tmp}/vmaudit.XXXXXXXXXX"'),
                    self.settings.connect_timeout, session)
+        _check_become(made, become)
         tmp = made.stdout.decode(errors="replace").strip()
         if made.status != 0 or not _TMPDIR_RE.match(tmp):
             raise Unreached(f"agentless: cannot create a private temporary directory: "
@@ -175,16 +245,24 @@ class Collector:
                                 "command") from None
             python = remote_python(host)
             d = shlex.quote(tmp)
+            cleanup = 'rm -rf "$d"'
+            run_py = f"$t {shlex.quote(python)}"
+            if become is not None:
+                # the zipapp, run as root, unpacks native/ as root: the SSH user cannot remove that
+                cleanup = f'{become.prefix()} rm -rf "$d/native" 2>/dev/null; {cleanup}'
+                run_py = (f"p=$(command -v {shlex.quote(python)}) || exit 127; "
+                          f"$t {become.prefix()} \"$p\"")
             # PIPE ignored: once we are gone, sh reporting a killed child ("Killed") on the closed
             # channel would otherwise die of SIGPIPE without running its EXIT trap
-            script = (f"d={d}; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
+            script = (f"d={d}; trap {shlex.quote(cleanup)} EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
                       f"trap '' PIPE; "
                       f"{_time_bound(self.settings)}"
-                      f"$t {shlex.quote(python)} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
+                      f"{run_py} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
             ran = True
             done = run(transport, _sh(script), timeout, session)
             if done.status == 127:
                 raise Unreached(f"agentless: {python} not found on the host", "command")
+            _check_become(done, become)
             return _parse(done, "the vmaudit zipapp")
         finally:
             if not ran and transport.is_active():  # the remote trap removes it once the zipapp ran
@@ -192,6 +270,29 @@ class Collector:
                     run(transport, _sh(f"rm -rf {shlex.quote(tmp)}"), self.settings.connect_timeout, session)
                 except Unreached:
                     log.warning("%s: could not remove %s", host.name, tmp)
+
+
+def _check_become(done, become: Become | None) -> None:
+    """Unreached (stage become) when sudo/doas refused to run the command or is missing.
+
+    sudo exits 1 with its own "sudo: ..." line when it does not run the command (a password is
+    required, the user may not run it as that user); doas likewise with "doas: ...". A command that
+    ran and failed ends its stderr with its own words instead."""
+    if become is None or done.status == 0:
+        return
+    text = done.stderr.decode(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    marker = "vmaudit-collect: become: "
+    if done.status == NO_BECOME and lines and lines[-1].startswith(marker):
+        raise Unreached(f"privilege escalation failed: {lines[-1][len(marker):]}", "become")
+    if done.status == 1 and lines and lines[-1].startswith(become.method + ":"):
+        why = lines[-1][:300]
+        hint = ""
+        if "password" in why.lower() or "authoriz" in why.lower() or "authentic" in why.lower():
+            hint = (f" (vmaudit never prompts: let the SSH user run the command with {become.method} "
+                    f"without a password)")
+        raise Unreached(f"privilege escalation failed: {become.method} -n -u {become.user}: {why}{hint}",
+                        "become")
 
 
 def _tail(data: bytes, limit: int = 300) -> str:
@@ -289,5 +390,5 @@ def collect_all(hosts: list[FleetHost], collector: Collector, settings: Settings
     return [results[h.name] for h in hosts], interrupted
 
 
-__all__ = ["Outcome", "Settings", "Collector", "collect_all", "facts_args", "installed_script", "remote_python",
-           "NOT_INSTALLED"]
+__all__ = ["Outcome", "Settings", "Become", "Collector", "collect_all", "become_for", "facts_args",
+           "installed_script", "remote_python", "NOT_INSTALLED", "NO_BECOME"]

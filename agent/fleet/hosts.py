@@ -3,14 +3,18 @@
 Ansible semantics are kept where vmaudit reads them: groups and `:children` / `children:` nesting,
 `:vars` / `vars:` inheritance (all < parent groups < child groups < the host's own variables), host
 ranges (`hv[01:20]`, `db-[a:c]`), `host:port` in INI, and the variables `ansible_host`, `ansible_port`,
-`ansible_user`, `ansible_ssh_private_key_file` and `ansible_python_interpreter`. vmaudit's own
-variables (all optional):
+`ansible_user`, `ansible_ssh_private_key_file`, `ansible_python_interpreter` and the privilege escalation
+variables `ansible_become` (Ansible's booleans: yes/no, true/false, on/off, 1/0, y/n, t/f in any case, or
+YAML booleans), `ansible_become_method` (sudo or doas; another method refuses the host) and
+`ansible_become_user` (default root). vmaudit's own variables (all optional):
 
     vmaudit_zone             the zone the host serves (else the central policy's [host] zone)
     vmaudit_migration_group  hosts sharing a group are each other's migration peers
     vmaudit_migration_peers  inventory names of the host's peers (comma-separated or a YAML list)
     vmaudit_mode             auto (default), installed or agentless
-    vmaudit_command          the remote vmaudit command (default: vmaudit, found on the remote PATH)
+    vmaudit_command          the remote vmaudit command line (default: vmaudit, found on the remote PATH;
+                             split like a shell would, e.g. "/opt/vmaudit/bin/python -m vmaudit")
+    vmaudit_become           escalate with sudo/doas (same booleans as ansible_become, which it overrides)
     vmaudit_python           the remote Python for the agentless run (default: ansible_python_interpreter,
                              else python3)
     vmaudit_connect          libvirt URI on the remote host (default: qemu:///system)
@@ -32,6 +36,12 @@ from typing import Any
 from vmaudit.policy import PolicyError
 
 MODES = ("auto", "installed", "agentless")
+BECOME_METHODS = ("sudo", "doas")
+# Ansible's boolean() (module_utils/parsing/convert_bool.py), compared case-insensitively
+_TRUE = frozenset(("y", "yes", "on", "1", "true", "t"))
+_FALSE = frozenset(("n", "no", "off", "0", "false", "f"))
+# a user name as sudo -u / doas -u take it (sudo's "#uid" too); never an option or shell text
+_BECOME_USER_RE = re.compile(r"^(#[0-9]+|[A-Za-z0-9_][A-Za-z0-9_.-]*\$?)$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-:\[\]]+$")
 _RANGE_RE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
@@ -86,6 +96,52 @@ class FleetHost:
     @property
     def mode(self) -> str:
         return str(self.vars.get("vmaudit_mode") or "auto")
+
+    @property
+    def command(self) -> list[str]:
+        """vmaudit_command as words (a command line, split as the shell would); ValueError if broken."""
+        value = self.vars.get("vmaudit_command")
+        if value in (None, ""):
+            return ["vmaudit"]
+        words = shlex.split(str(value))
+        if not words:
+            raise ValueError("vmaudit_command is blank")
+        return words
+
+    @property
+    def become(self) -> bool | None:
+        """vmaudit_become, else ansible_become; None when neither is set. ValueError for a non-boolean."""
+        for key in ("vmaudit_become", "ansible_become"):
+            value = parse_bool(self.vars.get(key))
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def become_method(self) -> str | None:
+        value = self.vars.get("ansible_become_method")
+        return str(value).strip() if value not in (None, "") else None
+
+    @property
+    def become_user(self) -> str | None:
+        value = self.vars.get("ansible_become_user")
+        return str(value).strip() if value not in (None, "") else None
+
+
+def parse_bool(value: Any) -> bool | None:
+    """An inventory boolean as Ansible reads it: None when unset or empty; ValueError when not one."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text == "":
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (yes/no, true/false, on/off, 1/0)")
 
 
 @dataclass
@@ -214,6 +270,22 @@ def _check_host_vars(host: FleetHost, source: str) -> None:
     if host.mode not in MODES:
         raise InventoryError(f"{where}: host {host.name}: vmaudit_mode {host.mode!r} is not one of "
                              f"{', '.join(MODES)}")
+    for key in ("vmaudit_become", "ansible_become"):
+        try:
+            parse_bool(host.vars.get(key))
+        except ValueError as exc:
+            raise InventoryError(f"{where}: host {host.name}: {key}: {exc}") from None
+    user = host.become_user
+    if user is not None and not _BECOME_USER_RE.match(user):
+        raise InventoryError(f"{where}: host {host.name}: ansible_become_user {user!r} is not a user name")
+    try:
+        _ = host.command  # shlex: an unclosed quote
+    except ValueError as exc:
+        raise InventoryError(f"{where}: host {host.name}: vmaudit_command: {exc}") from None
+
+
+def valid_become_user(user: str) -> bool:
+    return bool(_BECOME_USER_RE.match(user))
 
 
 # --- host patterns ------------------------------------------------------------------------------
@@ -469,4 +541,5 @@ def hosts_from_list(items: list[str], source: str = "--hosts") -> HostInventory:
 
 
 __all__ = ["FleetHost", "Group", "HostInventory", "InventoryError", "load_hosts", "parse_hosts_text",
-           "parse_ini", "parse_yaml", "hosts_from_list", "expand_pattern", "MODES"]
+           "parse_ini", "parse_yaml", "hosts_from_list", "expand_pattern", "parse_bool", "valid_become_user",
+           "MODES", "BECOME_METHODS"]

@@ -43,7 +43,7 @@ class Unreached(Exception):
 
     def __init__(self, reason: str, stage: str = "connect"):
         super().__init__(reason)
-        self.stage = stage  # connect, host-key, auth, command, timeout, interrupted, facts
+        self.stage = stage  # connect, host-key, auth, become, command, timeout, interrupted, facts
 
 
 @dataclass

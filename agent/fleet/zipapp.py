@@ -55,22 +55,30 @@ def _native(pyz):
         if libc != "glibc" or have < tuple(manifest["glibc"]):
             return
         dest = os.path.join(os.path.dirname(os.path.abspath(pyz)), "native")
-        for name in z.namelist():
-            if not name.startswith("_native/lib/") or name.endswith("/"):
-                continue
-            rel = name[len("_native/lib/"):]
-            if rel.startswith("/") or ".." in rel.split("/"):
-                continue
-            target = os.path.join(dest, *rel.split("/"))
-            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-            with z.open(name) as src, open(target, "wb") as out:
-                out.write(src.read())
+        try:
+            _unpack(z, dest)
+        except OSError as exc:  # e.g. a directory this user may not write: psutil is then unavailable
+            sys.stderr.write("vmaudit: cannot unpack psutil beside the zipapp: %s\n" % exc)
+            return
         sys.path.append(dest)  # after site-packages: the distribution's psutil wins
+        return dest
+
+
+def _unpack(z, dest):
+    for name in z.namelist():
+        if not name.startswith("_native/lib/") or name.endswith("/"):
+            continue
+        rel = name[len("_native/lib/"):]
+        if rel.startswith("/") or ".." in rel.split("/"):
+            continue
+        target = os.path.join(dest, *rel.split("/"))
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        with z.open(name) as src, open(target, "wb") as out:
+            out.write(src.read())
 
 
 def main():
     import argparse
-    from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="vmaudit.pyz")
     sub = parser.add_subparsers(dest="command")
@@ -81,7 +89,19 @@ def main():
     p.add_argument("--output", default="-")
     p.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
-    _native(sys.argv[0])
+    unpacked = _native(sys.argv[0])
+    try:
+        return _facts(args)
+    finally:
+        if unpacked:  # run as another user (become), the SSH user could not remove these files
+            import shutil
+
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _facts(args):
+    from pathlib import Path
+
     from vmaudit.collectors import Context, collect
 
     root = Path(args.root)

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sshlab import ADDR, PORT, SSHLab, available  # noqa: E402
+from sshlab import ADDR, PORT, BecomeUsers, SSHLab, available, sudo_available  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,23 @@ def lab():
         yield lab
     finally:
         lab.cleanup()
+
+
+@pytest.fixture(scope="session")
+def become_users(lab):
+    """Non-root login users with sudoers rules (see sshlab.BecomeUsers); needs the Debian package sudo."""
+    require = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
+    why = sudo_available()
+    if why:
+        if require:
+            pytest.fail(f"become tests: {why}")
+        pytest.skip(f"become tests: {why}")
+    users = BecomeUsers(lab)
+    try:
+        users.setup()
+        yield users
+    finally:
+        users.cleanup()
 
 
 @pytest.fixture(scope="session")

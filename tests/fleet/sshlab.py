@@ -3,7 +3,9 @@ bench/bench_collect.py.
 
 Each server is Debian's /usr/sbin/sshd with its own config, host key and pid, started in the
 foreground (-D) by the lab and killed by it (by pid). Root logs in with a throw-away ed25519 key
-(AuthorizedKeysFile points at the lab's file). Kinds of host:
+(AuthorizedKeysFile points at the lab's file); so do the non-root users of `BecomeUsers`, which the
+become tests create with sudoers rules of their own (sshd reads authorized keys as the login user, so
+the lab directory is traversable, 0711, and that file readable). Kinds of host:
 
     installed   SetEnv PATH includes the venv's bin: `vmaudit` is found on the remote PATH
     agentless   PATH=/usr/bin:/bin: no vmaudit; the zipapp runs with Debian's /usr/bin/python3
@@ -61,12 +63,13 @@ class Server:
 class SSHLab:
     def __init__(self, base: str | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="vmaudit-sshlab-", dir=base))
-        os.chmod(self.dir, 0o700)
+        os.chmod(self.dir, 0o711)  # traversable, not listable: non-root users read authorized_keys
         self.servers: dict[str, Server] = {}
         self.client_key = self.dir / "client_key"
         _keygen(self.client_key)
         self.authorized = self.dir / "authorized_keys"
         self.authorized.write_text((self.dir / "client_key.pub").read_text())
+        os.chmod(self.authorized, 0o644)
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text("")
         self.ssh_config = self.dir / "ssh_config"
@@ -147,6 +150,78 @@ class SSHLab:
     def write_ssh_config(self, text: str) -> Path:
         self.ssh_config.write_text(text)
         return self.ssh_config
+
+
+SUDOERS_DROPIN = Path("/etc/sudoers.d/vmaudit-test-become")  # no dot: sudo skips names with one
+LAB_GECOS = "vmaudit test lab"
+
+
+def sudo_available() -> str | None:
+    for tool in ("/usr/bin/sudo", "/usr/sbin/visudo", "/usr/sbin/useradd", "/usr/sbin/userdel"):
+        if not os.path.exists(tool):
+            return f"{tool} is not installed (Debian packages sudo, passwd)"
+    if not Path("/etc/sudoers.d").is_dir():
+        return "/etc/sudoers has no /etc/sudoers.d"
+    return None
+
+
+class BecomeUsers:
+    """Two login users for the become tests, removed again by cleanup():
+
+    nopw  may run anything as root with sudo, without a password (NOPASSWD)
+    pw    may run anything as anyone with sudo, but only with a password (which it does not have)
+
+    Their rules live in one sudoers drop-in, checked with `visudo -cf` before it is installed."""
+
+    def __init__(self, lab: SSHLab):
+        self.lab = lab
+        self.nopw, self.pw = "vmaudit-nopw", "vmaudit-pw"
+        self._made: list[str] = []
+
+    def setup(self) -> None:
+        lab = self.lab
+        for user in (self.nopw, self.pw):
+            _remove_stale_user(user)
+            home = lab.dir / f"home-{user}"
+            subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
+                            "--comment", LAB_GECOS, "--user-group",
+                            # "*": no password, yet not locked ("!"), which sshd without PAM refuses
+                            "--password", "*", user], check=True, capture_output=True,
+                           timeout=30)
+            self._made.append(user)
+            home.mkdir(mode=0o700)
+            shutil.chown(home, user, user)
+        rules = (f"# vmaudit tests/fleet: removed at teardown\n"
+                 f"{self.nopw} ALL=(root) NOPASSWD: ALL\n"
+                 f"{self.pw} ALL=(ALL) ALL\n")
+        draft = lab.dir / "sudoers-draft"
+        draft.write_text(rules)
+        check = subprocess.run(["visudo", "-cf", str(draft)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"visudo rejects the test rules: {check.stdout}{check.stderr}")
+        tmp = SUDOERS_DROPIN.with_name(SUDOERS_DROPIN.name + "~")  # sudo ignores names ending in ~
+        tmp.write_text(rules)
+        os.chmod(tmp, 0o440)
+        os.replace(tmp, SUDOERS_DROPIN)
+
+    def cleanup(self) -> None:
+        SUDOERS_DROPIN.unlink(missing_ok=True)
+        for user in self._made:
+            subprocess.run(["userdel", user], capture_output=True, timeout=30)
+        self._made.clear()
+
+
+def _remove_stale_user(user: str) -> None:
+    """A user left by an interrupted run (recognised by its comment) is removed; any other is an error."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return
+    if entry.pw_gecos != LAB_GECOS:
+        raise RuntimeError(f"user {user} exists and is not the test lab's; not touching it")
+    subprocess.run(["userdel", user], check=True, capture_output=True, timeout=30)
 
 
 def _keygen(path: Path) -> None:

@@ -98,6 +98,13 @@ def test_plain_list_with_user_and_port(tmp_path):
     ("bad.ini", "[dmz]\nhv01 ansible_port=ssh\n", "bad.ini, line 2: host hv01: ansible_port 'ssh' is not a TCP port"),
     ("bad.ini", "[dmz]\nhv01 vmaudit_mode=magic\n", "line 2: host hv01: vmaudit_mode 'magic' is not one of"),
     ("bad.ini", "[a:children]\nb\n[b:children]\na\n", "bad.ini: group 'a' is its own ancestor"),
+    ("bad.ini", "[dmz]\nhv01 ansible_become=sure\n", "line 2: host hv01: ansible_become: 'sure' is not a boolean"),
+    ("bad.ini", "[dmz]\nhv01\n[dmz:vars]\nvmaudit_become=maybe\n", "line 2: host hv01: vmaudit_become: 'maybe'"),
+    ("bad.ini", "[dmz]\nhv01 ansible_become_user=-oops\n", "host hv01: ansible_become_user '-oops' is not a user"),
+    ("bad.ini", "[dmz]\nhv01 \"ansible_become_user=a b\"\n", "host hv01: ansible_become_user 'a b' is not a user"),
+    ("bad.ini", "[dmz]\nhv01 \"vmaudit_command=vmaudit 'x\"\n", "line 2: host hv01: vmaudit_command: No closing"),
+    ("bad.ini", "[dmz]\nhv01 \"vmaudit_command= \"\n", "line 2: host hv01: vmaudit_command: vmaudit_command is blank"),
+    ("bad.yml", "all:\n  hosts:\n    hv01:\n      ansible_become: [yes]\n", "bad.yml, line 4: host hv01: ansible_become: [True] is not a boolean"),
     ("list.txt", "hv01\nhv02\nhv01\n", "list.txt, line 3: host hv01 is listed twice in the list (first at line 1)"),
     ("list.txt", "hv01\nhv02:twenty\n", "list.txt, line 2: hv02:twenty: the port after ':' must be a number"),
     ("bad.yml", "all:\n  hosts:\n    hv01:\n   bad: [\n", "bad.yml, line 4: invalid YAML"),
@@ -130,3 +137,67 @@ def test_unknown_hosts_in_limit_and_peers_are_errors(tmp_path):
 def test_missing_inventory_file(tmp_path):
     with pytest.raises(InventoryError, match="nope.ini: cannot read inventory"):
         load_hosts(str(tmp_path / "nope.ini"))
+
+
+BECOME_INI = """\
+[hv]
+hv01 ansible_become=YES
+hv02 ansible_become=Off ansible_become_method=doas ansible_become_user="#0"
+hv03 ansible_become=1 vmaudit_become=no
+hv04 vmaudit_become=On ansible_become=false
+hv05
+hv06 ansible_become=t ansible_become_user=audit$
+hv07 ansible_become= vmaudit_command="/opt/vmaudit/bin/python -m vmaudit"
+
+[hv:vars]
+ansible_become_user=svc-audit
+"""
+
+BECOME_YAML = """\
+all:
+  vars:
+    ansible_become: true
+  hosts:
+    y1:
+    y2:
+      ansible_become: no
+    y3:
+      vmaudit_become: "False"
+    y4:
+      ansible_become: 0
+      vmaudit_become: 1
+"""
+
+
+def test_become_variables_ini_strings_yaml_booleans_and_precedence():
+    inv = parse_hosts_text(BECOME_INI, "become.ini")
+    h = inv.hosts
+    assert [h[n].become for n in h] == [True, False, False, True, None, True, None]
+    assert (h["hv02"].become_method, h["hv02"].become_user) == ("doas", "#0")
+    assert (h["hv01"].become_method, h["hv01"].become_user) == (None, "svc-audit")   # group var
+    assert h["hv06"].become_user == "audit$"
+    assert h["hv07"].command == ["/opt/vmaudit/bin/python", "-m", "vmaudit"]
+    assert h["hv01"].command == ["vmaudit"]
+    y = parse_hosts_text(BECOME_YAML, "become.yml").hosts
+    assert [y[n].become for n in ("y1", "y2", "y3", "y4")] == [True, False, False, True]
+
+
+def test_become_for_host_vars_win_over_the_runs_defaults_and_unsupported_methods_are_refused():
+    from vmaudit.fleet.collect import Become, Settings, become_for
+    from vmaudit.fleet.hosts import FleetHost
+    from vmaudit.fleet.ssh import Unreached
+
+    flag = Settings(become=True, become_method="doas", become_user="audit")
+    assert become_for(FleetHost("h"), Settings()) is None
+    assert become_for(FleetHost("h"), flag) == Become("doas", "audit")
+    assert become_for(FleetHost("h", {"vmaudit_become": "no"}), flag) is None
+    assert become_for(FleetHost("h", {"ansible_become": "yes", "ansible_become_method": "sudo"}), flag) \
+        == Become("sudo", "audit")
+    assert become_for(FleetHost("h", {"ansible_become": True}), Settings()) == Become("sudo", "root")
+    # a method set for the whole inventory does not matter where nothing is escalated
+    assert become_for(FleetHost("h", {"ansible_become_method": "su"}), Settings()) is None
+    for method in ("su", "pbrun", "SUDO", "machinectl"):
+        with pytest.raises(Unreached) as err:
+            become_for(FleetHost("h", {"ansible_become": "yes", "ansible_become_method": method}), Settings())
+        assert err.value.stage == "become"
+        assert f"become method {method!r} is not supported" in str(err.value)
