@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients
-         openssh-server chromium iproute2 systemd python3-libvirt)
+         openssh-server sudo passwd chromium iproute2 systemd python3-libvirt)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
