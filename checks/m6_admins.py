@@ -392,6 +392,16 @@ def _action_matches(sec: dict, action: str) -> bool:
     return any(_gpattern(a).match(action) or a == action for a in sec["action"])
 
 
+def _pkla_group_order(acc: Accounts, name: str) -> list[str]:
+    """The account's groups in the order pkla-check-authorization looks them up (a later group's
+    entries override an earlier one's): getgrouplist() gives the primary group first, then the
+    /etc/group lines naming the account, and get_groups_for_user() prepends each, reversing that."""
+    p = acc.by_name.get(name)
+    primary = [g["name"] for g in acc.group if p is not None and g["gid"] == p["gid"]][:1]
+    secondary = [g["name"] for g in acc.group if name in g["members"] and g["name"] not in primary]
+    return list(reversed(primary + secondary))
+
+
 def pkla_decisions(pkla_files: list[dict], acc: Accounts, names: list[str]) -> dict:
     """Evaluate the local authority like pkla-check-authorization does, for each account in `names`
     and each libvirt action: {account: {action: {state: (result, file, section) | None}}}.
@@ -411,8 +421,7 @@ def pkla_decisions(pkla_files: list[dict], acc: Accounts, names: list[str]) -> d
     actions = _pkla_libvirt_actions(entries)
     out: dict = {}
     for name in names:
-        groups = [g["name"] for g in acc.group if name in acc.members(g)]
-        identities = ["default"] + [f"unix-group:{g}" for g in groups] + [f"unix-user:{name}"]
+        identities = ["default"] + [f"unix-group:{g}" for g in _pkla_group_order(acc, name)] + [f"unix-user:{name}"]
         per_action = {}
         for action in actions:
             res: dict = {k: None for k in PKLA_STATES}

@@ -326,6 +326,7 @@ POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/run/polkit-1/rules.d", "/usr/local/sha
 PKLA_ROOTS = ("/var/lib/polkit-1/localauthority", "/etc/polkit-1/localauthority")
 PKLA_KEYS = {"Identity": "identity", "Action": "action", "ResultAny": "any", "ResultInactive": "inactive",
              "ResultActive": "active"}
+PKLA_RESULTS = ("no", "auth_self", "auth_admin", "auth_self_keep", "auth_admin_keep", "yes")
 _KEYFILE_ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
@@ -370,8 +371,15 @@ def parse_pkla(text: str) -> dict:
                                    else value.strip())
     sections.sort(key=lambda x: x["line"])
     for sec in sections:
+        bad = [f"{key}={sec[field]}" for key, field in PKLA_KEYS.items()
+               if field in ("any", "inactive", "active") and sec[field] is not None
+               and sec[field] not in PKLA_RESULTS]
         if not sec["identity"] or not sec["action"]:
             sec["ignored"] = "no Identity or no Action"
+        elif bad:
+            # polkit_implicit_authorization_from_string() compares exactly: 'Yes' or 'NO' is an error and
+            # the whole entry is skipped, so it neither grants nor overrides an earlier entry
+            sec["ignored"] = f"not a polkit result: {', '.join(bad)}"
         elif not any(sec[k] for k in ("any", "inactive", "active")):
             sec["ignored"] = "none of ResultAny, ResultInactive, ResultActive"
     return {"sections": sections}

@@ -395,9 +395,13 @@ def read_history_db(ctx: Context, path: str, query: str) -> Any:
         rows = _query_history(f"file:{quote(str(real))}?mode=ro&immutable=1", query)
     for _tid, at, upgraded, installed in rows:
         out["transactions"] += 1
-        if at is None:
+        try:
+            stamp = datetime.fromtimestamp(int(at), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        except (TypeError, ValueError, OverflowError, OSError):
+            # a damaged row (NULL, text, a time out of range): undatable, the others still count; it
+            # must not take the whole package history (apt/dnf logs, the other database) down with it
+            out["undated"] = out.get("undated", 0) + 1
             continue
-        stamp = datetime.fromtimestamp(int(at), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         for kind, n in (("upgrade", upgraded), ("install", installed)):
             if n:
                 out[kind + "s"] += 1

@@ -313,6 +313,26 @@ def test_corrupt_and_unreadable_databases_are_reported_and_others_still_count(tm
     assert "Is a directory" in f["evidence"]["unreadable"]["/" + DNF5]
 
 
+def test_a_damaged_transaction_time_loses_that_row_only(tmp_path):
+    # dt_end out of datetime's range or not a number: before, OverflowError/ValueError escaped the
+    # collector and took every package history source (apt, dnf logs, the other database) with it
+    db = Dnf4(tmp_path / DNF4).trans("2026-11-20T06:30:00", [("qemu-kvm", 6)])
+    db.trans("2026-11-21T06:30:00", [("libvirt", 6)])
+    db.con.execute("UPDATE trans SET dt_end = ? WHERE id = 2", (-1e20,))
+    db.trans("2026-11-22T06:30:00", [("bash", 6)])
+    db.con.execute("UPDATE trans SET dt_end = 'yesterday' WHERE id = 3")
+    db.con.commit()
+    db.close()
+    (tmp_path / "var/log").mkdir(parents=True)
+    (tmp_path / "var/log/dnf.rpm.log").write_text(
+        "2026-11-10T08:00:01+0000 SUBDEBUG Upgrade: bash-5.1.8-10.el9_5.x86_64\n")
+    entry = history(tmp_path)["/" + DNF4]
+    assert entry["transactions"] == 3 and entry["undated"] == 2 and entry["upgrades"] == 1
+    f = patch_age(tmp_path)
+    assert f["status"] == "pass" and f["evidence"]["newest"] == "2026-11-20T06:30:00"
+    assert f["evidence"]["newest_from"] == "/" + DNF4
+
+
 def test_only_a_corrupt_database_is_an_error_naming_it(tmp_path):
     path = tmp_path / DNF4
     path.parent.mkdir(parents=True)

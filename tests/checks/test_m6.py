@@ -244,10 +244,13 @@ def test_pkla_debian_broken():
     report = run("debian-broken")
     vendor = one(report, "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/60-libvirt.pkla")
     assert vendor["status"] == "pass"  # libvirt's grant to the libvirt group: alice and bob, administrators
-    assert sorted(vendor["evidence"]["granted"]) == ["alice", "bob", "svc-virt"]  # svc-virt: primary gid
+    # svc-virt: primary gid. alice and bob are in users too, looked up after libvirt (reverse getgrouplist
+    # order), so 50-local.d's users entry decides for them: ResultActive=yes from that file
+    assert sorted(vendor["evidence"]["granted"]) == ["svc-virt"]
     assert "49-polkit-pkla-compat.rules" in vendor["evidence"]["pkla_compat"]
     local = one(report, "M6-POLKIT", "file:/etc/polkit-1/localauthority/50-local.d/60-libvirt-desktop.pkla")
     assert local["status"] == "fail" and list(local["evidence"]["outside_admins"]) == ["mallory"]
+    assert {"alice", "bob", "mallory"} <= set(local["evidence"]["granted"])
     assert "org.libvirt.unix.manage active=yes [Desktop users manage libvirt]" in \
         local["evidence"]["outside_admins"]["mallory"]
 
@@ -278,6 +281,37 @@ def test_pkla_later_entries_override(tmp_path):
         "unix-user:eve;unix-user:mal", "ResultActive=no")})
     f = one(audit(root), "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla")
     assert f["status"] == "pass"
+
+
+def test_pkla_result_value_polkit_rejects_skips_the_entry(tmp_path):
+    # polkit_implicit_authorization_from_string() is an exact strcmp: 'No' is an error and the entry is
+    # dropped, so it does not withdraw eve's earlier grant; 'Yes' grants nothing either
+    files = {"/etc/passwd": PASSWD, "/etc/group": GROUP,
+             "/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla": _pkla("unix-group:users"),
+             "/etc/polkit-1/localauthority/50-local.d/b.pkla": _pkla("unix-user:eve", "ResultActive=No")
+             + _pkla("unix-user:*", "ResultAny=Yes", name="everyone")}
+    report = audit(tree(tmp_path, files))
+    f = one(report, "M6-POLKIT", "file:/var/lib/polkit-1/localauthority/10-vendor.d/a.pkla")
+    assert f["status"] == "fail" and sorted(f["evidence"]["outside_admins"]) == ["eve", "mal"]
+    b = one(report, "M6-POLKIT", "file:/etc/polkit-1/localauthority/50-local.d/b.pkla")
+    assert b["status"] == "pass" and b["evidence"]["granted"] == {}
+    assert sorted(b["evidence"]["ignored_sections"]) == ["everyone", "grant"]
+    sec = parse_pkla(_pkla("unix-user:eve", "ResultActive=No"))["sections"][0]
+    assert sec["ignored"] == "not a polkit result: ResultActive=No"
+
+
+def test_pkla_later_group_overrides_earlier_group_like_getgrouplist(tmp_path):
+    # pkla-check-authorization walks the account's groups in reverse getgrouplist() order (primary
+    # group last): eve's primary group 'users' denies, her secondary 'vmops' grants -> users wins;
+    # mal's primary group 'ops2' grants after 'users' (a secondary group of his) denies -> mal granted
+    passwd = PASSWD.replace("mal:x:1002:100:", "mal:x:1002:130:")
+    group = (GROUP + "vmops:x:125:eve\nops2:x:130:\n").replace("users:x:100:\n", "users:x:100:mal\n")
+    files = {"/etc/passwd": passwd, "/etc/group": group,
+             "/etc/polkit-1/localauthority/50-local.d/a.pkla":
+                 _pkla("unix-group:vmops;unix-group:ops2", name="grant")
+                 + _pkla("unix-group:users", "ResultActive=no", name="deny")}
+    f = one(audit(tree(tmp_path, files)), "M6-POLKIT", "file:/etc/polkit-1/localauthority/50-local.d/a.pkla")
+    assert f["status"] == "fail" and list(f["evidence"]["outside_admins"]) == ["mal"]
 
 
 def test_pkla_everyone_netgroup_invalid(tmp_path):
