@@ -322,6 +322,11 @@ def apply_wal(db: bytes, wal: bytes) -> tuple[bytes, int]:
         off += 24 + page_size
     if not commit_at:
         return db, 0
+    # a database can only grow by the pages its log holds: a larger size is a damaged log, not a
+    # reason to allocate gigabytes
+    limit = len(db) // page_size + commit_at
+    if size > limit or any(pgno > limit for pgno, _ in frames[:commit_at]):
+        return db, 0
     image = bytearray(db)
     for pgno, start in frames[:commit_at]:
         end = pgno * page_size

@@ -297,6 +297,32 @@ def test_apply_wal_matches_sqlite_and_ignores_uncommitted_and_torn_frames(tmp_pa
     db.close()
 
 
+def test_apply_wal_refuses_a_log_that_claims_pages_it_does_not_hold(tmp_path):
+    """A log whose checksums are right but whose page number lies beyond anything the database plus its
+    log could hold is damaged: it is ignored, never allocated for."""
+    import struct
+
+    from vmaudit.collectors.hardening import _wal_checksum
+
+    db = Dnf5(tmp_path / "h.sqlite")
+    db.trans("2026-11-01T10:00:00", [("pkg", "Upgrade")])
+    main = (tmp_path / "h.sqlite").read_bytes()
+    wal = bytearray((tmp_path / "h.sqlite-wal").read_bytes())
+    db.close()
+    magic, _v, page_size = struct.unpack(">3I", wal[:12])
+    assert apply_wal(main, bytes(wal))[1] > 0
+    big = bool(magic & 1)
+    struct.pack_into(">I", wal, 32, 1_000_000)  # the first frame's page number, checksums redone
+    sums = _wal_checksum(bytes(wal[:24]), 0, 0, big)
+    off = 32
+    while off + 24 + page_size <= len(wal):
+        sums = _wal_checksum(bytes(wal[off:off + 8]), *sums, big)
+        sums = _wal_checksum(bytes(wal[off + 24:off + 24 + page_size]), *sums, big)
+        struct.pack_into(">2I", wal, off + 16, *sums)
+        off += 24 + page_size
+    assert apply_wal(main, bytes(wal)) == (main, 0)
+
+
 # --- unreadable, corrupt, mid-write ---------------------------------------------------------------
 
 def test_corrupt_and_unreadable_databases_are_reported_and_others_still_count(tmp_path):
