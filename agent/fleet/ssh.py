@@ -4,9 +4,19 @@
   read with paramiko's SSHConfig; inventory variables (ansible_host/port/user) win over it, as with
   Ansible.
 * Keys from files (loaded once per run) and from the SSH agent.
-* Host keys are verified against known_hosts. An unknown key is refused unless the user asked for
-  `accept_new` (then it is appended to a known_hosts file of their choosing); a CHANGED key is always
-  refused, and so is a key of a `@revoked` line. Never AutoAddPolicy. Host certificates
+* Host keys are verified against known_hosts as OpenSSH's ssh(1) does (hostfile.c, match.c; checked
+  against OpenSSH 9.2): each line's host field is a comma list of patterns with `*` and `?`, `!` negation
+  (a matching negated pattern makes the line not apply), `[host]:port` names (wildcards allowed inside),
+  case-insensitive, or one hashed `|1|salt|hash` name. The name looked up is HostKeyAlias, else the host
+  (`[host]:port` off port 22); a non-standard port with no line of its own falls back to the port-less
+  name's lines, accepted only if one holds the presented key. Every matching line counts: the key of
+  any of them is accepted; if none holds it the key has CHANGED (whatever its type, as in OpenSSH) and
+  is always refused. No matching line: unknown, refused unless the user asked for `accept_new` (then
+  it is appended to a known_hosts file of their choosing). A key on a `@revoked` line is refused for
+  every host, whatever that line's patterns (stricter than OpenSSH, which applies it to matching hosts
+  only). `CheckHostIP yes` in ~/.ssh/config also looks up the connected address (not through a jump
+  host, not on loopback): another key recorded for it refuses the host, as OpenSSH's strict checking
+  does; it never makes an unknown host known. Never AutoAddPolicy. Host certificates
   (`@cert-authority`) are not verified: such hosts need their own key in known_hosts.
 * ProxyJump: a direct-tcpip channel through the bastion's transport (one transport per bastion, shared
   by every host behind it).
@@ -70,6 +80,8 @@ class Target:
     proxyjump: str | None
     key_name: str          # known_hosts lookup name: host or [host]:port (HostKeyAlias if set)
     known_hosts: list
+    fallback_name: str | None = None   # the port-less name OpenSSH also tries off port 22 (no alias)
+    check_host_ip: bool = False        # CheckHostIP yes: the connected address is looked up too
 
 
 class Connector:
@@ -89,10 +101,9 @@ class Connector:
                 raise PolicyError(f"{cfg_path}: cannot read SSH config: {exc}") from None
         files = opts.known_hosts or [os.path.expanduser(p) for p in DEFAULT_KNOWN_HOSTS]
         self._known_default = [os.path.expanduser(f) for f in files]
-        self._hostkeys: dict[tuple, paramiko.HostKeys] = {}
+        self._hostkeys: dict[tuple, KnownHosts] = {}
         self._keys: dict[str, Any] = {}          # identity path -> PKey or error string
         self._bastions: dict[str, paramiko.Transport] = {}
-        self._revoked: set[bytes] = set()       # keys of "@revoked" known_hosts lines, in any file
         self.accept_file = os.path.expanduser(opts.accept_new_file or self._known_default[0])
 
     # --- configuration --------------------------------------------------------------------------
@@ -123,20 +134,16 @@ class Connector:
             known.append(DEFAULT_KNOWN_HOSTS[1])
         else:
             known = self._known_default
-        return Target(hostname, port, user, identities, jump, key_name, known)
+        fallback = name if port != 22 and not alias else None
+        check_ip = str(cfg.get("checkhostip", "no")).strip().lower() == "yes"
+        return Target(hostname, port, user, identities, jump, key_name, known, fallback, check_ip)
 
-    def _known(self, files: list) -> paramiko.HostKeys:
+    def _known(self, files: list) -> KnownHosts:
         key = tuple(files)
         with self._lock:
             hk = self._hostkeys.get(key)
             if hk is None:
-                hk = paramiko.HostKeys()
-                for f in files:
-                    if os.path.exists(f):
-                        try:
-                            _load_known_hosts(hk, f, self._revoked)
-                        except OSError as exc:
-                            log.warning("%s: cannot read known hosts: %s", f, exc)
+                hk = KnownHosts.load(files)
                 self._hostkeys[key] = hk
             return hk
 
@@ -175,12 +182,20 @@ class Connector:
         transport.handshake_timeout = timeout
         transport.auth_timeout = timeout
         known = self._known(target.known_hosts)
-        expected = known.lookup(target.key_name)
+        expected = known.lookup(target.key_name) or (known.lookup(target.fallback_name) if target.fallback_name
+                                                     else [])
         if expected:
             # prefer the key types we know, as OpenSSH does, so a host with several keys matches
             opts = transport.get_security_options()
-            known_types = [t for t in opts.key_types if _key_family(t) in {_key_family(k) for k in expected.keys()}]
+            families = {_key_family(e.keytype) for e in expected}
+            known_types = [t for t in opts.key_types if _key_family(t) in families]
             opts.key_types = known_types + [t for t in opts.key_types if t not in known_types]
+        peer = None
+        if not target.proxyjump:
+            try:
+                peer = sock.getpeername()[0]
+            except OSError:
+                pass
         try:
             transport.start_client(timeout=timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -190,7 +205,7 @@ class Connector:
         try:
             # start_client can return while the transport thread is already failing (a banner timeout
             # racing the wait): no session then, and get_remote_server_key() says so
-            self._verify(transport.get_remote_server_key(), target, known, expected)
+            self._verify(transport.get_remote_server_key(), target, known, peer)
             self._auth(transport, target)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if session.aborted:
@@ -199,25 +214,33 @@ class Connector:
                             f"{exc or type(exc).__name__}") from None
         return transport
 
-    def _verify(self, key: Any, target: Target, known: paramiko.HostKeys, expected: Any) -> None:
+    def _verify(self, key: Any, target: Target, known: KnownHosts, peer: str | None = None) -> None:
         fp = _fingerprint(key)
-        if key.asbytes() in self._revoked:  # as OpenSSH: a revoked key is never accepted, listed or not
+        blob = key.asbytes()
+        verdict = check_host_key(known, blob, target.key_name, target.fallback_name,
+                                 _ip_name(peer, target) if target.check_host_ip else None)
+        if verdict.status == "revoked":
+            where = ", ".join(f"{e.where} ({e.hosts})" for e in verdict.lines)
             raise Unreached(f"host key of {target.key_name} ({key.get_name()} {fp}) is marked @revoked in "
-                            f"known_hosts; refused", "host-key")
-        if expected:
-            mine = expected.get(key.get_name())
-            if mine is None or mine != key:
-                theirs = ", ".join(f"{t} {_fingerprint(k)}" for t, k in expected.items())
-                raise Unreached(f"host key CHANGED for {target.key_name}: the server presents {key.get_name()} "
-                                f"{fp}, known_hosts has {theirs}; refused (possible man-in-the-middle; "
-                                f"if the host was reinstalled, fix known_hosts)", "host-key")
+                            f"known_hosts ({where}); refused", "host-key")
+        if verdict.status == "changed":
+            theirs = "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in verdict.lines)
+            raise Unreached(f"host key CHANGED for {target.key_name}: the server presents {key.get_name()} "
+                            f"{fp}, known_hosts has {theirs}; refused (possible man-in-the-middle; "
+                            f"if the host was reinstalled, fix known_hosts)", "host-key")
+        if verdict.status == "ip-changed":
+            theirs = "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in verdict.lines)
+            raise Unreached(f"host key of {target.key_name} ({key.get_name()} {fp}) differs from the key "
+                            f"known_hosts has for its address {verdict.name}: {theirs}; refused (CheckHostIP: "
+                            f"possible DNS spoofing)", "host-key")
+        if verdict.status == "ok":
             return
         if not self.opts.accept_new:
             raise Unreached(f"host key of {target.key_name} is not in known_hosts ({key.get_name()} {fp}); "
                             f"refused (verify it, or run once with --accept-new-host-keys)", "host-key")
         with self._lock:
-            if known.lookup(target.key_name) is None:
-                known.add(target.key_name, key.get_name(), key)
+            if not known.lookup(target.key_name):
+                known.add(target.key_name, blob, self.accept_file)
                 line = f"{target.key_name} {key.get_name()} {key.get_base64()}\n"
                 Path(self.accept_file).parent.mkdir(parents=True, exist_ok=True)
                 with open(self.accept_file, "a", encoding="utf-8") as fh:
@@ -367,43 +390,233 @@ def run(transport: paramiko.Transport, command: str, timeout: float, session: Se
     return Completed(status, bytes(out), bytes(err))
 
 
-def _load_known_hosts(hk: paramiko.HostKeys, path: str, revoked: set) -> None:
-    """Load a known_hosts file as paramiko's HostKeys.load() does, but line by line as OpenSSH reads it:
-    HostKeys.load() gives up on the whole file at the first line it cannot parse (a `@revoked` or
-    `@cert-authority` line, a broken key), and every host then fails. `@revoked` keys are collected
-    into `revoked`; `@cert-authority` lines are ignored (host certificates are not verified, so such
-    hosts stay unknown and are refused)."""
+class KnownHostEntry:
+    """One usable known_hosts line: its marker, host field as written, and key (type and public blob)."""
+
+    __slots__ = ("path", "lineno", "marker", "hosts", "keytype", "blob", "_subs", "_salt", "_hash")
+
+    def __init__(self, path: str, lineno: int | None, marker: str, hosts: str, keytype: str, blob: bytes):
+        self.path, self.lineno, self.marker, self.hosts = path, lineno, marker, hosts
+        self.keytype, self.blob = keytype, blob
+        self._subs: list | None = None
+        self._salt = self._hash = None
+        if hosts.startswith("|"):
+            self._salt, self._hash = _parse_hashed(hosts)  # ValueError: the line is unusable
+        else:
+            self._subs = _compile_patterns(hosts)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.lineno}" if self.lineno else self.path
+
+    @property
+    def fingerprint(self) -> str:
+        import base64
+        import hashlib
+
+        return "SHA256:" + base64.b64encode(hashlib.sha256(self.blob).digest()).decode().rstrip("=")
+
+    def matches(self, name: str) -> bool:
+        """OpenSSH's match_maybe_hashed(): `name` (lower case) against this line's host field."""
+        if self._subs is None:
+            import base64
+            import hashlib
+            import hmac
+
+            digest = hmac.new(self._salt, name.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(self._hash, base64.b64encode(digest).decode())
+        got = False
+        for negated, regex in self._subs:
+            if regex is None:  # a sub-pattern too long for OpenSSH's buffer: the list does not match
+                return False
+            if regex.fullmatch(name):
+                if negated:
+                    return False  # a negated match makes the whole line not apply
+                got = True
+        return got
+
+
+def match_hostname(name: str, patterns: str) -> bool:
+    """True if `name` matches the comma-separated OpenSSH pattern list `patterns` (as match_hostname()
+    == 1 in OpenSSH's match.c: `*`, `?`, `!` negation winning over any positive match, case-insensitive)."""
+    return KnownHostEntry("", None, "", patterns, "", b"").matches(_lower(name))
+
+
+class KnownHosts:
+    """The lines of a set of known_hosts files, read as OpenSSH's hostkeys_foreach() reads them: line by
+    line, a line it cannot use (bad marker, truncated, broken key, bad hash) costs that line only."""
+
+    def __init__(self, entries: list | None = None):
+        self.entries: list[KnownHostEntry] = list(entries or [])
+        self._cache: dict[str, list] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, files: list) -> KnownHosts:
+        entries: list[KnownHostEntry] = []
+        for f in files:
+            if os.path.exists(f):
+                try:
+                    entries += _parse_known_hosts(f)
+                except OSError as exc:
+                    log.warning("%s: cannot read known hosts: %s", f, exc)
+        return cls(entries)
+
+    def lookup(self, name: str | None) -> list:
+        """The unmarked lines (neither @revoked nor @cert-authority) whose host field matches `name`."""
+        if not name:
+            return []
+        name = _lower(name)
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is None:
+                hit = [e for e in self.entries if not e.marker and e.matches(name)]
+                self._cache[name] = hit
+            return list(hit)
+
+    def revoked(self, blob: bytes) -> list:
+        """Every @revoked line holding this key, whatever host it names."""
+        return [e for e in self.entries if e.marker == "@revoked" and e.blob == blob]
+
+    def add(self, name: str, blob: bytes, path: str) -> None:
+        entry = KnownHostEntry(path, None, "", _lower(name), _blob_type(blob), blob)
+        with self._lock:
+            self.entries.append(entry)
+            self._cache.clear()
+
+
+@dataclass
+class Verdict:
+    status: str   # ok, new, changed, revoked, ip-changed
+    lines: list   # the known_hosts lines the verdict rests on
+    name: str     # the name they were looked up by
+
+
+def check_host_key(known: KnownHosts, blob: bytes, name: str, fallback: str | None = None,
+                   ip_name: str | None = None) -> Verdict:
+    """The verdict on the public key `blob` presented by the host known as `name` (OpenSSH's
+    check_host_key() with strict checking): revoked, else ok if any line for `name` holds the key,
+    changed if lines for `name` exist but none holds it, else ok through `fallback` (the port-less name)
+    holding it, else new. `ip_name` (CheckHostIP): lines for the address that all hold other keys make an
+    ok or new host ip-changed."""
+    revoked = known.revoked(blob)
+    if revoked:
+        return Verdict("revoked", revoked, name)
+    lines = known.lookup(name)
+    same = [e for e in lines if e.blob == blob]
+    if same:
+        verdict = Verdict("ok", same[:1], name)
+    elif lines:
+        return Verdict("changed", lines, name)
+    else:
+        via = [e for e in known.lookup(fallback) if e.blob == blob]
+        verdict = Verdict("ok", via[:1], fallback) if via else Verdict("new", [], name)
+    if ip_name:
+        at_ip = known.lookup(ip_name)
+        if at_ip and not any(e.blob == blob for e in at_ip):
+            return Verdict("ip-changed", at_ip, ip_name)
+    return verdict
+
+
+def _parse_known_hosts(path: str) -> list:
     import base64
     import binascii
 
-    from paramiko.hostkeys import HostKeyEntry
-
+    entries = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for no, raw in enumerate(fh, 1):
-            line = raw.strip()
+            line = raw.rstrip("\n").lstrip(" \t")
             if not line or line.startswith("#"):
                 continue
-            if line.startswith("@"):
-                fields = line.split()
-                if fields[0] == "@revoked" and len(fields) >= 4:
-                    try:
-                        revoked.add(base64.b64decode(fields[3], validate=True))
-                    except (binascii.Error, ValueError):
-                        log.warning("%s, line %d: unreadable @revoked key", path, no)
+            fields = line.replace("\t", " ").split()
+            marker = ""
+            if fields[0].startswith("@"):
+                marker = fields.pop(0)
+                if marker not in ("@revoked", "@cert-authority") or (fields and fields[0].startswith("@")):
+                    log.warning("%s, line %d: invalid marker %s", path, no, marker)
+                    continue
+            if len(fields) < 3 or fields[1].startswith("#"):
+                log.warning("%s, line %d: truncated known_hosts entry", path, no)
                 continue
+            hosts, keytype, b64 = fields[0], fields[1], fields[2]
             try:
-                entry = HostKeyEntry.from_line(line, no)
-            except Exception as exc:  # InvalidHostKey, SSHException, ValueError: skip this line only
+                blob = base64.b64decode(b64, validate=True)
+                inner = _blob_type(blob)
+                if _key_family(inner) != _key_family(keytype):  # as sshkey_read(): the blob must be that type
+                    raise ValueError(f"the key is not of type {keytype}")
+                entries.append(KnownHostEntry(path, no, marker, hosts, inner, blob))
+            except (binascii.Error, ValueError) as exc:
                 log.warning("%s, line %d: unreadable known_hosts entry (%s)", path, no, exc)
-                continue
-            if entry is None:  # a key type paramiko does not know
-                continue
-            for h in list(entry.hostnames):
-                if hk.check(h, entry.key):
-                    entry.hostnames.remove(h)
-            if entry.hostnames:
-                hk._entries.append(entry)
+    return entries
 
+
+def _blob_type(blob: bytes) -> str:
+    """The key type an SSH public key blob starts with (uint32 length, then the name)."""
+    if len(blob) < 4:
+        raise ValueError("the key is truncated")
+    n = int.from_bytes(blob[:4], "big")
+    if n == 0 or n > 256 or len(blob) < 4 + n:
+        raise ValueError("the key is truncated")
+    return blob[4:4 + n].decode("ascii", errors="replace")
+
+
+def _parse_hashed(field: str) -> tuple:
+    """Salt and expected digest of a hashed name `|1|<base64 salt>|<base64 HMAC-SHA1>` (hostfile.c
+    host_hash(): the salt must be 20 bytes; the field is compared as a whole, so one name per line)."""
+    import base64
+    import binascii
+
+    parts = field.split("|")
+    if len(parts) != 4 or parts[1] != "1":
+        raise ValueError("bad hashed host name")
+    try:
+        salt = base64.b64decode(parts[2], validate=True)
+    except binascii.Error:
+        raise ValueError("bad hashed host name salt") from None
+    if len(salt) != 20:
+        raise ValueError("bad hashed host name salt")
+    # OpenSSH compares against its own encoding of salt and digest: a non-canonical salt never matches
+    if base64.b64encode(salt).decode() != parts[2]:
+        return salt, "\0"
+    return salt, parts[3]
+
+
+def _compile_patterns(field: str) -> list:
+    import re
+
+    subs = []
+    for sub in field.split(","):
+        negated = sub.startswith("!")
+        if negated:
+            sub = sub[1:]
+        if len(sub) >= 1023:  # match.c's 1024-byte buffer
+            subs.append((negated, None))
+            continue
+        rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in _lower(sub))
+        subs.append((negated, re.compile(rx, re.DOTALL)))
+    return subs
+
+
+_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lower(s: str) -> str:
+    return s.translate(_LOWER)  # ASCII only, as OpenSSH's tolower() in the C locale
+
+
+def _ip_name(peer: str | None, target: Target) -> str | None:
+    """The known_hosts name of the connected address for CheckHostIP, or None where OpenSSH does not
+    check it: through a jump host, to a loopback address, or when the host was named by that address."""
+    import ipaddress
+
+    if not peer or target.proxyjump or peer == target.hostname:
+        return None
+    try:
+        if ipaddress.ip_address(peer.split("%")[0]).is_loopback:
+            return None
+    except ValueError:
+        return None
+    return peer if target.port == 22 else f"[{peer}]:{target.port}"
 
 def _fingerprint(key: Any) -> str:
     import base64
@@ -417,4 +630,5 @@ def _key_family(name: str) -> str:
     return "ssh-rsa" if name in ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512") else name
 
 
-__all__ = ["Connector", "SSHOptions", "Session", "Target", "Unreached", "Completed", "run"]
+__all__ = ["Connector", "SSHOptions", "Session", "Target", "Unreached", "Completed", "run", "KnownHosts",
+           "check_host_key", "match_hostname"]
