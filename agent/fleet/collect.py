@@ -245,16 +245,16 @@ class Collector:
                                 "command") from None
             python = remote_python(host)
             d = shlex.quote(tmp)
-            cleanup = 'rm -rf "$d"'
             run_py = f"$t {shlex.quote(python)}"
             if become is not None:
-                # the zipapp, run as root, unpacks native/ as root: the SSH user cannot remove that
-                cleanup = f'{become.prefix()} rm -rf "$d/native" 2>/dev/null; {cleanup}'
+                # escalated, the zipapp unpacks psutil as the directory's owner (zipapp.py), so the
+                # SSH user's rm below removes everything even after root's run was killed: no `sudo rm`,
+                # which a rule allowing the zipapp alone refuses (and sudo logs as an incident)
                 run_py = (f"p=$(command -v {shlex.quote(python)}) || exit 127; "
                           f"$t {become.prefix()} \"$p\"")
             # PIPE ignored: once we are gone, sh reporting a killed child ("Killed") on the closed
             # channel would otherwise die of SIGPIPE without running its EXIT trap
-            script = (f"d={d}; trap {shlex.quote(cleanup)} EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
+            script = (f"d={d}; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
                       f"trap '' PIPE; "
                       f"{_time_bound(self.settings)}"
                       f"{run_py} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
@@ -272,12 +272,20 @@ class Collector:
                     log.warning("%s: could not remove %s", host.name, tmp)
 
 
+# sudo's refusals that carry no "sudo:" prefix: a command the rules do not allow; no rule for this
+# host (1.9: "U is not allowed to run sudo on H.", 1.8: "Sorry, user U may not run sudo on H."); no
+# rule at all (also only where the user need not authenticate: else "a password is required" first)
+_SUDO_REFUSED = re.compile(r"^(Sorry, user \S+ (is not allowed to execute|may not run sudo on) "
+                           r"|\S+ is not (allowed to run sudo on|in the sudoers file))")
+
+
 def _check_become(done, become: Become | None) -> None:
     """Unreached (stage become) when sudo/doas refused to run the command or is missing.
 
     sudo exits 1 with its own "sudo: ..." line when it does not run the command (a password is
-    required, the user may not run it as that user); doas likewise with "doas: ...". A command that
-    ran and failed ends its stderr with its own words instead."""
+    required, no tty under requiretty); doas likewise with "doas: ...". Where the user need not
+    authenticate (`Defaults:U !authenticate`), sudo refuses a command its rules do not allow without
+    the prefix (_SUDO_REFUSED). A command that ran and failed ends its stderr with its own words."""
     if become is None or done.status == 0:
         return
     text = done.stderr.decode(errors="replace")
@@ -285,12 +293,16 @@ def _check_become(done, become: Become | None) -> None:
     marker = "vmaudit-collect: become: "
     if done.status == NO_BECOME and lines and lines[-1].startswith(marker):
         raise Unreached(f"privilege escalation failed: {lines[-1][len(marker):]}", "become")
-    if done.status == 1 and lines and lines[-1].startswith(become.method + ":"):
+    refused = lines and (lines[-1].startswith(become.method + ":")
+                         or (become.method == "sudo" and _SUDO_REFUSED.match(lines[-1]) is not None))
+    if done.status == 1 and refused:
         why = lines[-1][:300]
         hint = ""
         if "password" in why.lower() or "authoriz" in why.lower() or "authentic" in why.lower():
             hint = (f" (vmaudit never prompts: let the SSH user run the command with {become.method} "
                     f"without a password)")
+        elif _SUDO_REFUSED.match(why):
+            hint = f" (the SSH user's sudo rules do not allow this command as {become.user})"
         raise Unreached(f"privilege escalation failed: {become.method} -n -u {become.user}: {why}{hint}",
                         "become")
 

@@ -11,6 +11,12 @@ psutil is an abi3 build, its files are shipped under `_native/` with the machine
 the bootstrap unpacks them next to the zipapp (inside the private temporary directory the collection
 created) only when the remote machine and C library match, and appends them to sys.path so a psutil
 from the host's distribution still wins. Otherwise live collectors record psutil as unavailable.
+
+Escalated (become), the zipapp runs as root in the SSH user's private directory. It unpacks (and later
+removes) psutil there as that directory's owner, never as root: a run killed on timeout cannot clean up
+after itself, the SSH user's `rm -rf` in the exit trap could not remove root's files, and a sudo rule
+for the zipapp alone does not let that user run `sudo rm`. (Root importing files the SSH user can write
+crosses no boundary: the same user wrote the zipapp that root runs.)
 """
 
 from __future__ import annotations
@@ -56,12 +62,47 @@ def _native(pyz):
             return
         dest = os.path.join(os.path.dirname(os.path.abspath(pyz)), "native")
         try:
-            _unpack(z, dest)
+            with _as_owner_of(os.path.dirname(dest)):
+                _unpack(z, dest)
         except OSError as exc:  # e.g. a directory this user may not write: psutil is then unavailable
             sys.stderr.write("vmaudit: cannot unpack psutil beside the zipapp: %s\n" % exc)
             return
         sys.path.append(dest)  # after site-packages: the distribution's psutil wins
         return dest
+
+
+class _as_owner_of(object):
+    """As root (become) in another user's directory: the effective user and group of its owner for
+    the block, so that what the block creates there that user alone can remove."""
+
+    def __init__(self, path):
+        self.path = path
+        self.saved = None
+
+    def __enter__(self):
+        st = os.stat(self.path)
+        if os.geteuid() != 0 or st.st_uid == 0:
+            return self
+        self.saved = (os.geteuid(), os.getegid())
+        os.setegid(st.st_gid)
+        try:
+            os.seteuid(st.st_uid)
+        except OSError:
+            os.setegid(self.saved[1])
+            self.saved = None
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            return False
+        try:
+            os.seteuid(self.saved[0])
+            os.setegid(self.saved[1])
+        except OSError as err:  # never go on collecting as the wrong user
+            sys.stderr.write("vmaudit: cannot switch back to uid %d: %s\n" % (self.saved[0], err))
+            os._exit(95)
+        return False
 
 
 def _unpack(z, dest):
@@ -93,10 +134,14 @@ def main():
     try:
         return _facts(args)
     finally:
-        if unpacked:  # run as another user (become), the SSH user could not remove these files
+        if unpacked:  # the collection's exit trap removes the directory too; this serves a run by hand
             import shutil
 
-            shutil.rmtree(unpacked, ignore_errors=True)
+            try:
+                with _as_owner_of(os.path.dirname(unpacked)):
+                    shutil.rmtree(unpacked, ignore_errors=True)
+            except OSError:
+                pass
 
 
 def _facts(args):

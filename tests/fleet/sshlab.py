@@ -166,21 +166,24 @@ def sudo_available() -> str | None:
 
 
 class BecomeUsers:
-    """Two login users for the become tests, removed again by cleanup():
+    """Three login users for the become tests, removed again by cleanup():
 
-    nopw  may run anything as root with sudo, without a password (NOPASSWD)
-    pw    may run anything as anyone with sudo, but only with a password (which it does not have)
+    nopw    may run anything as root with sudo, without a password (NOPASSWD)
+    pw      may run anything as anyone with sudo, but only with a password (which it does not have)
+    strict  never authenticates (`!authenticate`, as fleets set for an automation account) and may run
+            only the agentless zipapp as root, the rule docs/fleet.md gives: nothing else, not even rm;
+            sudo says "Sorry, user ... is not allowed" for anything else
 
     Their rules live in one sudoers drop-in, checked with `visudo -cf` before it is installed."""
 
     def __init__(self, lab: SSHLab):
         self.lab = lab
-        self.nopw, self.pw = "vmaudit-nopw", "vmaudit-pw"
+        self.nopw, self.pw, self.strict = "vmaudit-nopw", "vmaudit-pw", "vmaudit-strict"
         self._made: list[str] = []
 
     def setup(self) -> None:
         lab = self.lab
-        for user in (self.nopw, self.pw):
+        for user in (self.nopw, self.pw, self.strict):
             _remove_stale_user(user)
             home = lab.dir / f"home-{user}"
             subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh",
@@ -193,7 +196,9 @@ class BecomeUsers:
             shutil.chown(home, user, user)
         rules = (f"# vmaudit tests/fleet: removed at teardown\n"
                  f"{self.nopw} ALL=(root) NOPASSWD: ALL\n"
-                 f"{self.pw} ALL=(ALL) ALL\n")
+                 f"{self.pw} ALL=(ALL) ALL\n"
+                 f"Defaults:{self.strict} !authenticate\n"
+                 f"{self.strict} ALL=(root) /usr/bin/python3 /tmp/vmaudit.*/vmaudit.pyz facts *\n")
         draft = lab.dir / "sudoers-draft"
         draft.write_text(rules)
         check = subprocess.run(["visudo", "-cf", str(draft)], capture_output=True, text=True, timeout=30)

@@ -202,6 +202,11 @@ def test_sudo_and_doas_refusals_are_told_from_the_commands_own_failures():
     for become, err in ((sudo, b"sudo: a password is required\n"),
                         (sudo, b"sudo: unable to resolve host hv01\nsudo: a password is required\n"),
                         (doas, b"doas: Authorization required\n"),
+                        # `Defaults:audit !authenticate`: sudo 1.9 refuses without its "sudo:" prefix
+                        (sudo, b"Sorry, user audit is not allowed to execute '/usr/bin/id' as root on hv01.\n"),
+                        (sudo, b"audit is not allowed to run sudo on hv01.\n"),
+                        (sudo, b"Sorry, user audit may not run sudo on hv01.\n"),
+                        (sudo, b"audit is not in the sudoers file.\n"),
                         (doas, b"doas: Operation not permitted\n")):
         with pytest.raises(Unreached) as exc:
             _check_become(Completed(1, b"", err), become)
@@ -229,3 +234,114 @@ def test_bad_become_options_stop_the_run_before_any_connection(tmp_path):
                         "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid choice: 'su'" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def silent_libvirt(shared_root):
+    """A libvirt URI whose socket accepts connections and never answers: `vmaudit facts` hangs in
+    virConnectOpen, as on a hung libvirtd, after the zipapp has unpacked its psutil."""
+    import socket
+
+    path = shared_root / "silent-libvirt.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(16)  # never accepted: the connection completes in the backlog and stays silent
+    try:
+        yield f"qemu+unix:///system?socket={path}"
+    finally:
+        sock.close()
+        path.unlink(missing_ok=True)
+
+
+def _dirs_of(uid: int) -> set[str]:
+    return {d for d in glob.glob("/tmp/vmaudit.*") if os.path.isdir(d) and os.stat(d).st_uid == uid}
+
+
+def test_strict_sudo_rule_collects_and_leaves_nothing_behind_when_killed(lab, become_users, shared_root,
+                                                                          silent_libvirt, tmp_path):
+    # the rule docs/fleet.md gives (python3 on the zipapp, nothing else, not even rm): the escalated
+    # zipapp killed by the remote timeout after unpacking psutil must still leave no directory (and
+    # nothing of root's) in /tmp, though only the SSH user can clean up
+    import pwd
+
+    strict = become_users.strict
+    uid = pwd.getpwnam(strict).pw_uid
+    root = shared_root / "root"
+    before = _dirs_of(uid)
+    inventory = "\n".join([
+        line("hv-ok", ADDR["agentless"], strict, root, vmaudit_mode="agentless", vmaudit_python="/usr/bin/python3"),
+        # sudo allows this user nothing but the zipapp: "Sorry, user ... is not allowed" is a refusal
+        line("hv-inst", ADDR["inst"], strict, root),
+        ""])
+    out = tmp_path / "fleet"
+    r = collect(lab, out, "--become", "--command-timeout", "60", inventory=inventory)
+    hosts = hosts_of(json.loads((out / "fleet.json").read_text()))
+    ok = hosts["hv-ok"]
+    assert (ok["reached"], ok["mode"]) == (True, "agentless"), (ok["reason"], r.stderr)
+    assert qemu_conf(out, ok)["values"]["user"] == "qemu"
+    inst = hosts["hv-inst"]
+    assert (inst["reached"], inst["stage"]) == (False, "become"), inst
+    assert f"sudo -n -u root: Sorry, user {strict} is not allowed to execute" in inst["reason"], inst["reason"]
+
+    hang = line("hv-hang", ADDR["agentless"], strict, root, vmaudit_mode="agentless",
+                vmaudit_python="/usr/bin/python3", vmaudit_connect=silent_libvirt) + "\n"
+    r = collect(lab, tmp_path / "o", "--become", "--command-timeout", "2", inventory=hang)
+    h = hosts_of(json.loads((tmp_path / "o" / "fleet.json").read_text()))["hv-hang"]
+    assert h["stage"] == "timeout", (h, r.stderr)
+    deadline = time.monotonic() + 40  # the remote timeout ends sudo 2 + 5 s in, then the EXIT trap runs
+    while _dirs_of(uid) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _dirs_of(uid) - before
+    owners = {p: os.stat(p).st_uid for d in left for p in glob.glob(d + "/**", recursive=True)}
+    assert not left, f"left behind on the host: {owners}"
+
+
+def test_escalated_zipapp_unpacks_psutil_as_the_directory_owner(shared_root, silent_libvirt):
+    # the zipapp run as root in another user's private directory: whatever it unpacks stays that
+    # user's, so the user's `rm -rf` removes it even when root's run is killed (SIGKILL, no cleanup)
+    import pwd
+    import signal
+    import subprocess
+
+    from vmaudit.fleet.zipapp import build_zipapp
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    d = shared_root / "vmaudit.private"  # where its owner can reach it, as /tmp/vmaudit.XXXXXXXXXX
+    d.mkdir(mode=0o700)
+    pyz = d / "vmaudit.pyz"
+    data = build_zipapp()
+    pyz.write_bytes(data)
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    os.chown(pyz, nobody.pw_uid, nobody.pw_gid)
+    if b"_native/manifest.json" not in data:
+        pytest.skip("the local psutil is not an abi3 build: the zipapp ships none")
+    proc = subprocess.Popen(["/usr/bin/python3", str(pyz), "facts", "-q", "--connect", silent_libvirt,
+                             "--root", str(shared_root / "root")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        # unpacked and running: psutil is imported by the collectors only after the unpacking ended
+        while not list(d.glob("native/psutil/*.so")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1)
+        assert proc.poll() is None, proc.stderr.read()
+        assert list(d.glob("native/psutil/*.so"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    found = [d / "native", *(d / "native").rglob("*")]
+    assert {p.stat().st_uid for p in found} == {nobody.pw_uid}, [(str(p), p.stat().st_uid) for p in found]
+    r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                        "rm", "-rf", str(d / "native")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and not (d / "native").exists(), r.stderr
+
+    # a run that ends by itself removes its copy, and still collected as root
+    r = subprocess.run(["/usr/bin/python3", str(pyz), "facts", "-q", "--connect", "test:///default",
+                        "--root", str(shared_root / "root")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not (d / "native").exists()
+    conf = json.loads(r.stdout)["sources"]["libvirt_config"]["qemu.conf"]
+    assert conf["values"]["user"] == "qemu", conf
+    shutil.rmtree(d)
