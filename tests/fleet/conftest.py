@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -13,17 +12,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sshlab import ADDR, PORT, BecomeUsers, SSHLab, available, sudo_available  # noqa: E402
+from vmtest import REQUIRE_REAL  # noqa: E402
+
+
+def _require_real(what: str, why: str | None) -> None:
+    """A missing real part skips the tests, except in CI (vmtest.REQUIRE_REAL) where it fails them."""
+    if why:
+        (pytest.fail if REQUIRE_REAL else pytest.skip)(f"{what}: {why}")
 
 
 @pytest.fixture(scope="session")
 def lab():
-    # as tests/conftest.py's REQUIRE_REAL: in CI the real sshd must be there, a missing one fails
-    require = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
-    why = available()
-    if why:
-        if require:
-            pytest.fail(f"SSH lab unavailable: {why}")
-        pytest.skip(f"SSH lab unavailable: {why}")
+    _require_real("SSH lab unavailable", available())
     lab = SSHLab()
     try:
         lab.add("inst", ADDR["inst"])
@@ -42,12 +42,7 @@ def lab():
 @pytest.fixture(scope="session")
 def become_users(lab):
     """Non-root login users with sudoers rules (see sshlab.BecomeUsers); needs the Debian package sudo."""
-    require = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
-    why = sudo_available()
-    if why:
-        if require:
-            pytest.fail(f"become tests: {why}")
-        pytest.skip(f"become tests: {why}")
+    _require_real("become tests", sudo_available())
     users = BecomeUsers(lab)
     try:
         users.setup()
