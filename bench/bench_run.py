@@ -177,7 +177,13 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--real"]:
-        real(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sizes", nargs="*", type=int, metavar="N", help="guest counts (default: 1000 10000)")
+    ap.add_argument("--real", type=int, metavar="N", help="N guests on the real libvirtd instead (root)")
+    args = ap.parse_args()
+    if args.real:
+        real(args.real)
     else:
-        main([int(a) for a in sys.argv[1:]] or [1000, 10000])
+        main(args.sizes or [1000, 10000])
