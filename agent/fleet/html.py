@@ -8,13 +8,10 @@ that forbids scripts altogether) and works from the file system: links are relat
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-from functools import lru_cache
-from pathlib import Path
 
 from vmaudit.engine import MEASURES, SEVERITIES
+from vmaudit.report.html import csp_hash, environment
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1b1b1b}
@@ -31,21 +28,6 @@ td.m{text-align:center;white-space:nowrap;font-size:.9em}
 td.m.fail{background:#f8d7da}td.m.error{background:#e2d9f3}td.m.warn{background:#fff3cd}td.m.pass{background:#dff0d8}
 code{font-size:.92em;word-break:break-all}.ev{color:#444;font-size:.9em}
 """
-
-
-def _hash(text: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-
-
-@lru_cache(maxsize=1)
-def _environment():
-    import jinja2
-
-    import vmaudit.report_templates as pkg
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(pkg.__file__).resolve().parent)),
-                              autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
 
 
 def _cell(by_measure: dict, m: str) -> dict:
@@ -92,7 +74,7 @@ def context(report: dict) -> dict:
     trend = report.get("trend") or []
     peak = max([t.get("fail", 0) or 0 for t in trend] + [1])
     return {"r": report, "hosts": hosts, "findings": rows, "measures": MEASURES, "trend": trend,
-            "peak": peak, "css": CSS, "csp": f"default-src 'none'; style-src '{_hash(CSS)}'; img-src data:; "
+            "peak": peak, "css": CSS, "csp": f"default-src 'none'; style-src '{csp_hash(CSS)}'; img-src data:; "
                                              f"base-uri 'none'; form-action 'none'"}
 
 
@@ -101,7 +83,7 @@ def render(report: dict) -> str:
 
     ctx = context(report)
     ctx["css"] = Markup(ctx["css"])  # our own constant, allowed by its hash
-    return _environment().get_template("fleet.html.j2").render(ctx)
+    return environment().get_template("fleet.html.j2").render(ctx)
 
 
 __all__ = ["render", "context", "CSS"]

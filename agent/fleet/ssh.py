@@ -28,9 +28,15 @@ paramiko is imported here only: this module belongs to `vmaudit collect` and is 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
+import hashlib
+import hmac
+import ipaddress
 import logging
 import os
+import re
 import select
 import socket
 import threading
@@ -215,7 +221,7 @@ class Connector:
         return transport
 
     def _verify(self, key: Any, target: Target, known: KnownHosts, peer: str | None = None) -> None:
-        fp = _fingerprint(key)
+        fp = _sha256_fingerprint(key.asbytes())
         blob = key.asbytes()
         verdict = check_host_key(known, blob, target.key_name, target.fallback_name,
                                  _ip_name(peer, target) if target.check_host_ip else None)
@@ -224,12 +230,12 @@ class Connector:
             raise Unreached(f"host key of {target.key_name} ({key.get_name()} {fp}) is marked @revoked in "
                             f"known_hosts ({where}); refused", "host-key")
         if verdict.status == "changed":
-            theirs = "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in verdict.lines)
+            theirs = _describe(verdict.lines)
             raise Unreached(f"host key CHANGED for {target.key_name}: the server presents {key.get_name()} "
                             f"{fp}, known_hosts has {theirs}; refused (possible man-in-the-middle; "
                             f"if the host was reinstalled, fix known_hosts)", "host-key")
         if verdict.status == "ip-changed":
-            theirs = "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in verdict.lines)
+            theirs = _describe(verdict.lines)
             raise Unreached(f"host key of {target.key_name} ({key.get_name()} {fp}) differs from the key "
                             f"known_hosts has for its address {verdict.name}: {theirs}; refused (CheckHostIP: "
                             f"possible DNS spoofing)", "host-key")
@@ -411,18 +417,11 @@ class KnownHostEntry:
 
     @property
     def fingerprint(self) -> str:
-        import base64
-        import hashlib
-
-        return "SHA256:" + base64.b64encode(hashlib.sha256(self.blob).digest()).decode().rstrip("=")
+        return _sha256_fingerprint(self.blob)
 
     def matches(self, name: str) -> bool:
         """OpenSSH's match_maybe_hashed(): `name` (lower case) against this line's host field."""
         if self._subs is None:
-            import base64
-            import hashlib
-            import hmac
-
             digest = hmac.new(self._salt, name.encode(), hashlib.sha1).digest()
             return hmac.compare_digest(self._hash, base64.b64encode(digest).decode())
         got = False
@@ -519,9 +518,6 @@ def check_host_key(known: KnownHosts, blob: bytes, name: str, fallback: str | No
 
 
 def _parse_known_hosts(path: str) -> list:
-    import base64
-    import binascii
-
     entries = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for no, raw in enumerate(fh, 1):
@@ -563,9 +559,6 @@ def _blob_type(blob: bytes) -> str:
 def _parse_hashed(field: str) -> tuple:
     """Salt and expected digest of a hashed name `|1|<base64 salt>|<base64 HMAC-SHA1>` (hostfile.c
     host_hash(): the salt must be 20 bytes; the field is compared as a whole, so one name per line)."""
-    import base64
-    import binascii
-
     parts = field.split("|")
     if len(parts) != 4 or parts[1] != "1":
         raise ValueError("bad hashed host name")
@@ -582,8 +575,6 @@ def _parse_hashed(field: str) -> tuple:
 
 
 def _compile_patterns(field: str) -> list:
-    import re
-
     subs = []
     for sub in field.split(","):
         negated = sub.startswith("!")
@@ -607,8 +598,6 @@ def _lower(s: str) -> str:
 def _ip_name(peer: str | None, target: Target) -> str | None:
     """The known_hosts name of the connected address for CheckHostIP, or None where OpenSSH does not
     check it: through a jump host, to a loopback address, or when the host was named by that address."""
-    import ipaddress
-
     if not peer or target.proxyjump or peer == target.hostname:
         return None
     try:
@@ -618,12 +607,15 @@ def _ip_name(peer: str | None, target: Target) -> str | None:
         return None
     return peer if target.port == 22 else f"[{peer}]:{target.port}"
 
-def _fingerprint(key: Any) -> str:
-    import base64
-    import hashlib
 
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+def _describe(lines: list) -> str:
+    """The known_hosts lines a refusal rests on, with their keys and where they stand."""
+    return "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in lines)
+
+
+def _sha256_fingerprint(blob: bytes) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob, as ssh-keygen -l prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def _key_family(name: str) -> str:

@@ -42,7 +42,8 @@ def _templates_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _environment():
+def environment():
+    """The Jinja2 environment of every vmaudit page (host reports and the fleet page)."""
     import jinja2
 
     return jinja2.Environment(
@@ -59,7 +60,8 @@ def _assets() -> tuple[str, str]:
     return (d / "report.css").read_text(encoding="utf-8"), (d / "report.js").read_text(encoding="utf-8")
 
 
-def _sha256(text: str) -> str:
+def csp_hash(text: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline style or script."""
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
 
 
@@ -155,10 +157,10 @@ def context(report: dict) -> dict:
         # our own files, trusted: inlined verbatim, their hashes allowed by the CSP
         "css": Markup(css),
         "js": Markup(js),
-        "csp": f"default-src 'none'; style-src '{_sha256(css)}'; script-src '{_sha256(js)}'; "
+        "csp": f"default-src 'none'; style-src '{csp_hash(css)}'; script-src '{csp_hash(js)}'; "
                "img-src data:; base-uri 'none'; form-action 'none'",
     }
 
 
 def render(report: dict, *, color: bool = False) -> str:
-    return _environment().get_template("report.html.j2").render(context(report))
+    return environment().get_template("report.html.j2").render(context(report))
