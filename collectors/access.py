@@ -50,6 +50,7 @@ import os
 import posixpath
 import re
 import stat
+from typing import Callable
 
 from vmaudit.facts import unavailable
 
@@ -215,19 +216,14 @@ def _commands(text: str) -> list[tuple[str | None, list[str]]]:
     return [g for g in groups if g[1]] or [(groups[-1][0], [])]
 
 
-def parse_sudoers(text: str, path: str, data: dict, include=None) -> list[tuple[str, str]]:
-    """Add the aliases and user specs of one file to `data`; return its (kind, target) includes.
-
-    With `include(kind, target)`, each include is read where it stands: sudo suspends the current file
-    there and goes on after it, and with last-match-wins the order of the specs matters.
-    """
-    includes = []
+def parse_sudoers(text: str, path: str, data: dict, include: Callable[[str, str], None]) -> None:
+    """Add the aliases and user specs of one file to `data`, calling `include(kind, target)` for each
+    include where it stands: sudo suspends the current file there and goes on after it, and with
+    last-match-wins the order of the specs matters."""
     for no, line in _logical_lines(text):
         m = _INCLUDE.match(line)
         if m:
-            includes.append((m.group(1), m.group(2).strip('"')))
-            if include is not None:
-                include(*includes[-1])
+            include(m.group(1), m.group(2).strip('"'))
             continue
         word = line.split(None, 1)[0]
         if word.startswith("Defaults"):
@@ -257,7 +253,6 @@ def parse_sudoers(text: str, path: str, data: dict, include=None) -> list[tuple[
             if eq2:
                 for runas, commands in _commands(cmds):
                     data["specs"].append(dict(base, hosts=_items(h), runas=runas, commands=commands))
-    return includes
 
 
 @collector("sudoers")
@@ -300,7 +295,7 @@ def collect_sudoers(ctx: Context) -> dict:
                     data["skipped"].append({"path": f"{target}/{name}",
                                             "reason": "sudo skips names containing '.' or ending in '~'"})
                     continue
-                if os.path.isdir(ctx.path(f"{target}/{name}")):
+                if os.path.isdir(ctx.resolve(f"{target}/{name}")):
                     continue
                 read(f"{target}/{name}", path, depth + 1)
 
@@ -399,7 +394,7 @@ def _collect_pkla(ctx: Context) -> dict:
             continue
         out["roots"][root] = "present"
         for name in names:
-            if os.path.isdir(ctx.path(f"{root}/{name}")):
+            if os.path.isdir(ctx.resolve(f"{root}/{name}")):
                 subdirs.setdefault(name, []).append(root)
     # by sub-directory name across both roots; /var/lib before /etc for the same name (pkla-check-authorization(8))
     for name in sorted(subdirs):

@@ -276,7 +276,7 @@ def _check_host_vars(host: FleetHost, source: str) -> None:
         except ValueError as exc:
             raise InventoryError(f"{where}: host {host.name}: {key}: {exc}") from None
     user = host.become_user
-    if user is not None and not _BECOME_USER_RE.match(user):
+    if user is not None and not valid_become_user(user):
         raise InventoryError(f"{where}: host {host.name}: ansible_become_user {user!r} is not a user name")
     try:
         _ = host.command  # shlex: an unclosed quote
