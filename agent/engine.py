@@ -62,6 +62,7 @@ class Result:
     expected: str | None = None
     actual: str | None = None
     severity: str | None = None  # overrides the check's default severity for this finding
+    remediation: str | None = None  # a fix naming this resource (e.g. its seclabel); else the catalogue's
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -119,7 +120,7 @@ def make_finding(spec: CheckSpec, r: Result) -> dict:
         out["expected"] = r.expected
     if r.actual is not None:
         out["actual"] = r.actual
-    out["remediation"] = spec.remediation
+    out["remediation"] = r.remediation or spec.remediation
     return out
 
 
