@@ -723,15 +723,15 @@ def ksm(facts, policy):
 
 
 @check("M3-SHARED-MEMORY", severity="medium", scope="guest",
-       title="Guest shares memory or host files with the host or other guests",
-       remediation="Remove <shmem>, shared memoryBacking access and <filesystem> passthrough unless required.",
-       sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared'], /domain/devices/filesystem")
+       title="Guest shares memory with the host or other guests",
+       remediation="Remove <shmem> and shared memoryBacking access unless a device requires them.",
+       sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared']")
 def shared_memory(guest, facts, policy):
-    """Shared memory regions (ivshmem), shared memory backing (for vhost-user/virtiofs) and host
-    directories exported with virtiofs or 9p open channels between a guest and the host or other
-    guests that bypass the usual virtual-hardware boundary.
+    """Shared memory regions (ivshmem) and shared memory backing (for vhost-user devices and virtiofs)
+    map guest RAM into other processes or guests, a channel past the usual virtual-hardware boundary.
+    Host directories exported into the guest (<filesystem>) are judged by M3-HOST-SHARE, once.
 
-    Rule: per guest, any <shmem>, memoryBacking/access mode='shared' or <filesystem> -> warn, listing them.
+    Rule: per guest, any <shmem> or memoryBacking/access mode='shared' -> warn, listing them.
     """
     found = []
     for shm in guest.findall("devices/shmem"):
@@ -739,17 +739,11 @@ def shared_memory(guest, facts, policy):
     access = guest.find("memoryBacking/access")
     if access is not None and access.get("mode") == "shared":
         found.append("memoryBacking access mode='shared'")
-    for fs in guest.findall("devices/filesystem"):
-        driver = fs.find("driver")
-        kind = driver.get("type") if driver is not None and driver.get("type") else "9p"
-        src = fs.find("source")
-        path = (src.get("dir") or src.get("name") or src.get("file") or src.get("socket")) if src is not None else None
-        found.append(f"filesystem {kind} {path or '?'} ({fs.get('accessmode', 'passthrough')})")
     if found:
-        yield Result("warn", "guest shares memory or host files: " + "; ".join(found), guest.resource,
-                     {"shared": found}, "no shared memory or host file systems", "; ".join(found))
+        yield Result("warn", "guest shares memory: " + "; ".join(found), guest.resource,
+                     {"shared": found}, "no shared memory", "; ".join(found))
     else:
-        yield Result("pass", "no shared memory or host file-system passthrough", guest.resource, {"shared": []})
+        yield Result("pass", "no shared memory", guest.resource, {"shared": []})
 
 
 SIDE_CHANNEL_PARAMS = ("mitigations=off", "nopti", "pti=off", "nospectre_v1", "nospectre_v2", "spectre_v2=off",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from vmtest import LIBVIRT, audit, host_root, make_policy
+from vmtest import LIBVIRT, audit, make_policy, make_root, put_guest_images
 
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import parse_inventory
@@ -44,7 +44,11 @@ def hardened_facts(host: str, tmp_path) -> dict:
     model = HOSTS[host]
     node = tmp_path / "node.xml"
     node.write_text((LIBVIRT / "hardened.xml").read_text().replace("SELINUX_OR_APPARMOR", model))
-    facts = collect_facts(root=str(host_root(host)), uri=f"test://{node}")
+    # the guests' volumes, with the modes libvirt's pool gives them (git keeps no modes)
+    root = make_root(tmp_path, host)
+    put_guest_images(root, {"/var/lib/libvirt/images/web01.qcow2": (0o600, 0, 0),
+                            "/var/lib/libvirt/images/db01.img": (0o600, 0, 0)})
+    facts = collect_facts(root=str(root), uri=f"test://{node}")
     facts["collected_at"] = COLLECTED_AT
     caps = facts["sources"]["libvirt"]["capabilities"]
     caps = re.sub(r"<secmodel>.*?</secmodel>", "", caps, flags=re.S)
