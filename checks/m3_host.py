@@ -572,19 +572,58 @@ def _is_root(name: Any) -> bool:
     return str(name).strip() in ("root", "+0", "0")
 
 
+@guest_view
+def root_dac_label(tree) -> str | None:
+    """A guest's static DAC label when it makes QEMU run as root ('+0:+0', 'root:root', '+0:+107')."""
+    for sl in tree.findall("seclabel"):
+        if sl.get("model") != "dac" or sl.get("type", "dynamic") != "static":
+            continue
+        label = (sl.findtext("label") or "").strip()
+        user, _, group = label.partition(":")
+        if label and (_is_root(user) or _is_root(group)):
+            return label
+    return None
+
+
 @check("M3-QEMU-USER", severity="critical",
        title="QEMU runs as root",
        remediation="Set user and group in qemu.conf to an unprivileged account (libvirt-qemu on Debian, qemu "
                    "on RHEL) and restart the guests.",
-       sources="qemu.conf user/group (default: the distro's build default); (live) uid/gid of QEMU processes")
+       sources="qemu.conf user/group (default: the distro's build default); each guest's "
+               "<seclabel type='static' model='dac'><label>; (live) uid/gid of QEMU processes")
 def qemu_user(facts, policy):
     """A QEMU process running as root turns any guest escape into the host's root, defeating DAC
     separation between guests.
 
-    Rule: qemu.conf user or group root (or +0), or a running QEMU process with uid or gid 0 -> fail.
-    When qemu.conf sets no user, the distro's build default applies (libvirt-qemu on Debian/Ubuntu, qemu
-    on RHEL/Fedora/SUSE); when that is unknown, the live processes decide; otherwise error.
+    Rule: qemu.conf user or group root (or +0), or a running QEMU process with uid or gid 0 -> fail for
+    the host. When qemu.conf sets no user, the distro's build default applies (libvirt-qemu on
+    Debian/Ubuntu, qemu on RHEL/Fedora/SUSE); when that is unknown, the live processes decide; otherwise
+    error. A guest whose static DAC label is root (`<seclabel type='static' model='dac'><label>+0:+0`,
+    `root:root`) runs its QEMU as root whatever qemu.conf says -> fail for that guest (`guest:<name>`),
+    naming its label; a root QEMU process of such a guest is explained by it, not blamed on qemu.conf.
     """
+    guest_labels: dict[str, str] = {}
+    guest_errors: dict[str, str] = {}
+    try:
+        for g in facts.guests():
+            try:
+                label = g.view(root_dac_label)
+            except EvidenceMissing as exc:
+                guest_errors[g.name] = str(exc)
+                continue
+            if label:
+                guest_labels[g.name] = label
+                yield Result("fail", f"QEMU of this guest runs as root: static DAC seclabel {label!r}",
+                             g.resource, {"seclabel": {"type": "static", "model": "dac", "label": label}},
+                             "a dynamic DAC label or an unprivileged static one", label,
+                             remediation=f"Remove <seclabel type='static' model='dac'><label>{label}</label>"
+                                         f"</seclabel> from guest {g.name} (virsh edit), or give it an "
+                                         "unprivileged user:group, and restart the guest.")
+    except (EvidenceMissing, NotApplicable) as exc:
+        guest_errors["(guest list)"] = str(exc)
+    for name, why in guest_errors.items():
+        if name != "(guest list)":
+            yield Result("error", f"evidence missing: {why}", f"guest:{name}", {"reason": why})
     values, present = qemu_conf(facts)
     evidence: dict = {"qemu_conf_present": present}
     user, group = values.get("user"), values.get("group")
@@ -602,7 +641,10 @@ def qemu_user(facts, policy):
             group = group if group is not None else default[1]
             source = "qemu.conf and the distro default" if present and (values.get("user") or values.get("group")) \
                 else "distro default"
-    evidence.update({"user": user, "group": group, "from": source})
+    evidence.update({"user": user, "group": group, "from": source,
+                     "guests_with_root_dac_label": guest_labels})
+    if guest_errors:
+        evidence["guests_unjudged"] = guest_errors
     problems = []
     if user is not None and _is_root(user):
         problems.append(f"user = {user!r} ({source})")
@@ -616,7 +658,8 @@ def qemu_user(facts, policy):
         qemus = [p for p in procs if is_qemu(p)]
         evidence["qemu_processes"] = {_proc_label(p): {"uid": p.get("uid"), "user": p.get("user"),
                                                        "gid": p.get("gid")} for p in qemus}
-        as_root = [_proc_label(p) for p in qemus if p.get("uid") == 0 or p.get("gid") == 0]
+        as_root = [_proc_label(p) for p in qemus if (p.get("uid") == 0 or p.get("gid") == 0)
+                   and p.get("guest") not in guest_labels]  # a guest's root label is reported for it
         if as_root:
             problems.append(f"running as root: {', '.join(as_root)}")
     if problems:

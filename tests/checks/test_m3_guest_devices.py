@@ -286,3 +286,40 @@ def test_host_share_evidence_missing(tmp_path):
     assert g["status"] == "fail" and g["evidence"]["shares"][0]["resolved"].startswith("unknown")
     d = one(run(broken), "M3-HOST-SHARE", "guest:data-ro")
     assert d["status"] == "error" and "libvirt: gone" in d["evidence"]["reason"]
+
+
+# --- M3-QEMU-USER per guest ------------------------------------------------------------------------
+
+def test_qemu_user_guest_root_dac_label(tmp_path):
+    root = make_root(tmp_path)
+    uri = node(
+        tmp_path,
+        domain("dyn", extra="<seclabel type='dynamic' model='dac' relabel='yes'/>", index=1),
+        domain("rootlabel", extra="<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label>"
+                                  "</seclabel>", index=2),
+        domain("rootname", extra="<seclabel type='static' model='dac' relabel='yes'><label>root:root</label>"
+                                 "</seclabel>", index=3),
+        domain("unpriv", extra="<seclabel type='static' model='dac' relabel='yes'><label>+107:+107</label>"
+                               "</seclabel>", index=4),
+    )
+    facts = snapshot(root, uri)
+    # QEMU of the root-labelled guest runs as root; qemu.conf (Debian default) is fine
+    facts["sources"]["processes"] = [
+        {"pid": 4242, "name": "qemu-system-x86", "exe": "/usr/bin/qemu-system-x86_64", "kind": "qemu",
+         "cmdline": [], "guest": "rootlabel", "uid": 0, "user": "root", "gid": 0, "seccomp": 2,
+         "deleted_maps": []}]
+    report = run(facts)
+    g = one(report, "M3-QEMU-USER", "guest:rootlabel")
+    assert g["status"] == "fail" and g["severity"] == "critical" and "'+0:+0'" in g["message"]
+    assert "<label>+0:+0</label>" in g["remediation"] and "rootlabel" in g["remediation"]
+    assert one(report, "M3-QEMU-USER", "guest:rootname")["evidence"]["seclabel"]["label"] == "root:root"
+    host = one(report, "M3-QEMU-USER")
+    assert host["status"] == "pass" and "qemu.conf" not in host["message"]  # the guest explains the process
+    assert host["evidence"]["guests_with_root_dac_label"] == {"rootlabel": "+0:+0", "rootname": "root:root"}
+    assert not [f for f in report["findings"] if f["check_id"] == "M3-QEMU-USER"
+                and f["resource"] in ("guest:dyn", "guest:unpriv")]
+    # a guest whose XML is missing cannot be cleared
+    rec = next(d for d in facts["sources"]["libvirt"]["domains"] if d["name"] == "unpriv")
+    rec["xml"] = unavailable("libvirt: domain not found")
+    e = one(run(facts), "M3-QEMU-USER", "guest:unpriv")
+    assert e["status"] == "error" and "domain not found" in e["evidence"]["reason"]
