@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any
 
+from vmaudit.checks._packages import offline_pending
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, is_marker, need
 
@@ -208,28 +209,47 @@ def patch_age(facts, policy):
 
 @check("M3-PENDING-UPDATES", severity="high",
        title="Security updates are pending on the host",
-       remediation="Install the pending security updates (apt-get dist-upgrade / dnf upgrade --security).",
-       sources="apt-get -s dist-upgrade / dnf -q check-update --security (live, --online)")
+       remediation="Install the pending security updates (apt-get dist-upgrade / dnf upgrade --security); "
+                   "keep the package lists fresh (apt-get update, unattended-upgrades).",
+       sources="/var/lib/apt/lists/*_Packages with their InRelease/Release (the -security suites) against "
+               "/var/lib/dpkg/status (offline, default); apt-get -s dist-upgrade / dnf -q check-update "
+               "--security (live, --online)")
 def pending_updates(facts, policy):
     """Security updates that the package manager already offers but that are not installed.
 
-    Rule: any pending update from a security origin (apt: an origin naming '-security'; dnf: advisories
-    of type security) -> fail. Only with --online (the package manager is slow and may use the
-    network); otherwise skip. apt's answer is as fresh as its package lists: their age is evidence
-    (vmaudit never runs `apt-get update`, which would change the host).
+    Rule (default, offline): the installed packages (/var/lib/dpkg/status) against the cached indexes of
+    the security suites (/var/lib/apt/lists: a suite whose Release names it '-security' or labels it
+    Debian-Security), compared by Debian version rules: any installed package a security suite offers
+    in a newer version -> fail, naming the packages; no security suite among the sources -> warn; the
+    security lists older than policy [patch] lists_max_age_days (default 7, by their files' mtime
+    against the snapshot's collected_at) -> warn (medium), pending updates unknown; no index at all, an
+    unreadable security index, or RHEL/Fedora (the dnf cache is not compared offline) -> error.
+    With --online: the package manager itself (apt: an origin naming '-security'; dnf: advisories of
+    type security); its lists' age is evidence, and stale lists with nothing pending -> warn. vmaudit
+    never runs `apt-get update`, which would change the host.
     """
+    online = facts.raw("pending_updates")
+    if is_marker(online) and "not_collected" in online:
+        yield from offline_pending(facts, policy, collected_at(facts).timestamp())
+        return
     pending = facts.source("pending_updates")
     security = pending.get("security") or []
     evidence: dict = {"tool": pending.get("tool"), "command": " ".join(pending.get("command") or []),
                       "security_updates": security[:100], "count": len(security),
                       "other_updates": pending.get("other")}
+    age = None
     if pending.get("lists_mtime"):
         age = (collected_at(facts).timestamp() - float(pending["lists_mtime"])) / 86400
         evidence["package_lists_age_days"] = round(age, 1)
+    max_age = policy.get("patch", "lists_max_age_days")
     if security:
         names = ", ".join(s["package"] for s in security[:10]) + (" …" if len(security) > 10 else "")
         yield Result("fail", f"{len(security)} security update(s) pending: {names}", "host", evidence,
                      "no pending security updates", f"{len(security)} pending")
+    elif age is not None and age > max_age:
+        yield Result("warn", f"the package lists are {age:.0f} days old (more than {max_age}): pending updates "
+                     "unknown; run apt-get update", "host", evidence, f"lists at most {max_age} days old",
+                     f"{age:.0f} days", severity="medium")
     else:
         yield Result("pass", "no pending security updates", "host", evidence, "no pending security updates",
                      "0 pending")

@@ -5,7 +5,9 @@ Two fixture hosts, Debian (AppArmor, dpkg, monolithic libvirtd) and RHEL (SELinu
 daemons), each with the guests of tests/fixtures/libvirt/hardened.xml. Two facts the libvirt test
 driver cannot give are set as a real host would report them, and the test says so: the security model
 in the capabilities (the test driver always says 'testSecurity') and the collection time (fixed, so the
-fixtures' package logs do not age past the patch thresholds).
+fixtures' package logs do not age past the patch thresholds). The guests' image files are made with the
+modes libvirt gives them (git keeps no modes), and the RHEL host's pending updates are dnf's answer as
+`--online` collects it (vmaudit does not read the dnf cache offline).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def hardened_facts(host: str, tmp_path) -> dict:
                             "/var/lib/libvirt/images/db01.img": (0o600, 0, 0)})
     facts = collect_facts(root=str(root), uri=f"test://{node}")
     facts["collected_at"] = COLLECTED_AT
+    if model == "selinux":  # vmaudit reads no dnf cache offline: the RHEL host is audited with --online
+        facts["sources"]["pending_updates"] = {"tool": "dnf", "command": ["dnf", "-q", "check-update", "--security"],
+                                               "security": [], "other": None, "lists_mtime": None}
     caps = facts["sources"]["libvirt"]["capabilities"]
     caps = re.sub(r"<secmodel>.*?</secmodel>", "", caps, flags=re.S)
     facts["sources"]["libvirt"]["capabilities"] = caps.replace(
