@@ -836,11 +836,40 @@ def _vulnerable(text: str) -> bool:
     return False
 
 
+# Linux 6.17 attack-vector controls (admin-guide/hw-vuln/attack_vector_controls) that expose a KVM host
+GUEST_VECTORS = {"no_guest_host": "guest-to-host mitigations off: guests may read host memory",
+                 "no_guest_guest": "guest-to-guest mitigations off: guests may read each other's memory"}
+
+
+def mitigations_param(cmdline: str) -> str | None:
+    """The value of the last mitigations= on the command line (the one the kernel keeps)."""
+    value = None
+    for p in cmdline.split():
+        if p == "--":
+            break  # the rest goes to init
+        if p.startswith("mitigations="):
+            value = p[len("mitigations="):]
+    return value
+
+
+def attack_vectors_supported(facts) -> bool:
+    """Whether the running kernel knows attack-vector controls (6.17 and later); unknown counts as yes."""
+    try:
+        release = str(facts.source("kernel").get("running") or "")
+    except (EvidenceMissing, NotApplicable):
+        return True
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return not m or (int(m.group(1)), int(m.group(2))) >= (6, 17)
+
+
 @check("M3-CPU-VULNS", severity="high",
        title="CPU side-channel vulnerabilities are not mitigated",
-       remediation="Update microcode and kernel, drop mitigations=off, and use nosmt (or core scheduling) "
-                   "where the kernel reports 'SMT vulnerable'.",
-       sources="/sys/devices/system/cpu/vulnerabilities/*, /proc/cmdline, /sys/devices/system/cpu/smt/control")
+       remediation="Update microcode and kernel; remove from the kernel command line what the finding names "
+                   "as turning mitigations off; use nosmt (or core scheduling) where the kernel reports "
+                   "'SMT vulnerable'.",
+       sources="/sys/devices/system/cpu/vulnerabilities/*, /proc/cmdline (mitigations=, its attack-vector "
+               "options, per-vulnerability switches), the running kernel's release, "
+               "/sys/devices/system/cpu/smt/control")
 def cpu_vulns(facts, policy):
     """Speculative-execution flaws (L1TF, MDS, Spectre, Retbleed, …) let a guest read host or other
     guests' memory. The kernel reports the effective state of each mitigation in sysfs.
@@ -854,10 +883,23 @@ def cpu_vulns(facts, policy):
     vulns = need(cs.get("vulnerabilities"), "CPU vulnerabilities")
     evidence: dict = {"vulnerabilities": vulns, "smt_control": cs.get("smt_control"),
                       "smt_active": cs.get("smt_active")}
+    vectors: list[str] = []
+    cross_thread = False
     try:
         cmdline = facts.source("cmdline")
         params = [p for p in cmdline.split() if p in SIDE_CHANNEL_PARAMS]
         evidence["cmdline_params"] = params
+        mitigations = mitigations_param(cmdline)
+        if mitigations is not None:
+            evidence["mitigations"] = mitigations
+            options = mitigations.split(",")
+            if options[0] == "off" and "mitigations=off" not in params:
+                params.append("mitigations=off")
+            if attack_vectors_supported(facts):
+                vectors = [o for o in options if o in GUEST_VECTORS]
+                cross_thread = "no_cross_thread" in options
+            elif any(o.startswith("no_") for o in options):
+                evidence["attack_vectors"] = "ignored: the running kernel predates attack-vector controls (6.17)"
     except (EvidenceMissing, NotApplicable) as exc:
         params, evidence["cmdline"] = [], f"unavailable: {exc}"
     unreadable = sorted(n for n, t in vulns.items() if not isinstance(t, str))
@@ -865,14 +907,24 @@ def cpu_vulns(facts, policy):
     smt_exposed = sorted(n for n, t in vulns.items() if isinstance(t, str) and "SMT vulnerable" in t)
     smt_on = cs.get("smt_control") == "on" or (cs.get("smt_control") is None and cs.get("smt_active") == "1")
     problems = [f"{n}: {vulns[n]}" for n in vulnerable]
+    fixes = ["update the CPU microcode and the kernel"] if vulnerable else []
+    for v in reversed(vectors):
+        problems.insert(0, f"mitigations={evidence['mitigations']} on the kernel command line: {v} "
+                           f"({GUEST_VECTORS[v]})")
+    if vectors:
+        fixes.insert(0, f"remove {', '.join(vectors)} from mitigations= on the kernel command line")
     if "mitigations=off" in params:
         problems.insert(0, "mitigations=off on the kernel command line")
+        fixes.insert(0, "remove mitigations=off from the kernel command line")
     if problems:
         yield Result("fail", "unmitigated CPU vulnerabilities: " + "; ".join(problems[:6]), "host", evidence,
-                     "every vulnerability mitigated or not affected", "; ".join(problems))
-    elif smt_exposed and smt_on:
-        yield Result("warn", f"SMT is on while {', '.join(smt_exposed)} report 'SMT vulnerable'", "host",
-                     evidence, "SMT off (nosmt) or core scheduling", "SMT on", severity="medium")
+                     "every vulnerability mitigated or not affected", "; ".join(problems),
+                     remediation="; ".join(fixes)[:1].upper() + "; ".join(fixes)[1:] + ", and reboot.")
+    elif (smt_exposed and smt_on) or cross_thread:
+        why = ([f"SMT is on while {', '.join(smt_exposed)} report 'SMT vulnerable'"] if smt_exposed and smt_on
+               else []) + (["mitigations=...,no_cross_thread: cross-thread mitigations off"] if cross_thread else [])
+        yield Result("warn", "; ".join(why), "host", evidence, "SMT off (nosmt) or core scheduling",
+                     "SMT on" if smt_on else "no_cross_thread", severity="medium")
     elif unreadable:
         reason = f"unreadable: {', '.join(unreadable)}"
         yield Result("error", f"evidence missing: {reason}", "host", {**evidence, "reason": reason})

@@ -463,6 +463,37 @@ def test_shared_memory_warn_pass_error():
 
 # --- M3-CPU-VULNS / M3-CORE-SHARING / M3-NESTED -------------------------------------------------
 
+# This machine's own command line (Linux 6.18): attack-vector controls switch guest protection off
+THIS_CMDLINE = ("mitigations=auto,no_guest_host,no_guest_guest console=ttyS0 quiet reboot=k panic=1 nomodule "
+                "random.trust_cpu=1 swiotlb=noforce psi=1 -- --firecracker-init --addr 0.0.0.0:2024")
+
+
+def test_cpu_vulns_attack_vector_controls():
+    kernel = {"running": "6.18.44-fc-v1272", "installed": ["6.18.44-fc-v1272"]}
+    f = one(run(snap("debian-hardened", cmdline=THIS_CMDLINE, kernel=kernel)), "M3-CPU-VULNS")
+    assert f["status"] == "fail" and "no_guest_host" in f["message"] and "no_guest_guest" in f["message"]
+    assert f["evidence"]["mitigations"] == "auto,no_guest_host,no_guest_guest"
+    assert "mitigations=off" not in f["remediation"]  # it is not set: never told to drop it
+    assert f["remediation"].startswith("Remove no_guest_host, no_guest_guest from mitigations=")
+    # the last mitigations= wins; a later plain one restores every vector
+    g = one(run(snap("debian-hardened", cmdline=THIS_CMDLINE.replace("quiet", "quiet mitigations=auto"),
+                     kernel=kernel)), "M3-CPU-VULNS")
+    assert g["status"] == "pass"
+    # a kernel before 6.17 rejects the options and keeps every mitigation
+    old = one(run(snap("debian-hardened", cmdline=THIS_CMDLINE,
+                       kernel={"running": "6.1.0-37-amd64", "installed": []})), "M3-CPU-VULNS")
+    assert old["status"] == "pass" and "predates" in old["evidence"]["attack_vectors"]
+    w = one(run(snap("debian-hardened", cmdline="mitigations=auto,no_cross_thread", kernel=kernel)),
+            "M3-CPU-VULNS")
+    assert w["status"] == "warn" and w["severity"] == "medium" and "no_cross_thread" in w["message"]
+    off = one(run(snap("debian-hardened", cmdline="ro mitigations=off", kernel=kernel)), "M3-CPU-VULNS")
+    assert off["status"] == "fail" and off["remediation"].startswith("Remove mitigations=off")
+    e = one(run(snap("debian-hardened", cmdline=THIS_CMDLINE, kernel=kernel,
+                     cpu_security=unavailable("cannot read /sys/devices/system/cpu/vulnerabilities"))),
+            "M3-CPU-VULNS")
+    assert e["status"] == "error"
+
+
 def test_cpu_vulns_pass_fail_warn_error():
     f = one(run(snap("debian-hardened")), "M3-CPU-VULNS")
     assert f["status"] == "pass" and f["evidence"]["smt_control"] == "off"
