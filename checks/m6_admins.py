@@ -18,6 +18,9 @@ from ._libvirtd import DAEMONS, daemon_conf, daemons_in_use, enabled_units, live
 
 LIBVIRT_GROUPS = ("libvirt", "kvm", "libvirt-qemu")  # only login-capable members count
 ROOT_GROUPS = ("sudo", "wheel", "admin")
+# groups whose members can become root without sudo: the docker/LXD/Incus sockets start a privileged
+# container with / mounted; disk reads and writes every block device (and so every guest's LVM disk)
+ROOT_EQUIVALENT_GROUPS = ("docker", "lxd", "incus-admin", "disk")
 NOLOGIN_SHELLS = ("nologin", "false")
 # nsswitch sources whose accounts and groups vmaudit cannot see in files
 DIRECTORY_SOURCES = ("sss", "ldap", "nis", "nisplus", "winbind", "compat", "hesiod")
@@ -204,12 +207,14 @@ class Sudo:
         return {u: [w for _c, w in g] for u, g in out.items() if g}
 
 
-def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
+def admin_accounts(facts, policy=None) -> tuple[dict[str, list[str]], dict]:
     """({account: [why, ...]}, context) for every account that administers this VMM (root excluded)."""
     acc = Accounts(facts)
     admins: dict[str, list[str]] = {}
     excluded: dict[str, str] = {}
-    for gname in LIBVIRT_GROUPS + ROOT_GROUPS:
+    equivalent = policy.get("admins", "root_equivalent_groups") if policy is not None else None
+    equivalent = tuple(ROOT_EQUIVALENT_GROUPS if equivalent is None else equivalent)
+    for gname in LIBVIRT_GROUPS + ROOT_GROUPS + tuple(g for g in equivalent if g not in ROOT_GROUPS):
         g = acc.groups.get(gname)
         if g is None:
             continue
@@ -217,7 +222,8 @@ def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
             if gname in LIBVIRT_GROUPS and not login_capable(acc.shell(name)):
                 excluded[name] = f"member of {gname} with shell {acc.shell(name)} (cannot log in)"
                 continue
-            admins.setdefault(name, []).append(f"{how} member of group {gname}")
+            kind = " (root-equivalent)" if gname in equivalent else ""
+            admins.setdefault(name, []).append(f"{how} member of group {gname}{kind}")
     sudo = Sudo(facts, acc)
     for name, why in sudo.grants().items():
         admins.setdefault(name, []).extend(why)
@@ -229,21 +235,25 @@ def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
     ctx = {"accounts": acc, "uid0": uid0, "excluded": excluded, "unresolved": sorted(set(sudo.unresolved)),
            "sudo_withdrawn": sudo.revoked, "sudo_undecided": sudo.undecided,
            "sudoers_files": sorted(sudo.src.get("files", {})), "sudoers_skipped": sudo.src.get("skipped", []),
-           "directory_sources": acc.directory_sources}
+           "directory_sources": acc.directory_sources, "root_equivalent_groups": list(equivalent)}
     return {k: admins[k] for k in sorted(admins)}, ctx
 
 
 @check("M6-ADMINS", severity="high",
        title="More administrators than the policy allows, or an administrator outside its allowlist",
-       remediation="Remove accounts from libvirt/kvm/sudo/wheel and from sudoers grants until only the "
-                   "declared administrators remain; delete any second uid-0 account.",
+       remediation="Remove accounts from libvirt/kvm/sudo/wheel, from the root-equivalent groups (docker, lxd, "
+                   "incus-admin, disk) and from sudoers grants until only the declared administrators remain; "
+                   "delete any second uid-0 account.",
        sources="/etc/passwd, /etc/group, /etc/sudoers (+ includes), /etc/nsswitch.conf")
 def admins(facts, policy):
     """Every administrator of the hypervisor can read, change or stop every guest on it, whatever the
     guests' owners agreed: their number is the number of people a tenant has to trust.
 
     Rule: administrators are the login-capable members (secondary, and by primary gid as the kernel
-    sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin; accounts sudoers lets run
+    sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin and of the groups that are
+    root-equivalent without sudo (docker, lxd, incus-admin: their daemons start privileged containers
+    with the host's / mounted; disk: raw access to every block device, every guest's LVM volume; policy
+    [admins] root_equivalent_groups replaces this list); accounts sudoers lets run
     ALL (or a shell, su, or libvirt's tools) as root, through users, %groups and User_Aliases in
     /etc/sudoers and every file it includes (read in place, in sudo's order); and uid-0 accounts. sudo
     applies the last matching entry: a later '!ALL' as root on every host withdraws an account's earlier
@@ -254,7 +264,7 @@ def admins(facts, policy):
     directory (sss, ldap, nis) are invisible in files: a count that would pass is then a warn.
     Sources: /etc/passwd, /etc/group, /etc/nsswitch.conf, /etc/sudoers and its includes.
     """
-    found, ctx = admin_accounts(facts)
+    found, ctx = admin_accounts(facts, policy)
     limit = policy.get("admins", "max")
     allow = policy.get("admins", "allow")
     acc: Accounts = ctx["accounts"]
@@ -262,7 +272,8 @@ def admins(facts, policy):
                 "uid0_accounts": ctx["uid0"], "not_counted": ctx["excluded"],
                 "unresolved_sudoers_users": ctx["unresolved"], "sudoers_files": ctx["sudoers_files"],
                 "sudoers_skipped": ctx["sudoers_skipped"], "directory_sources": ctx["directory_sources"],
-                "sudo_withdrawn": ctx["sudo_withdrawn"], "sudo_undecided": ctx["sudo_undecided"]}
+                "sudo_withdrawn": ctx["sudo_withdrawn"], "sudo_undecided": ctx["sudo_undecided"],
+                "root_equivalent_groups": ctx["root_equivalent_groups"]}
     names = ", ".join(found) or "none"
     if len(found) > limit:
         yield Result("fail", f"{len(found)} accounts administer this VMM ({names}); the policy allows {limit}",
@@ -573,7 +584,7 @@ def polkit(facts, policy):
     def admin_set() -> set[str]:
         if "set" not in admin_cache:
             allow = policy.get("admins", "allow")
-            admin_cache["set"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+            admin_cache["set"] = set(allow) if allow is not None else set(admin_accounts(facts, policy)[0]) | {"root"}
         return admin_cache["set"]
 
     judged = 0
@@ -613,26 +624,31 @@ def polkit(facts, policy):
                          dict(evidence, reason=str(exc)))
             continue
         outside: dict[str, list[str]] = {}
+        granted: dict[str, list[str]] = {}  # whom the file lets manage libvirt: named in every verdict
         unknown_groups = []
         for r in granting:
             for g in r["groups"]:
                 entry = acc.groups.get(g)
                 if entry is None:
+                    granted[f"group {g}"] = ["(not in /etc/group)"]
                     if acc.directory_sources:  # a directory group: its members are unknown here
                         unknown_groups.append(g)
                     continue
+                granted[f"group {g}"] = sorted(acc.members(entry))
                 extra = sorted(set(acc.members(entry)) - admins)
                 if extra:
                     outside[f"group {g}"] = extra
             for u in r["users"]:
+                granted[f"user {u}"] = [u]
                 if u not in admins:
                     outside[f"user {u}"] = [u]
-        evidence.update({"outside_admins": outside, "unknown_groups": sorted(set(unknown_groups)),
-                         "admins": sorted(admins)})
+        evidence.update({"grants_to": granted, "outside_admins": outside,
+                         "unknown_groups": sorted(set(unknown_groups)), "admins": sorted(admins)})
+        whom = "; ".join(f"{k}: {', '.join(v) or 'no members'}" for k, v in granted.items())
         if outside:
             who = "; ".join(f"{k}: {', '.join(v)}" for k, v in outside.items())
-            yield Result("fail", f"{f['path']} grants libvirt access beyond the administrators ({who})",
-                         resource, evidence, expected="administrators only", actual=who)
+            yield Result("fail", f"{f['path']} grants root-equivalent libvirt access to {whom}, beyond the "
+                         f"administrators ({who})", resource, evidence, expected="administrators only", actual=who)
         elif unknown_groups or any(r["unjudgeable"] for r in granting):
             why = [f"group {g} not in /etc/group (directory: {', '.join(acc.directory_sources)})"
                    for g in sorted(set(unknown_groups))]
@@ -640,7 +656,8 @@ def polkit(facts, policy):
             yield Result("warn", f"{f['path']} grants libvirt access in a way vmaudit cannot fully judge "
                          f"({'; '.join(why)}); review it", resource, evidence)
         else:
-            yield Result("pass", f"{f['path']} grants libvirt access to administrators only", resource, evidence)
+            yield Result("pass", f"{f['path']} grants root-equivalent libvirt access to {whom} "
+                         "(administrators only)", resource, evidence)
     try:
         pkla_results = judge_pkla(src, facts, admin_set)
     except EvidenceMissing as exc:
@@ -701,7 +718,7 @@ def _group_beyond_admins(facts, policy, group: str, cache: dict) -> tuple[list[s
     if "admins" not in cache:
         allow = policy.get("admins", "allow")
         cache["accounts"] = Accounts(facts)
-        cache["admins"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+        cache["admins"] = set(allow) if allow is not None else set(admin_accounts(facts, policy)[0]) | {"root"}
     acc: Accounts = cache["accounts"]
     entry = acc.groups.get(group) or (acc.groups_by_gid.get(int(group)) if group.isdigit() else None)
     if entry is None:
