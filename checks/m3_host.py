@@ -269,7 +269,9 @@ def stale_binaries(facts, policy):
     Rule: a QEMU or libvirt daemon process mapping a deleted executable or shared library -> fail
     (high); otherwise /run/reboot-required present, or a newer kernel of the running kernel's
     flavour installed under /lib/modules -> warn (medium). Under --root the processes are not
-    collected and only the reboot evidence is judged.
+    collected and only the reboot evidence is judged. When the processes were all examined but the
+    kernel part cannot be (no /lib/modules in a VM or container), the process verdict is reported for
+    the host and the kernel part as an error of its own (resource 'kernel').
     """
     evidence: dict = {}
     reasons: list[str] = []
@@ -291,6 +293,7 @@ def stale_binaries(facts, policy):
                 stale.append({"pid": p.get("pid"), "name": p.get("name"), "deleted": code[:20]})
         evidence["processes_checked"] = len(procs)
         evidence["stale_processes"] = stale
+    kernel_missing: list[str] = []
     try:
         reboot = facts.source("reboot_required")
         evidence["reboot_required"] = reboot
@@ -298,7 +301,7 @@ def stale_binaries(facts, policy):
             reasons.append(f"{reboot.get('path')} present"
                            + (f" ({', '.join(reboot.get('packages')[:5])})" if reboot.get("packages") else ""))
     except (EvidenceMissing, NotApplicable) as exc:
-        missing.append(str(exc))
+        kernel_missing.append(str(exc))
     try:
         kernel = facts.source("kernel")
         running = need(kernel.get("running"), "running kernel")
@@ -310,7 +313,18 @@ def stale_binaries(facts, policy):
         if newer:
             reasons.append(f"running kernel {running} is older than installed {newer[-1]}")
     except (EvidenceMissing, NotApplicable) as exc:
-        missing.append(str(exc))
+        kernel_missing.append(str(exc))
+    missing += kernel_missing
+    if missing and not stale and not reasons and procs is not None and len(missing) == len(kernel_missing):
+        # report what was decided, error only what was not: every process was examined, the kernel part
+        # (a /lib/modules a VM or container may not have) is the error, on its own resource
+        evidence["not_decided"] = missing
+        yield Result("pass", f"no QEMU/libvirt process runs deleted code ({len(procs)} examined); the "
+                     "kernel/reboot part could not be judged (finding on 'kernel')", "host", evidence,
+                     "no process maps deleted code", "0 stale")
+        reason = "; ".join(missing)
+        yield Result("error", f"evidence missing: {reason}", "kernel", {"reason": reason})
+        return
     if stale:
         names = ", ".join(f"{s['name']}[{s['pid']}]" for s in stale[:10])
         yield Result("fail", f"{len(stale)} QEMU/libvirt process(es) run deleted code: {names}", "host",
@@ -965,23 +979,30 @@ def core_sharing(facts, policy):
     Rule: two guests of different zones whose allowed host CPUs (vcpupin, else vcpu/@cpuset, else all;
     emulatorpin; iothreadpin) include threads of one multi-threaded core -> warn, naming the pairs.
     Unpinned guests on an SMT host therefore warn as soon as two zones are present. Guests without a
-    zone are listed but not paired (M1-ZONE-UNLABELLED covers them).
+    zone are listed but not paired (M1-ZONE-UNLABELLED covers them). One zone at most, or SMT off
+    (smt/control off/forceoff/notsupported, or smt/active 0), passes without reading the topology.
     """
+    guests = facts.guests()
+    zoned = {g.name: g.labels.get("zone") for g in guests}
+    evidence: dict = {"zones": {k: v for k, v in zoned.items() if v},
+                      "unzoned": sorted(k for k, v in zoned.items() if not v)}
+    # decided without the CPU topology: one zone at most, or SMT off by the kernel's own switch
+    if len({z for z in zoned.values() if z}) < 2:
+        yield Result("pass", "the host holds guests of one zone at most", "host", evidence)
+        return
     cs = facts.source("cpu_security")
+    evidence["smt_control"] = cs.get("smt_control")
+    if cs.get("smt_control") in ("off", "forceoff", "notsupported", "notimplemented") or cs.get("smt_active") == "0":
+        yield Result("pass", f"SMT is off (smt/control {cs.get('smt_control')}): no core runs two threads",
+                     "host", {**evidence, "smt": False})
+        return
     siblings_raw = need(cs.get("thread_siblings"), "thread siblings")
     core_of: dict[int, frozenset] = {}
     for cpu, text in siblings_raw.items():
         if isinstance(text, str):
             core_of[int(cpu)] = frozenset(parse_cpuset(text))
     smt = any(len(c) > 1 for c in core_of.values())
-    evidence: dict = {"smt": smt, "smt_control": cs.get("smt_control"), "cpus": len(core_of)}
-    guests = facts.guests()
-    zoned = {g.name: g.labels.get("zone") for g in guests}
-    evidence["zones"] = {k: v for k, v in zoned.items() if v}
-    evidence["unzoned"] = sorted(k for k, v in zoned.items() if not v)
-    if len({z for z in zoned.values() if z}) < 2:
-        yield Result("pass", "the host holds guests of one zone at most", "host", evidence)
-        return
+    evidence.update({"smt": smt, "cpus": len(core_of)})
     if not smt:
         yield Result("pass", "SMT is off: no core runs two threads", "host", evidence)
         return

@@ -238,6 +238,22 @@ def test_stale_binaries_fail_on_deleted_code_and_pass():
     assert p["evidence"]["kernel"]["newer"] == []
 
 
+def test_stale_binaries_reports_the_process_part_without_lib_modules():
+    """A VM or container without /lib/modules: the processes were examined, so that verdict stands and
+    only the kernel part is an error (issue 11: report what was decided, error only what was not)."""
+    kernel = {"running": "6.18.44-fc-v1272", "installed": unavailable("/lib/modules does not exist")}
+    report = run(snap("debian-hardened", processes=[qemu_proc()], kernel=kernel))
+    f = one(report, "M3-STALE-BINARIES")
+    assert f["status"] == "pass" and f["evidence"]["processes_checked"] == 1
+    assert "/lib/modules" in f["evidence"]["not_decided"][0]
+    e = one(report, "M3-STALE-BINARIES", "kernel")
+    assert e["status"] == "error" and "/lib/modules does not exist" in e["evidence"]["reason"]
+    # a stale process is still a failure, whatever the kernel part
+    bad = one(run(snap("debian-hardened", processes=[qemu_proc(deleted_maps=["/usr/bin/qemu-system-x86_64"])],
+                       kernel=kernel)), "M3-STALE-BINARIES")
+    assert bad["status"] == "fail"
+
+
 def test_stale_binaries_error_when_processes_unreadable():
     f = one(run(snap("debian-hardened", processes=unavailable("psutil missing"))), "M3-STALE-BINARIES")
     assert f["status"] == "error" and "psutil missing" in f["evidence"]["reason"]
@@ -552,6 +568,12 @@ def test_core_sharing_warn_pass_error():
     cs["thread_siblings"] = unavailable("no thread_siblings_list")
     e = one(run(snap("debian-broken", cpu_security=cs)), "M3-CORE-SHARING")
     assert e["status"] == "error" and "thread_siblings_list" in e["evidence"]["reason"]
+    # what does not need the topology is decided without it: SMT switched off, or a single zone
+    cs_off = dict(cs, smt_control="off")
+    o = one(run(snap("debian-broken", cpu_security=cs_off)), "M3-CORE-SHARING")
+    assert o["status"] == "pass" and "smt/control off" in o["message"]
+    z = one(run(snap("debian-hardened", cpu_security=unavailable("no /sys"))), "M3-CORE-SHARING")
+    assert z["status"] == "pass" and "one zone" in z["message"]
 
 
 def test_core_sharing_pinned_apart_passes():
