@@ -69,7 +69,7 @@ def zone_mix(facts, policy):
     elif unlabelled:
         yield Result("warn", f"{len(unlabelled)} guest(s) have no zone, so the zone mix cannot be verified: "
                      f"{', '.join(unlabelled)}", "host", evidence,
-                     expected="every guest labelled with one zone")
+                     expected="every guest labelled with one zone", severity="medium")
     elif not zones:
         yield Result("pass", "no guests are defined on this host", "host", evidence)
     else:

@@ -355,7 +355,8 @@ def security_driver(facts, policy):
 
     Rule: security_driver 'none' (string or list), security_default_confined = 0, or no selinux/apparmor
     model in libvirt's capabilities (the effective probe result) -> fail; security_require_confined
-    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn.
+    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn, medium (a
+    review item: each guest's own label is judged by M3-GUEST-SECLABEL).
     """
     values, present = qemu_conf(facts)
     driver = values.get("security_driver")
@@ -386,7 +387,7 @@ def security_driver(facts, policy):
     elif require_confined != 1:
         yield Result("warn", "security_require_confined is not 1: a guest may still opt out with "
                      "<seclabel type='none'/>", "host", evidence, "security_require_confined = 1",
-                     f"security_require_confined = {require_confined}")
+                     f"security_require_confined = {require_confined}", severity="medium")
     else:
         yield Result("pass", f"sVirt active ({', '.join(m for m in evidence['secmodels'] if m in LSM_MODELS)})"
                      " and required for every guest", "host", evidence)
