@@ -292,6 +292,7 @@ def test_security_driver_warn_when_not_required():
     facts = qemu_conf(with_caps(snap("rhel-hardened"), "selinux", "dac"))  # every default
     f = one(run(facts), "M3-SECURITY-DRIVER")
     assert f["status"] == "warn" and f["evidence"]["security_require_confined"] == 0
+    assert f["severity"] == "medium"  # a review item below the check's critical
     assert f["evidence"]["security_driver"] == "(probe)"
 
 
