@@ -556,11 +556,20 @@ def host_services(facts, policy):
             continue
         offenders += 1
         addr = f"[{sock['address']}]" if ":" in sock["address"] else sock["address"]
-        who = (f"{name} (pid {sock['pid']})" if sock.get("pid") is not None
-               else "an unidentified owner (kernel socket or another namespace)")
+        hidden = [h for h in sock.get("hidden_owners") or [] if isinstance(h, dict)]
+        if sock.get("pid") is not None:
+            who = f"{name} (pid {sock['pid']})"
+        elif hidden:
+            # psutil matches sockets to processes through /proc/<pid>/fd: one it may not read (a PID 1
+            # protected by another user namespace) owns a socket of this namespace as likely as the kernel
+            cands = ", ".join(f"{h.get('name') or '?'} (pid {h.get('pid')})" for h in hidden[:3])
+            who = f"an owner vmaudit cannot see (the open files of {cands} could not be read)"
+        else:
+            who = "an unidentified owner (kernel socket or another namespace)"
         yield Result("fail", f"{who} listens on {sock['proto']} {addr}:{sock['port']}",
                      f"socket:{sock['proto']}:{addr}:{sock['port']}",
-                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe")},
+                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe", "hidden_owners")
+                      if k in sock},
                      "no non-virtualization listener", who)
     evidence = {"running_services": checked_units, "exposed_listeners": len(exposed),
                 "policy_allow": extra}

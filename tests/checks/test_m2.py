@@ -325,6 +325,17 @@ def test_host_services_fail_lists_each_offender():
     assert "unidentified" in bad["socket:tcp:0.0.0.0:2049"]["message"]
 
 
+def test_host_services_names_the_processes_it_could_not_see():
+    """On this machine PID 1 (process_api) listens on 0.0.0.0:2024 but its open files cannot be read
+    (another user namespace protects it): not 'a kernel socket or another namespace' (issue 11)."""
+    sock = dict(_sock("tcp", "0.0.0.0", 2024, None, None), hidden_owners=[{"pid": 1, "name": "process_api"}])
+    f = one(audit(facts=live(listeners=[sock])), "M2-HOST-SERVICES", "socket:tcp:0.0.0.0:2024")
+    assert f["status"] == "fail"
+    assert f["message"] == ("an owner vmaudit cannot see (the open files of process_api (pid 1) could not be "
+                            "read) listens on tcp 0.0.0.0:2024")
+    assert f["evidence"]["hidden_owners"] == [{"pid": 1, "name": "process_api"}]
+
+
 def test_host_services_policy_allow_and_monitoring_agent():
     facts = live(listeners=[_sock("tcp", "0.0.0.0", 9100, 77, "node_exporter", "/usr/bin/node_exporter")],
                  units=["prometheus-node-exporter.service", "postgresql@15-main.service"])
