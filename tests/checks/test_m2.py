@@ -181,6 +181,21 @@ def test_iommu_fails_medium_without_passthrough(tmp_path):
     assert f["evidence"]["acpi_tables"] == {"DMAR": False, "IVRS": False, "IORT": False}
 
 
+def test_iommu_on_a_nested_host_points_at_the_outer_hypervisor(tmp_path):
+    """A VMM that is itself a VM (this machine) has no firmware of its own to switch VT-d on in."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node><domain type='kvm'><name>plain</name><memory unit='GiB'>1</memory>"
+                    "<os><type arch='x86_64'>hvm</type></os></domain></node>")
+    facts = collect_facts(root=str(host_root("debian-broken")), uri=f"test://{node}")
+    facts["sources"]["cmdline"] = "console=ttyS0 quiet"  # no intel_iommu=off: the VM simply has none
+    facts["sources"]["cpu"]["flags"] = sorted(set(facts["sources"]["cpu"]["flags"]) | {"hypervisor"})
+    f = one(audit(facts=facts), "M2-IOMMU")
+    assert f["status"] == "fail" and "virtual machine whose hypervisor offers it no virtual IOMMU" in f["message"]
+    assert "outer hypervisor" in f["remediation"] and "firmware" not in f["remediation"]
+    bare = one(audit(facts=with_sources(facts, cpu={**facts["sources"]["cpu"], "flags": ["vmx"]})), "M2-IOMMU")
+    assert "firmware" in bare["message"] and "firmware" in bare["remediation"]
+
+
 def test_iommu_warns_on_passthrough_mode():
     f = one(audit(facts=broken()), "M2-IOMMU")
     assert f["status"] == "warn" and "iommu=pt" in f["message"]
