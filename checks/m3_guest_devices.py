@@ -135,7 +135,7 @@ def image_perms(guest, facts, policy):
 
     Rule: per guest, every disk source file (and its backingStore chain, and the file of a pool volume),
     os/loader, os/nvram, os/kernel and os/initrd, followed through symlinks inside the audited root, and
-    every directory above each: writable by others than the owner, root and the QEMU user/group (mode
+    every directory above each (above the link as written, and above the file it leads to): writable by others than the owner, root and the QEMU user/group (mode
     o+w; g+w for a group other than root's and QEMU's (on Debian also kvm; for a block device also disk,
     udev's default and root-equivalent anyway); for a directory, o+w without
     the sticky bit) -> fail; a disk image or NVRAM file readable by others (o+r; read-only media, the
@@ -209,7 +209,8 @@ def image_perms(guest, facts, policy):
             warns.append(f"{path} owned by the login account {record['owner']}")
         record["problems"] = problems
         files.append(record)
-        for d in _ancestors(real):
+        for d in _ancestors(path) + ([a for a in _ancestors(real) if a not in _ancestors(path)]
+                                     if real != path else []):
             if d in dirs:
                 continue
             dentry = paths.get(d)

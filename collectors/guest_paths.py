@@ -15,8 +15,8 @@ Source:
     entry: {"type": "file"/"dir"/"block"/"char"/"socket"/"fifo"/"link", "mode": "0640", "uid", "gid"}
            plus, for a link, "target": the path it resolves to (inside the root; its entry is there too);
            {"type": "absent"} for a path that does not exist; or a marker when it cannot be stat'ed.
-    Every directory above a file's resolved path has an entry too ("/var/lib/libvirt/images",
-    "/var/lib/libvirt", ..., "/").
+    Every directory above a file, as written and as resolved, has an entry too
+    ("/var/lib/libvirt/images", "/var/lib/libvirt", ..., "/").
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def _stat_into(ctx: Context, path: str, out: dict) -> None:
         out[path] = unavailable(f"cannot stat {path}: {exc.strerror or exc}")
         return
     out[path] = _entry(st)
-    real = path
+    # the directories above the path as written (whoever can write one can replace a link in it) ...
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    if parent != path:
+        _stat_into(ctx, parent, out)
     if stat.S_ISLNK(st.st_mode):
         try:
             real = _resolved(ctx, path)
@@ -123,10 +126,7 @@ def _stat_into(ctx: Context, path: str, out: dict) -> None:
             out[path]["target"] = unavailable(f"cannot resolve {path}: {exc.strerror or exc}")
             return
         out[path]["target"] = real
-        _stat_into(ctx, real, out)
-    parent = os.path.dirname(real.rstrip("/")) or "/"
-    if parent != real:
-        _stat_into(ctx, parent, out)
+        _stat_into(ctx, real, out)  # ... and the file a link leads to, with the directories above it
 
 
 def _definitions(dom: Any) -> list[str]:

@@ -39,6 +39,9 @@ def image_host(tmp_path):
     put_file(root, "/srv/sticky/tmp.qcow2", 0o600)
     # an absolute link: inside the audited root it means the root's /srv/vm, never this machine's
     os.symlink("/srv/vm/open.qcow2", root / "var/lib/libvirt/images/link.qcow2")
+    # a link to a well-kept image, in a directory anyone may write: the link itself can be replaced
+    put_dir(root, "/srv/drop", 0o777)
+    os.symlink(f"{IMAGES}/good.qcow2", root / "srv/drop/redirect.qcow2")
     backing = ("<backingStore type='file'><format type='qcow2'/>"
                f"<source file='{IMAGES}/writable-base.qcow2'/><backingStore/></backingStore>")
     good_os = ("<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
@@ -55,6 +58,7 @@ def image_host(tmp_path):
         domain("chain", disk(f"{IMAGES}/top.qcow2", backing=backing), index=7),
         domain("missing", disk(f"{IMAGES}/gone.qcow2"), index=8),
         domain("sticky", disk("/srv/sticky/tmp.qcow2"), index=9),
+        domain("redirect", disk("/srv/drop/redirect.qcow2"), index=11),
         domain("netdisk", "<disk type='network' device='disk'><source protocol='nbd' name='x'>"
                "<host name='10.0.0.9' port='10809'/></source><target dev='vda' bus='virtio'/></disk>", index=10),
     )
@@ -106,6 +110,9 @@ def test_image_perms_pass_fail_warn_error(tmp_path):
     assert one(report, "M3-IMAGE-PERMS", "guest:sticky")["status"] == "pass"  # /srv/sticky is 1777
     missing = one(report, "M3-IMAGE-PERMS", "guest:missing")
     assert missing["status"] == "error" and "gone.qcow2: does not exist" in missing["evidence"]["reason"]
+    redirect = one(report, "M3-IMAGE-PERMS", "guest:redirect")
+    assert redirect["status"] == "fail" and "directory /srv/drop writable by everyone" in redirect["message"]
+    assert redirect["evidence"]["files"][0]["resolved"] == f"{IMAGES}/good.qcow2"
     net = one(report, "M3-IMAGE-PERMS", "guest:netdisk")
     assert net["status"] == "pass" and net["evidence"]["files"] == []
 
