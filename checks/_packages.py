@@ -55,8 +55,10 @@ def offline_pending(facts, policy, now: float):
     age = round((now - max(mtimes)) / DAY, 1) if mtimes else None
     pending = pending_security(idx.get("candidates") or {})
     sec_files = {i for s in security for i in s.get("indexes") or []}
+    # an unreadable security index, or an unreadable Release of what looks like a security suite, hides
+    # pending updates; a flat third-party repository without a Release file does not
     unreadable = [u for u in idx.get("unreadable") or [] if u.get("file") in sec_files
-                  or u.get("reason") == "no Release file of its suite"]
+                  or ("security" in str(u.get("file")) and u.get("reason") != "no Release file of its suite")]
     evidence = {"source": "cached indexes (offline)", "installed_packages": idx.get("installed"),
                 "security_suites": [s.get("codename") or s.get("suite") for s in security],
                 "package_lists_age_days": age, "lists_max_age_days": max_age,

@@ -122,6 +122,15 @@ def test_pending_offline_evidence_missing(tmp_path):
     assert u["status"] == "error" and "Packages.xz" in u["evidence"]["reason"]
 
 
+def test_pending_offline_ignores_a_flat_repository(tmp_path):
+    """A flat third-party repository ('deb http://repo.example/ ./') has no dists/ in its list names:
+    it is listed as unmatched, and does not hide the verdict of the security suites."""
+    root = aged(tmp_path, "debian-hardened", 1)
+    (root / LISTS / "repo.example_._Packages").write_text("Package: example-agent\nVersion: 1.0\n\n")
+    p = one(audit(facts=facts_of(root)), "M3-PENDING-UPDATES")
+    assert p["status"] == "pass", p["message"]
+
+
 APT_LISTS = "/var/lib/apt/lists"
 
 
