@@ -305,11 +305,9 @@ def chardev_exposed(guest, facts, policy):
             kind = dev.get("type")
             if kind not in ("tcp", "udp"):
                 continue
-            sources = dev.findall("source")
-            if kind == "tcp":
-                listening = [s for s in sources if s.get("mode") == "bind"]
-            else:  # udp: the bind source is where QEMU receives; without one it only sends
-                listening = [s for s in sources if s.get("mode") == "bind"]
+            # tcp: mode='bind' makes QEMU the server; udp: the bind source is where QEMU receives (the
+            # connect source is where it sends)
+            listening = [s for s in dev.findall("source") if s.get("mode") == "bind"]
             target = dev.find("target")
             protocol = dev.find("protocol")
             for src in listening:
