@@ -14,8 +14,19 @@ Each source value is whatever its collector returns, or one of two markers:
     {"unavailable": "reason"}   the evidence could not be read   -> checks that need it say `error`
     {"not_collected": "reason"} the evidence does not apply here -> checks that need it say `skip`
 
-Markers may also appear deeper inside a source (one guest's snapshot list, one sysfs file). Checks get
-values through `need()` / `Facts.source()`, which turn markers into exceptions the engine reports.
+Markers may also appear deeper inside a source (one guest's snapshot list, one sysfs file). The shape of
+every source is declared next to its collector (vmaudit.schema); `Facts(data)` holds the snapshot to it,
+turning a value of the wrong type into a marker naming its path. Checks read facts one way:
+
+    ksm = facts.source("ksm")        # the source, or EvidenceMissing / NotApplicable for its marker
+    run = ksm["run"]                 # a typed value, or EvidenceMissing naming "ksm.run" and why
+    ksm.get("pages_shared", 0)       # absent -> the default; a marker still raises
+    for name, value, missing in facts.source("vfio").partial(): ...   # per-item partial evidence
+
+Containers that hold a marker are GuardedMap / GuardedList (dict / list subclasses) whose item access,
+`get`, `items`, `values` and iteration raise instead of returning the marker; `partial()` (and the
+module function `partial(container)`, which also accepts plain containers) is the one explicit way
+to see which items are missing.
 """
 
 from __future__ import annotations
@@ -25,7 +36,11 @@ import xml.etree.ElementTree as ET
 from functools import cached_property
 from typing import Any, Iterator
 
+from .schema import MAX_SNAPSHOT_BYTES, Bool, Record, Str, conform_sources
+
+# The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts.
 SCHEMA = "vmaudit-facts/1"
+SUPPORTED_SCHEMAS = (SCHEMA,)
 
 # XML namespaces of the domain metadata vmaudit reads.
 NS_VMAUDIT = "urn:vmaudit:guest:1"
@@ -45,8 +60,115 @@ class NotApplicable(Exception):
     """Evidence does not exist in this kind of run (e.g. live facts under --root); the check says `skip`."""
 
 
-class SnapshotError(ValueError):
-    """A facts snapshot that is not one (wrong schema, wrong shape)."""
+from .errors import SnapshotError  # noqa: E402 - re-exported: a snapshot that is not one (exit 2)
+
+
+def _missing(marker: dict, what: str) -> Exception:
+    if "unavailable" in marker:
+        reason = marker["unavailable"]
+        return EvidenceMissing(reason if reason.startswith(what) else f"{what}: {reason}")
+    reason = marker["not_collected"]
+    return NotApplicable(reason if reason.startswith(what) else f"{what}: {reason}")
+
+
+def _marked(v: Any) -> bool:
+    return type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v)
+
+
+class GuardedMap(dict):
+    """A table of facts holding at least one marker: reading a marked entry raises (see module doc)."""
+
+    __slots__ = ("where",)
+
+    def __getitem__(self, key: Any) -> Any:
+        v = dict.__getitem__(self, key)
+        if _marked(v):
+            raise _missing(v, f"{self.where}.{key}" if self.where else str(key))
+        return v
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def values(self) -> list:  # type: ignore[override]
+        return [self[k] for k in self]
+
+    def items(self) -> list:  # type: ignore[override]
+        return [(k, self[k]) for k in self]
+
+    def partial(self) -> Iterator[tuple[Any, Any, Exception | None]]:
+        """(key, value, None) for each entry with evidence, (key, None, EvidenceMissing|NotApplicable)
+        for each marked one."""
+        for k, v in dict.items(self):
+            if _marked(v):
+                yield k, None, _missing(v, f"{self.where}.{k}" if self.where else str(k))
+            else:
+                yield k, v, None
+
+    def plain(self) -> dict:
+        return dict(dict.items(self))
+
+    def __deepcopy__(self, memo: dict) -> GuardedMap:
+        import copy
+
+        out = GuardedMap({k: copy.deepcopy(v, memo) for k, v in dict.items(self)})
+        out.where = self.where
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (dict, (self.plain(),))
+
+
+class GuardedList(list):
+    """A list of facts holding at least one marker: reading a marked item raises."""
+
+    __slots__ = ("where",)
+
+    def __getitem__(self, index: Any) -> Any:
+        v = list.__getitem__(self, index)
+        if isinstance(index, slice):
+            for i, item in enumerate(v):
+                if _marked(item):
+                    raise _missing(item, f"{self.where}[{i}]")
+            return v
+        if _marked(v):
+            raise _missing(v, f"{self.where}[{index}]")
+        return v
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                raise _missing(v, f"{self.where}[{i}]")
+            yield v
+
+    def partial(self) -> Iterator[tuple[int, Any, Exception | None]]:
+        """(index, value, None) for each item with evidence, (index, None, exception) for a marked one."""
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                yield i, None, _missing(v, f"{self.where}[{i}]")
+            else:
+                yield i, v, None
+
+    def plain(self) -> list:
+        return list(list.__iter__(self))
+
+    def __deepcopy__(self, memo: dict) -> GuardedList:
+        import copy
+
+        out = GuardedList(copy.deepcopy(v, memo) for v in list.__iter__(self))
+        out.where = self.where
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (list, (self.plain(),))
+
+
+def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """`container.partial()` for guarded containers; the same triples (never missing) for plain ones."""
+    if isinstance(container, (GuardedMap, GuardedList)):
+        return container.partial()
+    if isinstance(container, dict):
+        return ((k, v, None) for k, v in container.items())
+    return ((i, v, None) for i, v in enumerate(container))
 
 
 def unavailable(reason: object) -> dict:
@@ -71,6 +193,54 @@ def need(value: Any, what: str) -> Any:
     return value
 
 
+_HOST = Record(optional={"hostname": Str(), "root": Str(), "live": Bool(), "libvirt_uri": Str()})
+
+
+def check_envelope(data: Any) -> None:
+    """SnapshotError unless `data` is a snapshot: a supported schema, a host record, a sources table."""
+    if not isinstance(data, dict) or data.get("schema") not in SUPPORTED_SCHEMAS:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
+    for key in ("host", "sources"):
+        if not isinstance(data.get(key), dict):
+            raise SnapshotError(f"snapshot has no '{key}' object")
+    host = _HOST.conform(data["host"], "host")
+    if host is not data["host"]:
+        bad = next(v for v in dict.values(host) if is_marker(v))
+        raise SnapshotError(f"snapshot's {bad['unavailable']}")
+
+
+def parse_snapshot(text: str | bytes, where: str) -> dict:
+    """A snapshot from JSON text; SnapshotError with one line naming `where` if it is not one."""
+    if len(text) > MAX_SNAPSHOT_BYTES:
+        raise SnapshotError(f"{where}: a facts snapshot over {MAX_SNAPSHOT_BYTES >> 20} MiB (the limit)")
+    import json
+
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise SnapshotError(f"{where}: not a facts snapshot: JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{where}, line {exc.lineno}: not a JSON facts snapshot: {exc.msg}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # e.g. an integer of more than 4300 digits
+        raise SnapshotError(f"{where}: not a JSON facts snapshot: {exc}") from None
+    try:
+        check_envelope(data)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}: {exc}") from None
+    return data
+
+
+def load_snapshot_file(path: str) -> dict:
+    """Read and parse a saved snapshot (SnapshotError, one line naming the file, if it is not one)."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_SNAPSHOT_BYTES + 1)
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
+    return parse_snapshot(text, path)
+
+
 # Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes
 # them while the tree is parsed for the guest checks, so a host check never parses the XML again.
 GUEST_VIEWS: list = []
@@ -86,13 +256,14 @@ class Facts:
     """Read access to a snapshot, with guests' XML parsed once and shared by every check."""
 
     def __init__(self, data: dict):
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
-        for key, kind in (("host", dict), ("sources", dict)):
-            if not isinstance(data.get(key), kind):
-                raise SnapshotError(f"snapshot has no '{key}' object")
-        self.data = data
+        """`data` held to the facts contract (vmaudit.schema): SnapshotError if it is not a snapshot at
+        all; a value of the wrong type inside a source becomes a marker naming its path. `data` itself
+        is not modified (`self.data` shares every part that conformed)."""
+        check_envelope(data)
+        from vmaudit.collectors import source_schemas
+
+        sources = conform_sources(data["sources"], source_schemas())
+        self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 
     @property
@@ -327,5 +498,5 @@ def iter_markers(value: Any, path: str = "") -> Iterator[tuple[str, str, str]]:
         kind = "unavailable" if "unavailable" in value else "not_collected"
         yield path, kind, value[kind]
     elif isinstance(value, dict):
-        for k, v in value.items():
+        for k, v in dict.items(value):
             yield from iter_markers(v, f"{path}.{k}" if path else str(k))

@@ -28,6 +28,7 @@ import os
 import stat
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Float, Int, Record, Str, TableOf
 
 from . import Context, collector
 
@@ -61,7 +62,12 @@ def list_files(ctx: Context, directory: str, *, absent_is_empty: bool) -> dict:
     return {"dir": directory, "present": True, "entries": entries}
 
 
-@collector("guest_files")
+_LISTING = Record({"dir": Str(), "present": Bool(),
+                   "entries": TableOf(Record({"mtime": Float(), "size": Int(min=0)}))})
+GUEST_FILES_SCHEMA = TableOf(_LISTING)
+
+
+@collector("guest_files", schema=GUEST_FILES_SCHEMA)
 def collect_guest_files(ctx: Context) -> dict:
     return {
         "qemu_logs": list_files(ctx, QEMU_LOG_DIR, absent_is_empty=False),
@@ -70,7 +76,10 @@ def collect_guest_files(ctx: Context) -> dict:
     }
 
 
-@collector("libvirt_hooks")
+LIBVIRT_HOOKS_SCHEMA = TableOf(Record({"present": Bool()}, optional={"path": Str(), "executable": Bool()}))
+
+
+@collector("libvirt_hooks", schema=LIBVIRT_HOOKS_SCHEMA)
 def collect_libvirt_hooks(ctx: Context) -> dict:
     try:
         st = os.stat(ctx.resolve(QEMU_HOOK))  # a link to the real hook is followed inside the root

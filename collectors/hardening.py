@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import quote
 
 from vmaudit.facts import not_collected, unavailable
+from vmaudit.schema import AnyJSON, Bool, Enum, Float, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -88,7 +89,10 @@ def parse_os_release(text: str) -> dict:
     return out
 
 
-@collector("os_release")
+OS_RELEASE_SCHEMA = Record({"present": Bool()}, optional={"path": Str()}, extra=Str())
+
+
+@collector("os_release", schema=OS_RELEASE_SCHEMA)
 def collect_os_release(ctx: Context) -> Any:
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         text = ctx.read_fact(path)
@@ -447,7 +451,18 @@ def _rpm_db(ctx: Context) -> Any:
     return {"packages": len(times), "newest_install": newest}
 
 
-@collector("package_history")
+_PACKAGE_LOG = Record({"path": Str(), "kind": Str()},
+                      optional={"upgrades": Int(min=0), "installs": Int(min=0), "newest_upgrade": Optional(Str()),
+                                "newest_install": Optional(Str()), "transactions": Int(min=0),
+                                "undated": Int(min=0), "wal_frames": Int(min=0), "note": Str(),
+                                "year_from": Str(), "unavailable": Str()})
+PACKAGE_HISTORY_SCHEMA = Record({"manager": Optional(Str()), "logs": ListOf(_PACKAGE_LOG)},
+                         optional={"rpm_db": Optional(Record(optional={"packages": Int(min=0),
+                                                                       "newest_install": Optional(Int() | Str())})),
+                                   "local_time": ListOf(Str())})
+
+
+@collector("package_history", schema=PACKAGE_HISTORY_SCHEMA)
 def collect_package_history(ctx: Context) -> dict:
     logs = []
     for directory, prefix, kind, parse in LOGS:
@@ -526,7 +541,13 @@ def parse_dnf_check_update(text: str) -> list[dict]:
     return out
 
 
-@collector("pending_updates", live=True)
+_UPDATE = Record({"package": Str()}, optional={"version": Str(), "origin": AnyJSON()})
+PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
+                         optional={"command": ListOf(Str()), "other": Optional(ListOf(AnyJSON())),
+                                   "lists_mtime": Optional(Float())})
+
+
+@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True)
 def collect_pending_updates(ctx: Context) -> Any:
     if not ctx.online:
         return not_collected("asking the package manager needs --online")
@@ -554,7 +575,11 @@ def collect_pending_updates(ctx: Context) -> Any:
 # --- reboot required ------------------------------------------------------------------------------
 
 
-@collector("reboot_required")
+REBOOT_REQUIRED_SCHEMA = Record({"present": Bool(), "packages": ListOf(Str())},
+                         optional={"path": Optional(Str()), "message": Str()})
+
+
+@collector("reboot_required", schema=REBOOT_REQUIRED_SCHEMA)
 def collect_reboot_required(ctx: Context) -> Any:
     # /var/run is a link to /run on current systems (ctx resolves it inside the audited root)
     for path in ("/run/reboot-required", "/var/run/reboot-required"):
@@ -582,7 +607,14 @@ def parse_apparmor_profiles(text: str) -> list[dict]:
     return out
 
 
-@collector("lsm")
+LSM_SCHEMA = Record({"sysfs": Bool(), "active": Optional(ListOf(Str())),
+               "selinux": Record({"enabled": Bool(), "enforce": Optional(Str())},
+                                 optional={"config": Optional(TableOf(Optional(Str())))}),
+               "apparmor": Record({"enabled": Optional(Str()),
+                                   "profiles": Optional(ListOf(Record({"name": Str(), "mode": Str()})))})})
+
+
+@collector("lsm", schema=LSM_SCHEMA)
 def collect_lsm(ctx: Context) -> Any:
     marker = _sysfs(ctx)
     if marker is not None:
@@ -612,7 +644,11 @@ def collect_lsm(ctx: Context) -> Any:
 # --- KSM, CPU, nested -----------------------------------------------------------------------------
 
 
-@collector("ksm")
+KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
+               "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))})
+
+
+@collector("ksm", schema=KSM_SCHEMA)
 def collect_ksm(ctx: Context) -> Any:
     marker = _sysfs(ctx)
     if marker is not None:
@@ -626,7 +662,11 @@ def collect_ksm(ctx: Context) -> Any:
     return out
 
 
-@collector("cpu_security")
+CPU_SECURITY_SCHEMA = Record({"vulnerabilities": TableOf(Optional(Str())), "thread_siblings": TableOf(Str())},
+                      optional={"smt_control": Optional(Str()), "smt_active": Optional(Str())})
+
+
+@collector("cpu_security", schema=CPU_SECURITY_SCHEMA)
 def collect_cpu_security(ctx: Context) -> Any:
     marker = _sysfs(ctx)
     if marker is not None:
@@ -650,7 +690,10 @@ def collect_cpu_security(ctx: Context) -> Any:
             "smt_active": _text(ctx, f"{base}/smt/active"), "thread_siblings": siblings}
 
 
-@collector("kvm_nested")
+KVM_NESTED_SCHEMA = Record({"kvm_intel": Optional(Str()), "kvm_amd": Optional(Str())})
+
+
+@collector("kvm_nested", schema=KVM_NESTED_SCHEMA)
 def collect_kvm_nested(ctx: Context) -> Any:
     marker = _sysfs(ctx)
     if marker is not None:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 
 from vmaudit.facts import not_collected, unavailable
+from vmaudit.schema import AnyJSON, Bool, Int, ListOf, Optional, Record, Str
 
 from . import Context, collector
 
@@ -102,7 +103,13 @@ def _maps(pid: int):
         return unavailable(f"cannot read /proc/{pid}/maps: {exc.strerror or exc}")
 
 
-@collector("processes", live=True)
+PROCESSES_SCHEMA = ListOf(Record({"pid": Int(min=0), "name": Str(), "cmdline": ListOf(Str())},
+                          optional={"exe": Optional(Str()), "kind": Optional(Str()), "uid": Optional(Int()),
+                                    "user": Optional(Str()), "gid": Optional(Int()), "guest": Optional(Str()),
+                                    "seccomp": Optional(Int()), "deleted_maps": ListOf(AnyJSON())}))
+
+
+@collector("processes", schema=PROCESSES_SCHEMA, live=True)
 def collect_processes(ctx: Context) -> list:
     import psutil
 
@@ -148,7 +155,12 @@ def _proto(conn) -> str:
     return ("tcp" if tcp else "udp") + ("6" if v6 else "")
 
 
-@collector("listeners", live=True)
+LISTENERS_SCHEMA = ListOf(Record({"proto": Str(), "address": Str(), "port": Int(min=0, max=65535)},
+                          optional={"pid": Optional(Int(min=0)), "process": Optional(Str()),
+                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str()))}))
+
+
+@collector("listeners", schema=LISTENERS_SCHEMA, live=True)
 def collect_listeners(ctx: Context) -> list:
     import psutil
 
@@ -195,7 +207,10 @@ def systemd_booted() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-@collector("services", live=True)
+SERVICES_SCHEMA = Record({"systemd": Bool()}, optional={"running": ListOf(Str())})
+
+
+@collector("services", schema=SERVICES_SCHEMA, live=True)
 def collect_services(ctx: Context):
     if not systemd_booted():
         try:

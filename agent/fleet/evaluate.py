@@ -34,8 +34,9 @@ from vmaudit.engine import (
     run_check,
     summarize,
 )
+from vmaudit.errors import InventoryError
 from vmaudit.facts import EvidenceMissing, Facts, Guest
-from vmaudit.policy import Policy, PolicyError
+from vmaudit.policy import Policy
 
 from .collect import Outcome
 from .hosts import FleetHost
@@ -53,7 +54,7 @@ def peer_map(hosts: list[FleetHost], policy: Policy) -> dict[str, list[str]]:
             groups.setdefault(h.migration_group, []).append(h.name)
         for p in h.migration_peers:
             if p not in names:
-                raise PolicyError(f"{h.where or h.name}: host {h.name}: vmaudit_migration_peers names "
+                raise InventoryError(f"{h.where or h.name}: host {h.name}: vmaudit_migration_peers names "
                                   f"{p!r}, which is not a host of this inventory")
             if p != h.name:
                 peers[h.name].add(p)
