@@ -64,11 +64,13 @@ from .errors import SnapshotError  # noqa: E402 - re-exported: a snapshot that i
 
 
 def _missing(marker: dict, what: str) -> Exception:
-    if "unavailable" in marker:
-        reason = marker["unavailable"]
-        return EvidenceMissing(reason if reason.startswith(what) else f"{what}: {reason}")
-    reason = marker["not_collected"]
-    return NotApplicable(reason if reason.startswith(what) else f"{what}: {reason}")
+    """The exception a marker at `what` (a path such as "ksm.run") stands for; `.reason` is the
+    marker's own reason, `.path` where it was."""
+    cls, reason = ((EvidenceMissing, marker["unavailable"]) if "unavailable" in marker
+                   else (NotApplicable, marker["not_collected"]))
+    exc = cls(reason if reason.startswith(what) else f"{what}: {reason}")
+    exc.reason, exc.path = reason, what
+    return exc
 
 
 def _marked(v: Any) -> bool:
@@ -169,6 +171,15 @@ def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
     if isinstance(container, dict):
         return ((k, v, None) for k, v in container.items())
     return ((i, v, None) for i, v in enumerate(container))
+
+
+def lookup(container: Any, key: Any, default: Any = None) -> tuple[Any, Exception | None]:
+    """`(container[key], None)`, `(default, None)` if the key is absent, or `(None, exception)` when it
+    is a marker: for the few checks that report partial evidence instead of stopping at the first gap."""
+    try:
+        return (container[key] if key in container else default), None
+    except (EvidenceMissing, NotApplicable) as exc:
+        return None, exc
 
 
 def unavailable(reason: object) -> dict:
@@ -281,7 +292,16 @@ class Facts:
         return self.data["sources"][name]
 
     def source(self, name: str) -> Any:
+        """The source's value (held to its schema), or EvidenceMissing / NotApplicable for its marker."""
         return need(self.raw(name), name)
+
+    def lookup(self, name: str) -> tuple[Any, Exception | None]:
+        """`(value, None)` or `(None, EvidenceMissing|NotApplicable)`: for checks that report what is
+        missing in their evidence and go on with the rest."""
+        try:
+            return self.source(name), None
+        except (EvidenceMissing, NotApplicable) as exc:
+            return None, exc
 
     @property
     def libvirt(self) -> dict:
@@ -311,8 +331,10 @@ class Guest:
 
     def __init__(self, record: dict):
         self.record = record
-        self.name: str = str(record.get("name", "?"))
-        self.uuid: str = str(record.get("uuid") or "")
+        # name and uuid label findings: a missing one is shown as such (dict.get sees past the guard)
+        name, uuid = dict.get(record, "name", "?"), dict.get(record, "uuid")
+        self.name: str = "?" if _marked(name) else str(name)
+        self.uuid: str = "" if _marked(uuid) or not uuid else str(uuid)
         self._tree: ET.Element | None = None
         self._views: dict = {}
         self._devices: dict | None = None  # <devices> children by tag, while the tree is held
@@ -375,19 +397,26 @@ class Guest:
     @property
     def state(self) -> str:
         """'running', 'paused', 'shutoff', … as libvirt reports it."""
-        return self.record.get("state", "unknown")
+        state, _missing_state = lookup(self.record, "state", "unknown")
+        return state if state is not None else "unknown"
 
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "unknown", "nostate")
 
     @property
-    def persistent(self) -> Any:
+    def persistent(self) -> bool | None:
+        """libvirt's flag (None: not in the record); EvidenceMissing when libvirt could not tell."""
         return self.record.get("persistent")
 
     @property
-    def autostart(self) -> Any:
+    def autostart(self) -> bool | None:
+        """libvirt's flag (None: not in the record); EvidenceMissing when libvirt could not tell."""
         return self.record.get("autostart")
+
+    def lookup(self, key: str, default: Any = None) -> tuple[Any, Exception | None]:
+        """`lookup(self.record, key, default)`: a record field or the reason it is missing."""
+        return lookup(self.record, key, default)
 
     # --- derived views shared by several checks -------------------------------------------------
     @cached_property

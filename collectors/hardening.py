@@ -543,7 +543,7 @@ def parse_dnf_check_update(text: str) -> list[dict]:
 
 _UPDATE = Record({"package": Str()}, optional={"version": Str(), "origin": AnyJSON()})
 PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
-                         optional={"command": ListOf(Str()), "other": Optional(ListOf(AnyJSON())),
+                         optional={"command": ListOf(Str()), "other": Optional(Int(min=0)),
                                    "lists_mtime": Optional(Float())})
 
 

@@ -157,7 +157,9 @@ def _domains(conn: Any) -> list:
 
 _SNAPSHOT = Record({"name": Str()}, optional={"creation_time": Optional(Int(min=0)), "state": Optional(Str()),
                                           "memory": Bool(), "xml_error": Str()})
-_DOMAIN = Record({"name": Str(), "uuid": Str(), "state": Str(), "xml": Str()},
+# a guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
+# still tells which record it was
+_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Str(), "xml": Str()},
                  optional={"id": Int(), "persistent": Bool(), "autostart": Bool(), "managed_save": Bool(),
                            "snapshots": ListOf(_SNAPSHOT)})
 _VOLUME = Record({"name": Str()}, optional={"path": Optional(Str()), "format": Optional(Str()),
