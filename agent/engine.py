@@ -158,21 +158,14 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
     results: list[tuple[CheckSpec, Result]] = []
 
     try:
-        guests = facts.guests()
+        guests = facts.labelled_guests(getattr(policy, "inventory", None))
         guest_error: Exception | None = None
     except (EvidenceMissing, NotApplicable) as exc:
         guests, guest_error = [], exc
-    inventory = getattr(policy, "inventory", None)
     for guest in guests:
-        if inventory is not None:
-            guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
         for spec in guest_checks:
             results.extend((spec, r) for r in run_check(spec, (guest, facts, policy), guest.resource))
-        try:
-            guest.precompute()
-            guest.release()  # the shared views are cached; the tree can go
-        except EvidenceMissing:
-            pass
+        guest.settle()  # the shared views are cached; the tree can go
     if guest_error is not None:
         results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
 

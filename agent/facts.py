@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
@@ -303,6 +304,27 @@ class Facts:
         except (EvidenceMissing, NotApplicable) as exc:
             return None, exc
 
+    @cached_property
+    def collected_at(self) -> datetime:
+        """When the snapshot was collected (aware, UTC): ages are measured against it, never "now".
+        EvidenceMissing when the snapshot carries no valid RFC 3339 time."""
+        raw = self.data.get("collected_at")
+        if not isinstance(raw, str):
+            raise EvidenceMissing("the snapshot has no collected_at time to measure ages against")
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))  # 3.9's fromisoformat has no 'Z'
+        except ValueError:
+            raise EvidenceMissing(f"the snapshot's collected_at {raw!r} is not an RFC 3339 time") from None
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+
+    def labelled_guests(self, inventory: Any = None) -> list[Guest]:
+        """guests() with the inventory's labels applied (the one preparation engine and fleet share)."""
+        guests = self.guests()
+        if inventory is not None:
+            for guest in guests:
+                guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
+        return guests
+
     @property
     def libvirt(self) -> dict:
         value = self.source("libvirt")
@@ -493,6 +515,15 @@ class Guest:
         """Any device passed through from the host: <hostdev> or <interface type='hostdev'>."""
         return (self.tree.find("devices/hostdev") is not None
                 or self.tree.find("devices/interface[@type='hostdev']") is not None)
+
+    def settle(self) -> None:
+        """Compute the shared views, then drop the XML tree (a guest without readable XML keeps
+        raising EvidenceMissing from its views)."""
+        try:
+            self.precompute()
+            self.release()
+        except EvidenceMissing:
+            pass
 
     def precompute(self) -> None:
         """Fill the shared views so `release()` can drop the tree without later re-parsing."""

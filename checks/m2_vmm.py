@@ -4,12 +4,12 @@ statically allocated memory."""
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
 from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
 from vmaudit.policy import parse_size
@@ -493,16 +493,6 @@ def _policy_allow(policy: Any) -> list[str]:
     return out
 
 
-def _loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def _libvirt_dnsmasq(sock: dict) -> bool:
     """libvirt's own dnsmasq for its virtual networks reads its config from /var/lib/libvirt/dnsmasq/."""
     return any("/libvirt/dnsmasq/" in a for a in sock.get("cmdline") or [])
@@ -539,7 +529,7 @@ def host_services(facts, policy):
             offenders += 1
             yield Result("fail", f"service {unit} runs on the hypervisor", f"unit:{unit}", {"unit": unit},
                          "virtualization services only", unit)
-    exposed = [s for s in listeners if not _loopback(s["address"])]
+    exposed = [s for s in listeners if not loopback(s["address"])]
     for sock in exposed:
         name = sock.get("process")
         exe = sock.get("exe") if isinstance(sock.get("exe"), str) else None

@@ -9,14 +9,14 @@ os_release (collectors/hardening.py); kernel, cmdline (collectors/host.py); libv
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any
 
+from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, is_marker, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need
 
 LSM_MODELS = ("selinux", "apparmor")
 
@@ -52,11 +52,7 @@ def conf_value(values: dict, key: str) -> Any:
 
 
 def collected_at(facts) -> datetime:
-    raw = facts.data.get("collected_at")
-    try:
-        return datetime.strptime(str(raw), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise EvidenceMissing(f"the snapshot has no valid collected_at ({raw!r})") from None
+    return facts.collected_at
 
 
 def parse_cpuset(text: str) -> set[int]:
@@ -166,16 +162,17 @@ def patch_age(facts, policy):
     read = [e for e in logs if "unavailable" not in e]
     upgrades = [(e["newest_upgrade"], e["path"], e.get("kind")) for e in read if e.get("newest_upgrade")]
     installs = [(e["newest_install"], e["path"], e.get("kind")) for e in read if e.get("newest_install")]
-    rpm_db = hist.get("rpm_db")
-    if isinstance(rpm_db, dict) and not is_marker(rpm_db) and rpm_db.get("newest_install"):
+    rpm_db, rpm_gap = lookup(hist, "rpm_db")
+    if rpm_db and rpm_db.get("newest_install"):
         upgrades.append((rpm_db["newest_install"], "rpm database (install time)", "rpm-db"))
     evidence: dict = {"manager": hist.get("manager"),
                       "logs": {e["path"]: {k: e.get(k) for k in ("kind", "upgrades", "installs", "newest_upgrade",
                                                                   "newest_install")} for e in read}}
     if unreadable:
         evidence["unreadable"] = unreadable
-    if is_marker(rpm_db):
-        evidence["rpm_db"] = rpm_db
+    if rpm_gap is not None:
+        evidence["rpm_db"] = {"not_collected" if isinstance(rpm_gap, NotApplicable) else "unavailable":
+                              rpm_gap.reason}
     basis = "upgrade"
     if not upgrades:
         upgrades, basis = installs, "install (no upgrade recorded)"
@@ -262,9 +259,9 @@ def stale_binaries(facts, policy):
             missing.append(why)
     else:
         for p in procs:
-            maps = p.get("deleted_maps")
-            if is_marker(maps):
-                missing.append(f"maps of {_proc_label(p)}: {maps.get('unavailable') or maps.get('not_collected')}")
+            maps, gap = lookup(p, "deleted_maps")
+            if gap is not None:
+                missing.append(f"maps of {_proc_label(p)}: {gap.reason}")
                 continue
             code = list(maps or [])  # the collector keeps only executable / shared-object mappings
             if code:
@@ -944,13 +941,6 @@ def nested(facts, policy):
 SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
 
 
-def _loopback(address: str) -> bool:
-    if address in ("localhost", "localhost6"):
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve to anything
 
 
 @check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
@@ -1005,7 +995,7 @@ def graphics_exposed(guest, facts, policy):
             auth.append(f"{kind}_password (qemu.conf)")
         if gr.get("passwd") is not None:
             auth.append("passwd (domain XML)")
-        exposed = address not in ("socket", "none") and (address.startswith("network:") or not _loopback(address))
+        exposed = address not in ("socket", "none") and (address.startswith("network:") or not loopback(address))
         status = "pass" if not exposed or tls else ("warn" if auth else "fail")
         worst = max(worst, status, key=rank.get)
         displays.append({"type": kind, "listen": address, "autoport": gr.get("autoport"), "port": gr.get("port"),

@@ -118,15 +118,9 @@ class HostView:
         if not self.reached or self._guests is not None or self._guest_error is not None:
             return
         try:
-            guests = Facts(self.outcome.facts).guests()
+            guests = Facts(self.outcome.facts).labelled_guests(self.inventory)
             for g in guests:
-                if self.inventory is not None:
-                    g.inventory_labels = self.inventory.labels_for(g.uuid, g.name)
-                try:
-                    g.precompute()
-                    g.release()
-                except EvidenceMissing:
-                    pass  # a guest without XML: its views raise when a check reads them
+                g.settle()
             self._guests = guests
         except EvidenceMissing as exc:
             self._guest_error = str(exc)
