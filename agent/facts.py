@@ -165,6 +165,40 @@ class GuardedList(list):
         return (list, (self.plain(),))
 
 
+def unguarded(value: Any) -> Any:
+    """`value` with every guarded container inside replaced by a plain copy (markers shown as they are),
+    or `value` itself when it holds none: findings' evidence goes through this, so that a check putting
+    a source with a gap into its evidence cannot make json.dumps (which calls .items()) raise."""
+    t = type(value)
+    if t is GuardedMap or t is GuardedList:
+        value = value.plain()
+        t = type(value)
+    if t is dict:
+        out = None
+        for k, v in value.items():
+            if type(v) in _CONTAINERS:
+                p = unguarded(v)
+                if p is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = p
+        return value if out is None else out
+    if t is list:
+        out = None
+        for i, v in enumerate(value):
+            if type(v) in _CONTAINERS:
+                p = unguarded(v)
+                if p is not v:
+                    if out is None:
+                        out = list(value)
+                    out[i] = p
+        return value if out is None else out
+    return value
+
+
+_CONTAINERS = (dict, list, GuardedMap, GuardedList)
+
+
 def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
     """`container.partial()` for guarded containers; the same triples (never missing) for plain ones."""
     if isinstance(container, (GuardedMap, GuardedList)):

@@ -449,6 +449,9 @@ def guest_seclabel(facts, policy):
         if info["problems"]:
             yield Result("fail", "guest not confined by its own label: " + "; ".join(info["problems"]),
                          g.resource, evidence, "a dynamic label of its own", "; ".join(info["problems"]))
+        elif caps_error is not None:  # without libvirt's security models no label can be confirmed
+            yield Result("error", f"evidence missing: {caps_error}", g.resource,
+                         {**evidence, "reason": caps_error})
         else:
             how = "live label checked" if g.active else "labelled dynamically when started"
             yield Result("pass", f"guest has its own sVirt label ({how})", g.resource, evidence)
@@ -691,10 +694,12 @@ def ksm(facts, policy):
     without KSM -> pass.
     """
     k = facts.source("ksm")
-    if not k.get("present"):
+    if not k["present"]:
         yield Result("pass", "the kernel has no KSM (/sys/kernel/mm/ksm absent)", "host", {"present": False})
         return
-    run = need(k.get("run"), "/sys/kernel/mm/ksm/run")
+    run = k["run"]  # 0, 1 or 2 (the schema); a gap raises
+    if run is None:
+        raise EvidenceMissing("/sys/kernel/mm/ksm/run: no value although /sys/kernel/mm/ksm exists")
     evidence: dict = {"run": run, "pages_shared": k.get("pages_shared"), "pages_sharing": k.get("pages_sharing")}
     if run != 1:
         yield Result("pass", f"KSM is not running (run = {run})", "host", evidence, "0 or 2", str(run))
