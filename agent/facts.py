@@ -453,8 +453,7 @@ class Guest:
     @property
     def state(self) -> str:
         """'running', 'paused', 'shutoff', … as libvirt reports it."""
-        state, _missing_state = lookup(self.record, "state", "unknown")
-        return state if state is not None else "unknown"
+        return self.record.get("state", "unknown")  # a marker raises: an unknown state decides nothing
 
     @property
     def active(self) -> bool:

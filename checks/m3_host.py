@@ -44,7 +44,7 @@ DISTRO_QEMU_USER = (
 def qemu_conf(facts) -> tuple[dict, bool]:
     """qemu.conf's parsed values and whether the file exists (absent: every default applies)."""
     conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
-    return dict(conf.get("values") or {}), bool(conf.get("present"))
+    return conf["values"], conf["present"]  # guarded: a value with a gap raises where it is read
 
 
 def conf_value(values: dict, key: str) -> Any:

@@ -19,7 +19,7 @@ import os
 
 from vmaudit.confparse import ConfSyntaxError, parse_env_file, parse_libvirt_conf
 from vmaudit.facts import unavailable
-from vmaudit.schema import AnyJSON, Bool, Int, ListOf, Record, Str, TableOf
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -57,6 +57,7 @@ _DAEMON_KEYS = {"auth_unix_rw": Str(), "auth_unix_ro": Str(), "auth_tcp": Str(),
                 "unix_sock_group": Str(), "unix_sock_dir": Str(), "listen_tcp": Int(), "listen_tls": Int(),
                 "listen_addr": Str(), "tcp_port": Str(), "tls_no_verify_certificate": Int(),
                 "tls_allowed_dn_list": ListOf(Str()), "sasl_allowed_username_list": ListOf(Str()),
+                "tls_port": Str(),
                 "access_drivers": ListOf(Str())}
 _QEMU_KEYS = {"user": Str(), "group": Str(), "dynamic_ownership": Int(), "security_driver": Str() | ListOf(Str()),
               "security_default_confined": Int(), "security_require_confined": Int(),
@@ -64,7 +65,9 @@ _QEMU_KEYS = {"user": Str(), "group": Str(), "dynamic_ownership": Int(), "securi
               "cgroup_device_acl": Str() | ListOf(Str()), "cgroup_controllers": Str() | ListOf(Str()),
               "clear_emulator_capabilities": Int(), "migration_address": Str(), "migration_host": Str(),
               "migrate_tls_force": Int(), "migrate_tls_x509_verify": Int(), "vnc_listen": Str(),
-              "spice_listen": Str(), "vnc_tls": Int(), "spice_tls": Int()}
+              "spice_listen": Str(), "vnc_tls": Int(), "spice_tls": Int(), "vnc_sasl": Int(), "spice_sasl": Int(),
+              "vnc_auto_unix_socket": Int(), "default_tls_x509_verify": Int(), "remote_display_port_min": Int(),
+              "remote_display_port_max": Int()}
 LIBVIRT_CONFIG_SCHEMA = Record(optional={"qemu.conf": _conf_file(_QEMU_KEYS),
                                   **{name: _conf_file(_DAEMON_KEYS)
                                      for name in ("libvirtd.conf", "virtqemud.conf", "virtproxyd.conf")}},
@@ -76,7 +79,8 @@ def collect_libvirt_config(ctx: Context) -> dict:
     return {name: _parsed(ctx, f"/etc/libvirt/{name}", parse_libvirt_conf) for name in CONF_FILES}
 
 
-DAEMON_ENV_SCHEMA = TableOf(Record({"path": Str(), "present": Bool(), "values": TableOf(Str() | ListOf(Str()))}))
+# parse_env_file joins a variable's words: every value is one string
+DAEMON_ENV_SCHEMA = TableOf(Record({"path": Str(), "present": Bool(), "values": TableOf(Str())}))
 
 
 @collector("daemon_env", schema=DAEMON_ENV_SCHEMA)
@@ -139,7 +143,11 @@ def _masked(ctx: Context) -> set[str]:
 
 
 SYSTEMD_UNITS_SCHEMA = Record({"enabled": ListOf(Str()), "masked": ListOf(Str()),
-                         "sockets": TableOf(Record({"path": Str()}, extra=AnyJSON()))})
+                               "sockets": TableOf(Record({"path": Str(), "ListenStream": ListOf(Str())},
+                                                         optional={"drop_ins": ListOf(Str()),
+                                                                   "SocketMode": Optional(Str()),
+                                                                   "SocketUser": Optional(Str()),
+                                                                   "SocketGroup": Optional(Str())}))})
 
 
 @collector("systemd_units", schema=SYSTEMD_UNITS_SCHEMA)

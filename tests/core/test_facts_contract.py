@@ -220,3 +220,22 @@ def test_a_crashing_check_is_not_an_expected_error():
         one(report, "M3-KSM")
     with pytest.raises(AssertionError, match="crashed"):
         findings(report, "M3-KSM")
+
+
+def test_fleet_facts_from_a_host_are_held_to_the_same_contract():
+    """A remote host's output enters through the same parser: not a snapshot -> that host is unreached
+    at stage `facts` with one line; a mistyped value -> a marker when the fleet evaluates it."""
+    from vmaudit.fleet.collect import _parse
+    from vmaudit.fleet.ssh import Completed, Unreached
+
+    def done(stdout: bytes):
+        return Completed(0, stdout, b"")
+
+    for text, why in (("[" * 100_000, "nested too deeply"), ("{", "not a JSON facts snapshot"),
+                      ('{"schema": "vmaudit-facts/9"}', "not a vmaudit facts snapshot")):
+        with pytest.raises(Unreached) as err:
+            _parse(done(text.encode()), "vmaudit facts")
+        assert err.value.stage == "facts" and why in str(err.value) and "\n" not in str(err.value)
+    facts = put(snapshot(), ("ksm", "run"), {})
+    data = _parse(done(json.dumps(facts).encode()), "vmaudit facts")
+    assert one(audit(facts=data), "M3-KSM")["status"] == "error"
