@@ -70,6 +70,11 @@ class Schema:
     def doc(self) -> str:
         return self.describe
 
+    def notation(self) -> str:
+        """A compact type expression for docs/architecture.md: str, int ≥ 0, [str], {*: int},
+        {name: str, uuid?: str}, str | null."""
+        return self.describe
+
 
 class _Scalar(Schema):
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
@@ -84,6 +89,9 @@ class _Scalar(Schema):
 class Str(_Scalar):
     describe = "a string"
     types = (str,)
+
+    def notation(self) -> str:
+        return "str"
 
     def ok(self, value: str) -> bool:
         return len(value) <= MAX_STR
@@ -106,6 +114,13 @@ class Int(_Scalar):
             return "an integer"
         return f"an integer in {self.min}..{self.max}"
 
+    def notation(self) -> str:
+        if self.min == 0 and self.max == MAX_INT:
+            return "int ≥ 0"
+        if self.min == -MAX_INT and self.max == MAX_INT:
+            return "int"
+        return f"int {self.min}..{self.max}"
+
 
 class Float(_Scalar):
     """A finite number (JSON does not tell 1 from 1.0: integers are accepted)."""
@@ -116,15 +131,24 @@ class Float(_Scalar):
     def ok(self, value: float) -> bool:
         return math.isfinite(value) and abs(value) < MAX_INT
 
+    def notation(self) -> str:
+        return "number"
+
 
 class Bool(_Scalar):
     describe = "a boolean"
     types = (bool,)
 
+    def notation(self) -> str:
+        return "bool"
+
 
 class Null(_Scalar):
     describe = "null"
     types = (type(None),)
+
+    def notation(self) -> str:
+        return "null"
 
 
 class Enum(Schema):
@@ -134,6 +158,9 @@ class Enum(Schema):
         self.values = values
         self.types = tuple({type(v) for v in values})
         self.describe = "one of " + ", ".join(repr(v) for v in values)
+
+    def notation(self) -> str:
+        return " \\| ".join(json_literal(v) for v in self.values)
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         # type() first: True == 1 and 1.0 == 1, which JSON tells apart
@@ -147,6 +174,9 @@ class AnyJSON(Schema):
 
     describe = "any JSON value"
     types = (str, int, float, bool, type(None), list, dict)
+
+    def notation(self) -> str:
+        return "any"
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         problem = _bounded(value, depth)
@@ -191,6 +221,9 @@ class ListOf(Schema):
 
     def doc(self) -> str:
         return f"a list of {_noun(self.item.doc())}"
+
+    def notation(self) -> str:
+        return f"[{self.item.notation()}]"
 
     @property
     def describe(self) -> str:  # type: ignore[override]
@@ -237,6 +270,9 @@ class TableOf(Schema):
     def doc(self) -> str:
         return f"a table of {_noun(self.value.doc())}"
 
+    def notation(self) -> str:
+        return f"{{*: {self.value.notation()}}}"
+
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         if not isinstance(value, dict):
             return wrong(path, "a table", value)
@@ -264,6 +300,13 @@ class Record(Schema):
 
     def doc(self) -> str:
         keys = [*self.required, *(f"{k}?" for k in self.optional)]
+        return "{" + ", ".join(keys) + "}"
+
+    def notation(self) -> str:
+        keys = [f"{_key(k)}: {v.notation()}" for k, v in self.required.items()]
+        keys += [f"{_key(k)}?: {v.notation()}" for k, v in self.optional.items()]
+        if not isinstance(self.extra, AnyJSON):
+            keys.append(f"*: {self.extra.notation()}")
         return "{" + ", ".join(keys) + "}"
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
@@ -324,6 +367,9 @@ class OneOf(Schema):
     def doc(self) -> str:
         return " or ".join(a.doc() for a in self.alternatives)
 
+    def notation(self) -> str:
+        return " \\| ".join(a.notation() for a in self.alternatives)
+
     @property
     def describe(self) -> str:  # type: ignore[override]
         return self.doc()
@@ -342,6 +388,14 @@ class OneOf(Schema):
 def Optional(schema: Schema) -> Schema:  # noqa: N802 - reads as a type
     """`schema` or null."""
     return OneOf(schema, Null())
+
+
+def json_literal(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _key(name: str) -> str:
+    return name if name.isidentifier() else f'"{name}"'
 
 
 def _noun(text: str) -> str:

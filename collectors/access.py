@@ -127,6 +127,10 @@ ACCOUNTS_SCHEMA = Record({"passwd": ListOf(Record({"name": Str(), "uid": Int(), 
 
 @collector("accounts", schema=ACCOUNTS_SCHEMA)
 def collect_accounts(ctx: Context) -> dict:
+    """`{passwd: [{name, uid, gid, home, shell}] or marker, group: [{name, gid, members: [...]}] or marker,
+    nsswitch: {passwd: [sources], group: [sources]}, compat: ["passwd:+", ...]}` (a missing /etc/passwd or
+    /etc/group is a marker)
+    """
     out: dict = {"compat": []}
     for name, parse in (("passwd", parse_passwd), ("group", parse_group)):
         text = _required(ctx, f"/etc/{name}")
@@ -272,6 +276,11 @@ SUDOERS_SCHEMA = Record({"present": Bool(), "files": TableOf(Record(optional={"i
 
 @collector("sudoers", schema=SUDOERS_SCHEMA)
 def collect_sudoers(ctx: Context) -> dict:
+    """`{present, files: {path: {included_from} or marker}, skipped: [{path, reason}], aliases: {User_Alias:
+    {NAME: [...]}, Runas_Alias, Host_Alias, Cmnd_Alias}, specs: [{file, line, users, hosts, runas,
+    commands}]}`: /etc/sudoers and its `#`/`@include(dir)`s (read in place, so specs are in sudo's order),
+    sudoers.d names with '.' or '~' skipped as sudo does
+    """
     data: dict = {"present": False, "files": {}, "skipped": [],
                   "aliases": {k: {} for k in ALIAS_KINDS if k != "Cmd_Alias"}, "specs": []}
 
@@ -447,6 +456,13 @@ POLKIT_RULES_SCHEMA = Record({"dirs": TableOf(Str()),
 
 @collector("polkit_rules", schema=POLKIT_RULES_SCHEMA)
 def collect_polkit_rules(ctx: Context) -> dict:
+    """`{dirs: {dir: "present"/"absent"/marker}, files: [{name, path, same_name: [paths], text (or marker)}],
+    pkla: {roots: {root: state}, dirs: {dir: state}, files: [{path, dir, sections: [{name, line, identity,
+    action, any, inactive, active, ignored?}]} or {path, dir, invalid} or {path, dir, text: marker}]}}`:
+    .rules of /etc, /run, /usr/local/share and /usr/share `polkit-1/rules.d` in polkitd's load order (by
+    name, /etc first on a tie; a same-named file is not hidden); .pkla of /var/lib and /etc
+    `polkit-1/localauthority/*/` in pkla-check-authorization's order
+    """
     dirs: dict = {}
     files: list[dict] = []
     for d in POLKIT_DIRS:
@@ -493,6 +509,9 @@ SSHD_CONFIG_SCHEMA = Record({"path": Str(), "present": Bool(), "files": ListOf(S
 
 @collector("sshd_config", schema=SSHD_CONFIG_SCHEMA)
 def collect_sshd_config(ctx: Context) -> dict:
+    """`{path, present, files: [...], unreadable: {path: marker}, entries: [{keyword (lower case), value, file,
+    line, match (criteria or null)}]}` with `Include` expanded in place (globs sorted, relative to /etc/ssh)
+    """
     out: dict = {"path": SSHD_CONFIG, "present": False, "files": [], "unreadable": {}, "entries": []}
 
     def read(path: str, match: str | None, depth: int, match_all: bool = False) -> str | None:
@@ -549,6 +568,9 @@ LIBVIRT_SOCKETS_SCHEMA = TableOf(Record({"mode": Str()}, optional={"uid": Int(),
 
 @collector("libvirt_sockets", schema=LIBVIRT_SOCKETS_SCHEMA, live=True)
 def collect_libvirt_sockets(ctx: Context) -> dict:
+    """(live) `{"/run/libvirt/<name>-sock": {mode: "0666", uid, gid, owner, group}}`; `{}` when /run/libvirt
+    does not exist
+    """
     import grp
     import pwd
 

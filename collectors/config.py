@@ -76,6 +76,10 @@ LIBVIRT_CONFIG_SCHEMA = Record(optional={"qemu.conf": _conf_file(_QEMU_KEYS),
 
 @collector("libvirt_config", schema=LIBVIRT_CONFIG_SCHEMA)
 def collect_libvirt_config(ctx: Context) -> dict:
+    """`{"qemu.conf": {path, present, values}, "libvirtd.conf": ..., "virtqemud.conf": ..., "virtproxyd.conf":
+    ...}`; each entry may be a marker (unreadable, or a syntax error with its line); `values` parsed with
+    `vmaudit.confparse.parse_libvirt_conf` (str, int, list)
+    """
     return {name: _parsed(ctx, f"/etc/libvirt/{name}", parse_libvirt_conf) for name in CONF_FILES}
 
 
@@ -85,6 +89,9 @@ DAEMON_ENV_SCHEMA = TableOf(Record({"path": Str(), "present": Bool(), "values": 
 
 @collector("daemon_env", schema=DAEMON_ENV_SCHEMA)
 def collect_daemon_env(ctx: Context) -> dict:
+    """`{"/etc/default/libvirtd": {present, values}, "/etc/sysconfig/libvirtd": ..., same for virtproxyd and
+    virtqemud}`; values from `parse_env_file`
+    """
     return {path: _parsed(ctx, path, parse_env_file) for path in ENV_FILES}
 
 
@@ -152,6 +159,10 @@ SYSTEMD_UNITS_SCHEMA = Record({"enabled": ListOf(Str()), "masked": ListOf(Str())
 
 @collector("systemd_units", schema=SYSTEMD_UNITS_SCHEMA)
 def collect_systemd_units(ctx: Context) -> dict:
+    """`{"enabled": ["libvirtd-tcp.socket", ...] (symlinks in /etc/systemd/system/*.wants and *.requires),
+    "sockets": {"libvirtd.socket": {"path", "SocketMode", "SocketGroup", "ListenStream": [...]}, ...}}` for
+    libvirt's socket units, /etc overriding /usr/lib and /lib, drop-ins applied
+    """
     enabled: set[str] = set()
     etc = "/etc/systemd/system"
     for entry in ctx.listdir(etc) or []:

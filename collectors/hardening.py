@@ -94,6 +94,7 @@ OS_RELEASE_SCHEMA = Record({"present": Bool()}, optional={"path": Str()}, extra=
 
 @collector("os_release", schema=OS_RELEASE_SCHEMA)
 def collect_os_release(ctx: Context) -> Any:
+    """`{present, path, ID, ID_LIKE, VERSION_ID, ...}` from /etc/os-release (else /usr/lib/os-release)"""
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         text = ctx.read_fact(path)
         if isinstance(text, str):
@@ -464,6 +465,13 @@ PACKAGE_HISTORY_SCHEMA = Record({"manager": Optional(Str()), "logs": ListOf(_PAC
 
 @collector("package_history", schema=PACKAGE_HISTORY_SCHEMA)
 def collect_package_history(ctx: Context) -> dict:
+    """`{manager: "dpkg"/"rpm"/null, logs: [{path, kind ("apt-history"/"dpkg"/"dnf-rpm"/"yum"/"dnf-
+    history"/"dnf5-history"), upgrades, installs, newest_upgrade, newest_install, (yum: year_from;
+    databases: transactions, wal_frames)} or {path, kind, unavailable}], rpm_db: {packages, newest_install}
+    (live) or null/marker, local_time: [kinds logged in local time]}`; times "YYYY-MM-DDTHH:MM:SS" (UTC
+    where the log has an offset or the database stores epoch seconds); rotated and .gz logs included; for
+    the dnf databases `upgrades`/`installs` count successful transactions
+    """
     logs = []
     for directory, prefix, kind, parse in LOGS:
         names = ctx.listdir(directory)
@@ -549,6 +557,9 @@ PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
 
 @collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True)
 def collect_pending_updates(ctx: Context) -> Any:
+    """(live, only with `--online`, else not_collected) `{tool: "apt-get"/"dnf", command, security: [{package,
+    version, origin}], other: n or null, lists_mtime: epoch or null}`
+    """
     if not ctx.online:
         return not_collected("asking the package manager needs --online")
     if shutil.which("apt-get") and ctx.exists("/var/lib/dpkg/status"):
@@ -581,6 +592,9 @@ REBOOT_REQUIRED_SCHEMA = Record({"present": Bool(), "packages": ListOf(Str())},
 
 @collector("reboot_required", schema=REBOOT_REQUIRED_SCHEMA)
 def collect_reboot_required(ctx: Context) -> Any:
+    """`{present, path, message, packages: [...]}` from /run/reboot-required(.pkgs) (/var/run when not a
+    symlink)
+    """
     # /var/run is a link to /run on current systems (ctx resolves it inside the audited root)
     for path in ("/run/reboot-required", "/var/run/reboot-required"):
         text = ctx.read_fact(path)
@@ -616,6 +630,10 @@ LSM_SCHEMA = Record({"sysfs": Bool(), "active": Optional(ListOf(Str())),
 
 @collector("lsm", schema=LSM_SCHEMA)
 def collect_lsm(ctx: Context) -> Any:
+    """`{sysfs: true, active: [/sys/kernel/security/lsm], selinux: {enabled, enforce: "1"/"0"/null, config:
+    {SELINUX, SELINUXTYPE} or null}, apparmor: {enabled: "Y"/"N"/null, profiles: [{name, mode}] or marker or
+    null}}`
+    """
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -650,6 +668,7 @@ KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
 
 @collector("ksm", schema=KSM_SCHEMA)
 def collect_ksm(ctx: Context) -> Any:
+    """`{present, run, pages_shared, pages_sharing}` from /sys/kernel/mm/ksm"""
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -668,6 +687,9 @@ CPU_SECURITY_SCHEMA = Record({"vulnerabilities": TableOf(Optional(Str())), "thre
 
 @collector("cpu_security", schema=CPU_SECURITY_SCHEMA)
 def collect_cpu_security(ctx: Context) -> Any:
+    """`{vulnerabilities: {name: text} or marker, smt_control, smt_active, thread_siblings: {"<cpu>": "0,4"} or
+    marker}` from /sys/devices/system/cpu
+    """
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -695,6 +717,7 @@ KVM_NESTED_SCHEMA = Record({"kvm_intel": Optional(Str()), "kvm_amd": Optional(St
 
 @collector("kvm_nested", schema=KVM_NESTED_SCHEMA)
 def collect_kvm_nested(ctx: Context) -> Any:
+    """`{kvm_intel: "Y"/"N"/"1"/"0"/null, kvm_amd: ...}` (null: module not loaded)"""
     marker = _sysfs(ctx)
     if marker is not None:
         return marker

@@ -57,6 +57,7 @@ CMDLINE_SCHEMA = Str()
 
 @collector("cmdline", schema=CMDLINE_SCHEMA)
 def collect_cmdline(ctx: Context) -> str:
+    """/proc/cmdline text"""
     return _required(ctx, "/proc/cmdline").strip()
 
 

@@ -180,6 +180,9 @@ LIBVIRT_SCHEMA = Record({"domains": ListOf(_DOMAIN)},
 
 @collector("libvirt", schema=LIBVIRT_SCHEMA)
 def collect_libvirt(ctx: Context) -> dict:
+    """`{uri, lib_version, hv_version, hv_type, capabilities (XML string), nodeinfo {model, memory_mib, cpus,
+    mhz, numa_nodes, sockets, cores, threads}, domains: [...], pools: [...], networks: [...]}`
+    """
     conn = ctx.libvirt()
     info = _try(conn.getInfo)
     return {

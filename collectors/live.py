@@ -111,6 +111,11 @@ PROCESSES_SCHEMA = ListOf(Record({"pid": Int(min=0), "name": Str(), "cmdline": L
 
 @collector("processes", schema=PROCESSES_SCHEMA, live=True)
 def collect_processes(ctx: Context) -> list:
+    """(live) `[{pid, name, exe, cmdline: [...], kind ("qemu"/"libvirt"), uid, user, gid (effective), guest
+    (from QEMU's -name guest=), seccomp (int from /proc/<pid>/status, null without CONFIG_SECCOMP),
+    deleted_maps: [deleted executable / .so mappings]}]` for qemu-system-*, qemu-kvm and libvirtd / virt*d;
+    details that cannot be read are markers, vanished processes are skipped
+    """
     import psutil
 
     out = []
@@ -162,6 +167,9 @@ LISTENERS_SCHEMA = ListOf(Record({"proto": Str(), "address": Str(), "port": Int(
 
 @collector("listeners", schema=LISTENERS_SCHEMA, live=True)
 def collect_listeners(ctx: Context) -> list:
+    """(live) `[{proto: tcp/tcp6/udp/udp6, address, port, pid (null: owner not visible), process, exe, cmdline
+    (first 16 args)}]`: listening TCP and unconnected UDP sockets (psutil)
+    """
     import psutil
 
     procs: dict = {}
@@ -212,6 +220,9 @@ SERVICES_SCHEMA = Record({"systemd": Bool()}, optional={"running": ListOf(Str())
 
 @collector("services", schema=SERVICES_SCHEMA, live=True)
 def collect_services(ctx: Context):
+    """(live) `{systemd: true, running: [unit names]}` from `systemctl list-units --type=service
+    --state=running`, or `not_collected` when PID 1 is not systemd
+    """
     if not systemd_booted():
         try:
             with open("/proc/1/comm", encoding="utf-8") as fh:
