@@ -239,3 +239,42 @@ def test_fleet_facts_from_a_host_are_held_to_the_same_contract():
     facts = put(snapshot(), ("ksm", "run"), {})
     data = _parse(done(json.dumps(facts).encode()), "vmaudit facts")
     assert one(audit(facts=data), "M3-KSM")["status"] == "error"
+
+
+def test_one_loopback_answer_for_one_address():
+    from vmaudit.checks._net import loopback
+
+    for address in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1", "::1%lo",
+                    "localhost", "localhost6"):
+        assert loopback(address), address
+    for address in ("0.0.0.0", "::", "10.0.0.1", "::ffff:10.0.0.1", "example.org", "[2001:db8::1]", ""):
+        assert not loopback(address), address
+
+
+def test_migration_parity_reads_the_admins_through_the_declared_interface():
+    """F-MIGRATION-PARITY compares peers' administrators from M6-ADMINS' findings: both sides use
+    ADMINS_EVIDENCE / admins_of, and a real M6-ADMINS finding carries that key."""
+    import vmaudit.checks.fleet as fleet_checks
+    from vmaudit.checks.m6_admins import ADMINS_EVIDENCE, admins_of
+
+    report = audit("debian-broken", test_uri("m3-broken"))
+    finding = one(report, "M6-ADMINS")
+    assert finding["evidence"][ADMINS_EVIDENCE]  # {account: [why]}
+    assert admins_of(report) == sorted(finding["evidence"][ADMINS_EVIDENCE])
+    assert fleet_checks.admins_of is admins_of
+
+
+def test_exit_2_errors_share_one_hierarchy_without_import_cycles():
+    import subprocess
+    import sys
+
+    from vmaudit import errors
+    from vmaudit.fleet.hosts import InventoryError as FleetInventoryError
+    from vmaudit.policy import PolicyError
+
+    assert PolicyError is errors.PolicyError and FleetInventoryError is errors.InventoryError
+    for name in ("UsageError", "PolicyError", "InventoryError", "SnapshotError", "SSHConfigError", "RootError"):
+        assert issubclass(getattr(errors, name), errors.InputError)
+    code = ("import sys, vmaudit.inventory, vmaudit.commands.explain; "
+            "assert 'vmaudit.policy' not in sys.modules and 'vmaudit.cli' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
