@@ -90,7 +90,7 @@ def _cmdline_iommu(cmdline: Any) -> dict:
     x86's `iommu=` takes a comma-separated option list and every occurrence is applied in turn
     (`iommu=pt,force`; a later `iommu=nopt` undoes `pt`): its value here is the options that hold."""
     out: dict = {}
-    if not isinstance(cmdline, str):
+    if cmdline is None:  # unavailable: no parameters known
         return out
     for token in cmdline.split():
         if token == "--":
@@ -136,7 +136,7 @@ PARKING_DRIVERS = ("pci-stub",)
 
 
 def _is_bridge(pci_class: Any) -> bool:
-    return isinstance(pci_class, str) and pci_class.lower().startswith(BRIDGE_CLASSES)
+    return pci_class is not None and pci_class.lower().startswith(BRIDGE_CLASSES)
 
 
 def _host_driver(driver: Any) -> bool:
@@ -242,15 +242,15 @@ def bare_metal(facts, policy):
         for key in ("sys_vendor", "product_name", "hypervisor_type"):
             dmi[key] = _evidence(*lookup(plat, key))
         sys_vendor, product = lookup(plat, "sys_vendor")[0], lookup(plat, "product_name")[0]
-        if isinstance(sys_vendor, str) and VIRT_VENDORS.match(sys_vendor.strip()):
+        if sys_vendor is not None and VIRT_VENDORS.match(sys_vendor.strip()):
             indicators.append(f"DMI sys_vendor {sys_vendor!r}")
-        if isinstance(product, str) and VIRT_PRODUCTS.match(product.strip()):
+        if product is not None and VIRT_PRODUCTS.match(product.strip()):
             indicators.append(f"DMI product_name {product!r}")
-        if (sys_vendor == "Amazon EC2" and isinstance(product, str) and product
+        if (sys_vendor == "Amazon EC2" and product
                 and not product.endswith(".metal")):
             indicators.append(f"DMI: an Amazon EC2 virtual instance ({product!r})")
         htype = lookup(plat, "hypervisor_type")[0]
-        if isinstance(htype, str) and htype:
+        if htype:
             indicators.append(f"/sys/hypervisor/type is {htype!r}")
     evidence = {"hypervisor_flag": (("hypervisor" in flags) if flags is not None
                                     else _evidence(*facts.lookup("cpu"))),
@@ -262,7 +262,7 @@ def bare_metal(facts, policy):
     elif flags is not None and vendor in X86_VENDORS:
         yield Result("pass", "no sign of an underlying hypervisor (no CPUID hypervisor flag, physical DMI "
                      "identity)", "host", evidence, "bare metal", "bare metal")
-    elif plat_ok and isinstance(lookup(plat, "sys_vendor")[0], str):
+    elif plat_ok and lookup(plat, "sys_vendor")[0] is not None:
         yield Result("pass", f"physical DMI identity ({plat['sys_vendor']} {lookup(plat, 'product_name')[0] or ''})"
                      .strip(), "host", evidence, "bare metal", "bare metal")
     else:
@@ -365,7 +365,7 @@ def vfio_unsafe(facts, policy):
             evidence[name] = _evidence(value, gap) if gap or value is not None else "module not loaded"
             if gap is not None:
                 missing.append(str(gap))
-            elif isinstance(value, str) and value.strip().upper() in ("Y", "1"):
+            elif value is not None and value.strip().upper() in ("Y", "1"):
                 unsafe.append(name)
     if unsafe:
         yield Result("fail", f"unsafe VFIO mode enabled: {', '.join(unsafe)}", "host", evidence, "N", "Y")
@@ -532,7 +532,7 @@ def host_services(facts, policy):
     exposed = [s for s in listeners if not loopback(s["address"])]
     for sock in exposed:
         name = sock.get("process")
-        exe = sock.get("exe") if isinstance(sock.get("exe"), str) else None
+        exe = sock.get("exe")
         names = [name, os.path.basename(exe) if exe else None]
         if _allowed(names, list(LISTENER_ALLOW) + extra):
             continue

@@ -16,7 +16,7 @@ from typing import Any
 
 from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need, partial
 
 LSM_MODELS = ("selinux", "apparmor")
 
@@ -552,8 +552,8 @@ def seccomp(facts, policy):
     else:
         qemus = [p for p in procs if is_qemu(p)]
         evidence["qemu_processes"] = {_proc_label(p): p.get("seccomp") for p in qemus}
-        unknown = [_proc_label(p) for p in qemus if not isinstance(p.get("seccomp"), int)]
-        unfiltered = [_proc_label(p) for p in qemus if isinstance(p.get("seccomp"), int) and p["seccomp"] != 2]
+        unknown = [_proc_label(p) for p in qemus if lookup(p, "seccomp")[0] is None]
+        unfiltered = [_proc_label(p) for p in qemus if lookup(p, "seccomp")[0] not in (None, 2)]
         if unfiltered:
             problems.append(f"QEMU without a seccomp filter: {', '.join(unfiltered)}")
         if unknown and not problems:
@@ -805,11 +805,12 @@ def cpu_vulns(facts, policy):
         evidence["cmdline_params"] = params
     except (EvidenceMissing, NotApplicable) as exc:
         params, evidence["cmdline"] = [], f"unavailable: {exc}"
-    unreadable = sorted(n for n, t in vulns.items() if not isinstance(t, str))
-    vulnerable = sorted(n for n, t in vulns.items() if isinstance(t, str) and _vulnerable(t))
-    smt_exposed = sorted(n for n, t in vulns.items() if isinstance(t, str) and "SMT vulnerable" in t)
+    texts = {n: t for n, t, gap in partial(vulns) if gap is None and t is not None}
+    unreadable = sorted(n for n, _t, _gap in partial(vulns) if n not in texts)
+    vulnerable = sorted(n for n, t in texts.items() if _vulnerable(t))
+    smt_exposed = sorted(n for n, t in texts.items() if "SMT vulnerable" in t)
     smt_on = cs.get("smt_control") == "on" or (cs.get("smt_control") is None and cs.get("smt_active") == "1")
-    problems = [f"{n}: {vulns[n]}" for n in vulnerable]
+    problems = [f"{n}: {texts[n]}" for n in vulnerable]
     if "mitigations=off" in params:
         problems.insert(0, "mitigations=off on the kernel command line")
     if problems:
@@ -863,8 +864,8 @@ def core_sharing(facts, policy):
     cs = facts.source("cpu_security")
     siblings_raw = need(cs.get("thread_siblings"), "thread siblings")
     core_of: dict[int, frozenset] = {}
-    for cpu, text in siblings_raw.items():
-        if isinstance(text, str):
+    for cpu, text, gap in partial(siblings_raw):
+        if gap is None:  # an unreadable CPU's siblings are unknown; the others still tell SMT
             core_of[int(cpu)] = frozenset(parse_cpuset(text))
     smt = any(len(c) > 1 for c in core_of.values())
     evidence: dict = {"smt": smt, "smt_control": cs.get("smt_control"), "cpus": len(core_of)}
