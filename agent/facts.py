@@ -92,6 +92,16 @@ class GuardedMap(dict):
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if key in self else default
 
+    def __iter__(self) -> Iterator[Any]:
+        # the same keys as dict's; defined so that dict(m), {**m} and dict.update(m) go through
+        # keys() and __getitem__ (and raise at a marker) instead of copying the markers out
+        return dict.__iter__(self)
+
+    def copy(self) -> GuardedMap:
+        out = GuardedMap(dict.items(self))
+        out.where = self.where
+        return out
+
     def values(self) -> list:  # type: ignore[override]
         return [self[k] for k in self]
 

@@ -206,8 +206,8 @@ def _bounded(value: Any, depth: int) -> str | None:
 def _guard(items: Any, path: str, kind: type) -> Any:
     from vmaudit.facts import GuardedList, GuardedMap
 
-    cls = GuardedMap if kind is dict else GuardedList
-    out = cls(items)
+    # built from dict's / list's own views: copying a guarded container would raise at its marker
+    out = GuardedMap(dict.items(items)) if kind is dict else GuardedList(list.__iter__(items))
     out.where = path
     return out
 
@@ -239,14 +239,14 @@ class ListOf(Schema):
         item = self.item
         changed = marked = False
         out = None
-        for i, v in enumerate(value):
+        for i, v in enumerate(list.__iter__(value)):  # list's own: a GuardedList would raise
             if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
                 r = _marker(v, f"{path}[{i}]")
             else:
                 r = item.conform(v, f"{path}[{i}]", depth + 1)
             if r is not v:
                 if out is None:
-                    out = list(value[:i])
+                    out = list.__getitem__(value, slice(0, i))
                 changed = True
             if out is not None:
                 out.append(r)
@@ -318,7 +318,7 @@ class Record(Schema):
         out = _conform_items(value, path, depth, lambda k: fields.get(k, extra))
         missing = [k for k in self.required if k not in value]
         if missing:
-            out = dict(out)
+            out = dict(dict.items(out))
             for k in missing:
                 out[k] = {"unavailable": f"{path}.{k}: missing from this snapshot"}
             return _guard(out, path, dict)
@@ -336,7 +336,7 @@ def _marker(value: dict, path: str) -> dict:
 def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str], Schema]) -> Any:
     changed = marked = False
     out = None
-    for k, v in value.items():
+    for k, v in dict.items(value):  # dict's own: a GuardedMap would raise
         where = f"{path}.{k}" if path else k
         if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
             r = _marker(v, where)
@@ -344,7 +344,7 @@ def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str]
             r = schema_of(k).conform(v, where, depth + 1)
         if r is not v:
             if out is None:
-                out = dict(value)
+                out = dict(dict.items(value))
             out[k] = r
             changed = True
         if type(r) is dict and len(r) == 1 and ("unavailable" in r or "not_collected" in r):

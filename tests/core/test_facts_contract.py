@@ -278,3 +278,15 @@ def test_exit_2_errors_share_one_hierarchy_without_import_cycles():
     code = ("import sys, vmaudit.inventory, vmaudit.commands.explain; "
             "assert 'vmaudit.policy' not in sys.modules and 'vmaudit.cli' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_copies_of_a_guarded_table_do_not_let_a_marker_out():
+    facts = snapshot()
+    facts["sources"]["ksm"]["run"] = MARK
+    ksm = Facts(facts).source("ksm")
+    for copy_of in (dict, lambda m: {**m}, lambda m: {}.update(m)):
+        with pytest.raises(EvidenceMissing):
+            copy_of(ksm)
+    assert isinstance(ksm.copy(), GuardedMap)
+    again = Facts(Facts(facts).data)  # validating validated facts is a no-op, not a crash
+    assert lookup(again.source("ksm"), "run")[1].reason == "replaced by the test"
