@@ -555,7 +555,7 @@ def host_services(facts, policy):
             continue
         offenders += 1
         addr = f"[{sock['address']}]" if ":" in sock["address"] else sock["address"]
-        hidden = [h for h in sock.get("hidden_owners") or [] if isinstance(h, dict)]
+        hidden = [h for _i, h, gap in partial(sock.get("hidden_owners") or []) if gap is None]
         if sock.get("pid") is not None:
             who = f"{name} (pid {sock['pid']})"
         elif hidden:

@@ -12,10 +12,11 @@ import posixpath
 import stat
 from typing import Any
 
-from vmaudit.checks.m3_host import DISTRO_QEMU_USER, _loopback, conf_value, qemu_conf
+from vmaudit.checks._net import loopback
+from vmaudit.checks.m3_host import DISTRO_QEMU_USER, conf_value, qemu_conf
 from vmaudit.collectors.guest_paths import guest_file_refs
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, is_marker, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, lookup, need, partial
 
 RANK = {"pass": 0, "error": 1, "warn": 2, "fail": 3}
 
@@ -42,11 +43,11 @@ class Accounts:
         except (EvidenceMissing, NotApplicable) as exc:
             self.missing = str(exc)
             return
-        for p in passwd if isinstance(passwd, list) else []:
-            if isinstance(p, dict) and isinstance(p.get("uid"), int):
+        for _i, p, gap in partial(passwd):
+            if gap is None:  # an unreadable line costs that account only
                 self.users.setdefault(p["uid"], p)
-        for g in group if isinstance(group, list) else []:
-            if isinstance(g, dict) and isinstance(g.get("gid"), int):
+        for _i, g, gap in partial(group):
+            if gap is None:
                 self.groups.setdefault(g["gid"], g)
 
     def user(self, uid: Any) -> str:
@@ -97,16 +98,21 @@ def qemu_account(facts) -> dict:
 
 # --- M3-IMAGE-PERMS --------------------------------------------------------------------------------
 
-def _follow(paths: dict, path: str) -> tuple[str, Any]:
-    """(resolved path, its entry) following recorded links; the entry is None when not recorded."""
-    seen = 0
-    entry = paths.get(path)
-    while isinstance(entry, dict) and entry.get("type") == "link" and seen < 40:
-        target = entry.get("target")
-        if not isinstance(target, str):
-            return path, target if is_marker(target) else None
-        path, entry, seen = target, paths.get(target), seen + 1
-    return path, entry
+def _follow(paths, path: str) -> tuple[str, dict | None, str | None]:
+    """(resolved path, its stat entry, None) following recorded links, or (path, None, why not)."""
+    for _hop in range(40):
+        entry, gap = lookup(paths, path)
+        if gap is not None:
+            return path, None, getattr(gap, "reason", str(gap))
+        if entry is None:
+            return path, None, "not in the snapshot (defined after collection?)"
+        if entry["type"] != "link":
+            return path, entry, None
+        target, gap = lookup(entry, "target")
+        if gap is not None or target is None:
+            return path, None, getattr(gap, "reason", "link target not recorded")
+        path = target
+    return path, None, "too many levels of symbolic links"
 
 
 def _ancestors(path: str) -> list[str]:
@@ -144,8 +150,8 @@ def image_perms(guest, facts, policy):
     nothing else was found. Files are only stat'ed, never opened.
     """
     gp = facts.source("guest_paths")
-    paths = need(gp.get("paths"), "guest_paths paths")
-    volumes = gp.get("volumes") or {}
+    paths = gp["paths"]
+    volumes = gp["volumes"]
     accounts = Accounts(facts)
     qemu = qemu_account(facts)
     ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
@@ -177,31 +183,29 @@ def image_perms(guest, facts, policy):
     for what, ref in refs:
         path = ref
         if ref.startswith("volume:"):
-            vol = volumes.get(ref[len("volume:"):])
+            vol, gap = lookup(volumes, ref[len("volume:"):])
             if not isinstance(vol, str):
                 unknown.append(f"{what} {ref[len('volume:'):]}: "
-                               + (vol["unavailable"] if is_marker(vol) and "unavailable" in vol
-                                  else "volume path not in the snapshot"))
+                               + (getattr(gap, "reason", str(gap)) if gap else "volume path not in the snapshot"))
                 continue
             path = vol
-        real, entry = _follow(paths, path)
-        if entry is None or is_marker(entry) or entry.get("type") == "absent":
-            why = ("does not exist under the audited root" if isinstance(entry, dict) and entry.get("type") == "absent"
-                   else entry.get("unavailable", entry.get("not_collected")) if is_marker(entry)
-                   else "not in the snapshot (defined after collection?)")
+        real, entry, why = _follow(paths, path)
+        if entry is not None and entry["type"] == "absent":
+            entry, why = None, "does not exist under the audited root"
+        if entry is None:
             unknown.append(f"{what} {path}: {why}")
             continue
-        record = {"what": what, "path": path, "type": entry.get("type"), "mode": entry.get("mode"),
+        record = {"what": what, "path": path, "type": entry["type"], "mode": entry.get("mode"),
                   "owner": accounts.user(entry.get("uid")), "group": accounts.group(entry.get("gid"))}
         if real != path:
             record["resolved"] = real
         problems = []
-        problem = writable_by_others(entry, entry.get("type") == "dir")
+        problem = writable_by_others(entry, entry["type"] == "dir")
         if problem:
             problems.append(problem)
             fails.append(f"{path} {problem}")
         guest_data = what.startswith("disk") and (what, ref) not in read_only or what == "nvram"
-        if guest_data and int(entry["mode"], 8) & stat.S_IROTH and entry.get("type") != "dir":
+        if guest_data and int(entry["mode"], 8) & stat.S_IROTH and entry["type"] != "dir":
             problems.append("readable by everyone (o+r)")
             warns.append(f"{path} readable by everyone ({entry['mode']})")
         if entry.get("uid") not in ok_uids and accounts.login_account(entry.get("uid")):
@@ -213,9 +217,9 @@ def image_perms(guest, facts, policy):
                                      if real != path else []):
             if d in dirs:
                 continue
-            dentry = paths.get(d)
-            if not isinstance(dentry, dict) or is_marker(dentry) or "mode" not in dentry:
-                why = dentry.get("unavailable") if is_marker(dentry) else "not in the snapshot"
+            dentry, gap = lookup(paths, d)
+            if gap is not None or dentry is None or "mode" not in dentry:
+                why = getattr(gap, "reason", str(gap)) if gap is not None else "not in the snapshot"
                 unknown.append(f"directory {d}: {why}")
                 dirs[d] = {"path": d, "unknown": why}
                 continue
@@ -318,7 +322,7 @@ def chardev_exposed(guest, facts, policy):
                     continue
                 seen.add(key)
                 everywhere = host in ("", "0.0.0.0", "::", "[::]", "*")
-                exposed = everywhere or not _loopback(host)
+                exposed = everywhere or not loopback(host)
                 tls_attr = src.get("tls")
                 tls = kind == "tcp" and (tls_attr == "yes" or (tls_attr != "no" and chardev_tls))
                 if not exposed:
@@ -388,7 +392,7 @@ def host_share(guest, facts, policy):
     paths: dict = {}
     paths_missing = None
     try:
-        paths = need(facts.source("guest_paths").get("paths"), "guest_paths paths")
+        paths = facts.source("guest_paths")["paths"]
     except (EvidenceMissing, NotApplicable) as exc:
         paths_missing = str(exc)
     records, worst, severity = [], "pass", None
@@ -415,13 +419,12 @@ def host_share(guest, facts, policy):
         else:
             resolved = source_dir
             if paths_missing is None:
-                resolved, entry = _follow(paths, posixpath.normpath(source_dir))
+                resolved, entry, why = _follow(paths, posixpath.normpath(source_dir))
                 if resolved != posixpath.normpath(source_dir):
                     rec["resolved"] = resolved
-                if entry is None or is_marker(entry):
-                    reason = entry.get("unavailable") if is_marker(entry) else "not in the snapshot"
-                    rec["resolved"] = f"unknown: {reason}"
-                    unknown.append(f"{source_dir}: {reason}")
+                if entry is None:
+                    rec["resolved"] = f"unknown: {why}"
+                    unknown.append(f"{source_dir}: {why}")
             else:
                 rec["resolved"] = f"unknown: {paths_missing}"
                 unknown.append(f"{source_dir}: {paths_missing}")

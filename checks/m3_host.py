@@ -225,9 +225,9 @@ def pending_updates(facts, policy):
     type security); its lists' age is evidence, and stale lists with nothing pending -> warn. vmaudit
     never runs `apt-get update`, which would change the host.
     """
-    online = facts.raw("pending_updates")
-    if is_marker(online) and "not_collected" in online:
-        yield from offline_pending(facts, policy, collected_at(facts).timestamp())
+    _online, gap = facts.lookup("pending_updates")
+    if isinstance(gap, NotApplicable):  # not asked with --online: the cached indexes decide
+        yield from offline_pending(facts, policy, facts.collected_at.timestamp())
         return
     pending = facts.source("pending_updates")
     security = pending.get("security") or []

@@ -27,6 +27,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Iterator
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Enum, Int, Record, Str, TableOf
 
 from . import Context, collector
 
@@ -148,8 +149,18 @@ def _volume_path(conn: Any, ref: str) -> Any:
         return unavailable(f"libvirt: volume {volume!r} of pool {pool!r}: {msg}")
 
 
-@collector("guest_paths")
+_ENTRY = Record({"type": Enum("file", "dir", "block", "char", "socket", "fifo", "link", "other", "absent")},
+                optional={"mode": Str(), "uid": Int(min=0), "gid": Int(min=0), "target": Str()})
+GUEST_PATHS_SCHEMA = Record({"paths": TableOf(_ENTRY), "volumes": TableOf(Str())})
+
+
+@collector("guest_paths", schema=GUEST_PATHS_SCHEMA)
 def collect_guest_paths(ctx: Context) -> dict:
+    """`{paths: {"<path as the guest XML names it>": {type, mode ("0640"), uid, gid, target (a link's path
+    resolved inside the root)}}, volumes: {"<pool>/<volume>": path}}`: lstat of every disk (and backing
+    chain), loader, NVRAM, kernel, initrd and shared directory of every guest's live and next-start
+    definition, and of every directory above them, as written and as resolved; never opened
+    """
     conn = ctx.libvirt()
     paths: dict = {}
     volumes: dict = {}

@@ -164,7 +164,9 @@ def _proto(conn) -> str:
 
 LISTENERS_SCHEMA = ListOf(Record({"proto": Str(), "address": Str(), "port": Int(min=0, max=65535)},
                           optional={"pid": Optional(Int(min=0)), "process": Optional(Str()),
-                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str()))}))
+                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str())),
+                                    "hidden_owners": ListOf(Record({"pid": Int(min=0)},
+                                                                   optional={"name": Optional(Str())}))}))
 
 
 @collector("listeners", schema=LISTENERS_SCHEMA, live=True)

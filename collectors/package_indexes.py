@@ -33,6 +33,7 @@ import subprocess
 from typing import Any, Iterator
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Enum, Float, Int, ListOf, Null, Record, Str, TableOf
 
 from . import Context, collector
 
@@ -185,8 +186,26 @@ def collect_rpm(ctx: Context) -> dict:
     return {"manager": "rpm", "dnf_cache": caches}
 
 
-@collector("package_indexes")
+_SUITE = Record({"release": Str(), "security": Bool(), "indexes": ListOf(Str())},
+                optional={"suite": Str(), "codename": Str(), "label": Str(), "origin": Str(), "date": Str(),
+                          "valid_until": Str(), "mtime": Float() | Null()})
+PACKAGE_INDEXES_SCHEMA = Record(
+    {"manager": Enum("dpkg", "rpm")},
+    optional={"installed": Int(min=0), "suites": ListOf(_SUITE), "lists": Str(),
+              "unreadable": ListOf(Record({"file": Str(), "reason": Str()})),
+              "candidates": TableOf(Record({"installed": Str(),
+                                            "offered": ListOf(Record({"version": Str(), "suite": Str()}))})),
+              "dnf_cache": TableOf(ListOf(Str()))})
+
+
+@collector("package_indexes", schema=PACKAGE_INDEXES_SCHEMA)
 def collect_package_indexes(ctx: Context) -> Any:
+    """Debian/Ubuntu: `{manager: "dpkg", installed: n, suites: [{release, suite, codename, label, origin, date,
+    valid_until, mtime, security, indexes: [...]}], unreadable: [{file, reason}], candidates: {"<pkg>:<arch>":
+    {installed, offered: [{version, suite}]}}}` from /var/lib/dpkg/status and /var/lib/apt/lists (only the
+    security suites' indexes are read, only installed packages kept); RHEL/Fedora: `{manager: "rpm",
+    dnf_cache: {dir: [entries]}}`
+    """
     status = ctx.read_fact(DPKG_STATUS)
     if isinstance(status, str):
         return collect_apt(ctx, status)
