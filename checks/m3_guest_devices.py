@@ -1,5 +1,6 @@
 """M3: what a guest's devices open on the host — the image files QEMU reads and writes (and who else
-can), character devices listening on the network, host directories shared into the guest.
+can), consoles (VNC/SPICE) and character devices listening on the network, host directories shared
+into the guest, memory shared with the host or other guests.
 
 Sources: libvirt (domain XML); guest_paths (collectors/guest_paths.py: stat of every file and directory
 a guest names); accounts (collectors/access.py: owner and group names, login accounts); libvirt_config
@@ -13,7 +14,7 @@ import stat
 from typing import Any
 
 from vmaudit.checks._net import loopback
-from vmaudit.checks.m3_host import DISTRO_QEMU_USER, conf_value, qemu_conf
+from vmaudit.checks._qemu import DISTRO_QEMU_USER, conf_value, qemu_conf
 from vmaudit.collectors.guest_paths import guest_file_refs
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, lookup, need, partial
@@ -452,3 +453,103 @@ def host_share(guest, facts, policy):
         yield Result("error", f"evidence missing: {reason}", guest.resource, {**evidence, "reason": reason})
     else:
         yield Result("pass", "only read-only shares of non-sensitive directories", guest.resource, evidence)
+
+
+@check("M3-SHARED-MEMORY", severity="medium", scope="guest",
+       title="Guest shares memory with the host or other guests",
+       remediation="Remove <shmem> and shared memoryBacking access unless a device requires them.",
+       sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared']")
+def shared_memory(guest, facts, policy):
+    """Shared memory regions (ivshmem) and shared memory backing (for vhost-user devices and virtiofs)
+    map guest RAM into other processes or guests, a channel past the usual virtual-hardware boundary.
+    Host directories exported into the guest (<filesystem>) are judged by M3-HOST-SHARE, once.
+
+    Rule: per guest, any <shmem> or memoryBacking/access mode='shared' -> warn, listing them.
+    """
+    found = []
+    for shm in guest.findall("devices/shmem"):
+        found.append(f"shmem {shm.get('name')!r}")
+    access = guest.find("memoryBacking/access")
+    if access is not None and access.get("mode") == "shared":
+        found.append("memoryBacking access mode='shared'")
+    if found:
+        yield Result("warn", "guest shares memory: " + "; ".join(found), guest.resource,
+                     {"shared": found}, "no shared memory", "; ".join(found))
+    else:
+        yield Result("pass", "no shared memory", guest.resource, {"shared": []})
+
+
+# libvirt's <graphics type='spice'><channel name=...> names (virDomainGraphicsSpiceChannelName)
+SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
+
+
+@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
+       title="Guest console (VNC/SPICE) reachable from the network without TLS",
+       remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
+                   "with defaultMode='secure'.",
+       sources="/domain/devices/graphics (listen, <listen>, autoport, passwd); qemu.conf vnc_listen, vnc_tls, "
+               "spice_listen, spice_tls, vnc_auto_unix_socket, vnc_password, spice_password, vnc_sasl")
+def graphics_exposed(guest, facts, policy):
+    """A VNC or SPICE console gives keyboard, screen and often boot-menu control of the guest. On a
+    non-loopback address without TLS its traffic and its (at most 8-character, DES-challenge) VNC
+    password cross the network in the clear.
+
+    Rule: per guest, a VNC/SPICE display listening on a non-loopback address (the <listen> element or
+    listen attribute, else qemu.conf vnc_listen/spice_listen, default 127.0.0.1; type 'network' counts as
+    non-loopback) without TLS (vnc_tls = 1; spice_tls = 1 with defaultMode='secure') -> fail; with
+    vnc_sasl or a qemu.conf default password but no TLS -> warn. A read-only libvirt connection never
+    returns the passwd attribute, so a per-guest password cannot be seen and never makes this pass.
+    """
+    graphics = [g for g in guest.findall("devices/graphics") if g.get("type") in ("vnc", "spice")]
+    if not graphics:
+        yield Result("pass", "no VNC/SPICE console", guest.resource, {"graphics": []})
+        return
+    values, _present = qemu_conf(facts)
+    displays, worst = [], "pass"
+    rank = {"pass": 0, "warn": 1, "fail": 2}
+    for gr in graphics:
+        kind = gr.get("type")
+        listen = gr.find("listen")
+        ltype = listen.get("type") if listen is not None else ("address" if gr.get("listen") else None)
+        if ltype == "address":
+            address = (listen.get("address") if listen is not None else None) or gr.get("listen") \
+                or conf_value(values, f"{kind}_listen")
+        elif ltype == "network":
+            address = f"network:{listen.get('network')}"
+        elif ltype in ("socket", "none"):
+            address = ltype
+        elif kind == "vnc" and conf_value(values, "vnc_auto_unix_socket") == 1:
+            address = "socket"
+        else:
+            address = conf_value(values, f"{kind}_listen")
+        tls = conf_value(values, f"{kind}_tls") == 1
+        if kind == "spice":
+            # a channel not listed takes defaultMode ('any': the client may pick the plain port)
+            secure = {c.get("name") for c in gr.findall("channel") if c.get("mode") == "secure"}
+            insecure = {c.get("name") for c in gr.findall("channel") if c.get("mode") != "secure"}
+            tls = tls and not insecure and (gr.get("defaultMode") == "secure" or SPICE_CHANNELS <= secure)
+        auth = []
+        if conf_value(values, f"{kind}_sasl") == 1:
+            auth.append(f"{kind}_sasl")
+        if values.get(f"{kind}_password"):
+            auth.append(f"{kind}_password (qemu.conf)")
+        if gr.get("passwd") is not None:
+            auth.append("passwd (domain XML)")
+        exposed = address not in ("socket", "none") and (address.startswith("network:") or not loopback(address))
+        status = "pass" if not exposed or tls else ("warn" if auth else "fail")
+        worst = max(worst, status, key=rank.get)
+        displays.append({"type": kind, "listen": address, "autoport": gr.get("autoport"), "port": gr.get("port"),
+                         "tls": tls, "auth": auth, "exposed": exposed, "verdict": status})
+    evidence = {"graphics": displays,
+                "password_visibility": "the passwd attribute is never returned over a read-only libvirt "
+                                       "connection; a per-guest password cannot be verified"}
+    exposed = [d for d in displays if d["verdict"] != "pass"]
+    desc = "; ".join(f"{d['type']} on {d['listen']}" for d in exposed)
+    if worst == "fail":
+        yield Result("fail", f"console reachable from the network without TLS: {desc}", guest.resource, evidence,
+                     "loopback, a UNIX socket or TLS", desc)
+    elif worst == "warn":
+        yield Result("warn", f"console on the network with authentication but no TLS: {desc}", guest.resource,
+                     evidence, "loopback, a UNIX socket or TLS", desc)
+    else:
+        yield Result("pass", "consoles listen locally or use TLS", guest.resource, evidence)

@@ -1,4 +1,4 @@
-"""M3 checks (checks/m3_host.py) and their collectors (collectors/hardening.py), on the shared fixture
+"""M3 checks (checks/m3_patching.py, m3_confinement.py, m3_kernel_cpu.py, m3_guest_devices.py) and their collectors (collectors/hardening.py), on the shared fixture
 hosts (debian-/rhel-, hardened/broken) with the libvirt test-driver nodes m3-hardened / m3-broken.
 
 Ages are measured against a fixed collected_at, never the clock. The libvirt test driver always
@@ -15,7 +15,8 @@ import pytest
 from vmtest import audit, findings, host_root, make_root, one, put_guest_images, test_uri, with_sources
 
 from vmaudit.audit import collect_facts
-from vmaudit.checks.m3_host import kernel_flavour, parse_cpuset, version_key
+from vmaudit.checks.m3_kernel_cpu import parse_cpuset
+from vmaudit.checks.m3_patching import kernel_flavour, version_key
 from vmaudit.collectors import Context
 from vmaudit.collectors.hardening import (
     collect_cpu_security,
