@@ -12,7 +12,6 @@ import pytest
 from access_helpers import facts, run, tree
 from vmtest import REQUIRE_REAL, audit, host_root, one
 
-from vmaudit.checks.m6_admins import analyse_polkit_rule, polkit_rules_of
 from vmaudit.collectors import Context
 from vmaudit.collectors.access import (
     collect_libvirt_sockets,
@@ -21,6 +20,7 @@ from vmaudit.collectors.access import (
     collect_sudoers,
     parse_pkla,
 )
+from vmaudit.collectors.polkit_js import analyse_polkit_rule, polkit_rules_of
 from vmaudit.facts import unavailable
 
 # --- M6-ADMINS ----------------------------------------------------------------------------------
