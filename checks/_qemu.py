@@ -53,3 +53,17 @@ def is_qemu(proc: dict) -> bool:
 
 def proc_label(proc: dict) -> str:
     return f"{proc.get('name')}[{proc.get('pid')}]"
+
+
+def distro_ids(facts) -> list[str]:
+    """The audited host's os-release ID followed by its ID_LIKE entries; [] when unknown."""
+    try:
+        osr = facts.source("os_release")
+        return [i for i in [str(osr.get("ID", ""))] + str(osr.get("ID_LIKE", "")).split() if i]
+    except (EvidenceMissing, NotApplicable):
+        return []
+
+
+def distro_qemu_default(ids: list[str]) -> tuple[str, str] | None:
+    """The (user, group) the distro's libvirt build runs QEMU as when qemu.conf sets none."""
+    return next((d for names, d in DISTRO_QEMU_USER if any(i in names for i in ids)), None)

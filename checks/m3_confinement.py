@@ -13,8 +13,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.checks._qemu import (
-    DISTRO_QEMU_USER,
     conf_value,
+    distro_ids,
+    distro_qemu_default,
     is_qemu,
     proc_label,
     processes,
@@ -370,12 +371,8 @@ def qemu_user(facts, policy):
     user, group = values.get("user"), values.get("group")
     source = "qemu.conf"
     if user is None or group is None:
-        try:
-            osr = facts.source("os_release")
-            ids = [str(osr.get("ID", ""))] + str(osr.get("ID_LIKE", "")).split()
-        except (EvidenceMissing, NotApplicable):
-            ids = []
-        default = next((d for names, d in DISTRO_QEMU_USER if any(i in names for i in ids)), None)
+        ids = distro_ids(facts)
+        default = distro_qemu_default(ids)
         evidence["distro"] = ids[0] if ids else None
         if default:
             user = user if user is not None else default[0]

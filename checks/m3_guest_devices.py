@@ -14,7 +14,7 @@ import stat
 from typing import Any
 
 from vmaudit.checks._net import loopback
-from vmaudit.checks._qemu import DISTRO_QEMU_USER, conf_value, qemu_conf
+from vmaudit.checks._qemu import conf_value, distro_ids, distro_qemu_default, qemu_conf
 from vmaudit.collectors.guest_paths import guest_file_refs
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, lookup, need, partial
@@ -86,12 +86,8 @@ def qemu_account(facts) -> dict:
         values, _present = qemu_conf(facts)
     except (EvidenceMissing, NotApplicable):
         values = {}
-    try:
-        osr = facts.source("os_release")
-        ids = [str(osr.get("ID", ""))] + str(osr.get("ID_LIKE", "")).split()
-    except (EvidenceMissing, NotApplicable):
-        ids = []
-    default = next((d for names, d in DISTRO_QEMU_USER if any(i in names for i in ids)), (None, None))
+    ids = distro_ids(facts)
+    default = distro_qemu_default(ids) or (None, None)
     debian = any(i in ("debian", "ubuntu") for i in ids)
     return {"user": values.get("user") or default[0], "group": values.get("group") or default[1],
             "debian": debian}
