@@ -1,6 +1,11 @@
 """Facts from libvirt, over a read-only connection: capabilities, node info, every defined guest
-(running or not) with its XML, state, persistence, autostart, managed-save image and snapshots,
-storage pools with their volumes, and networks."""
+(running or not) with its XML — a running persistent guest with both definitions, live (`xml`) and
+persistent (`xml_inactive`) — state, persistence, autostart, managed-save image and snapshots, storage
+pools with their volumes, and networks.
+
+Under `--root` other than / without `--connect` no libvirt is contacted: the guests and networks are
+the image's persistent definitions (collectors/libvirt_files.py). On a host without any libvirt the
+source is `not_collected` (its checks `skip`)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from vmaudit.facts import unavailable
 
 from . import Context, collector
+from .libvirt_files import offline_libvirt
 
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
           6: "crashed", 7: "pmsuspended"}
@@ -96,7 +102,25 @@ def _domain(dom: Any, sets: dict, seen: set) -> dict:
         record["state"] = STATES.get(raw[0], str(raw[0])) if isinstance(raw, list) else "unknown"
         if isinstance(raw, dict):
             record["state_error"] = raw["unavailable"]
+    inactive = _persistent_definition(dom, record)
+    if inactive is not None:
+        record["xml_inactive"] = inactive
     return record
+
+
+VIR_DOMAIN_XML_INACTIVE = 2
+INACTIVE_STATES = ("shutoff", "crashed", "nostate", "unknown")
+
+
+def _persistent_definition(dom: Any, record: dict) -> Any:
+    """An active persistent guest's persistent definition (what runs after its next start; one more
+    read-only RPC per running guest), None when `xml` already is the only definition the guest has
+    (shut off: the persistent one; transient: the live one)."""
+    if record["state"] in INACTIVE_STATES or record["persistent"] is False:
+        return None
+    if record["persistent"] is not True:  # a transient guest would answer with its live definition
+        return unavailable(f"persistence unknown ({record['persistent'].get('unavailable')})")
+    return _try(dom.XMLDesc, VIR_DOMAIN_XML_INACTIVE)
 
 
 def _pools(conn: Any) -> Any:
@@ -156,6 +180,8 @@ def _domains(conn: Any) -> list:
 
 @collector("libvirt")
 def collect_libvirt(ctx: Context) -> dict:
+    if ctx.uri is None:  # --root without --connect: the image's own definitions, no daemon
+        return offline_libvirt(ctx)
     conn = ctx.libvirt()
     info = _try(conn.getInfo)
     return {
