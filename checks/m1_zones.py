@@ -79,7 +79,7 @@ def zone_mix(facts, policy):
                      expected=host_zone or "one zone", actual=zone)
 
 
-@check("M1-ZONE-UNLABELLED", severity="medium", scope="guest",
+@check("M1-ZONE-UNLABELLED", severity="medium", scope="guest", definitions="guest",
        title="Guest has no security zone",
        remediation="Label the guest: virsh metadata <guest> --uri urn:vmaudit:guest:1 --key vmaudit --config "
                    "--set '<guest><zone>…</zone></guest>', or register it with a zone in the inventory.",
@@ -90,6 +90,7 @@ def zone_unlabelled(guest, facts, policy):
 
     Rule: per guest, no zone from the libvirt metadata nor the inventory -> warn.
     Sources: vmaudit metadata element <zone> (urn:vmaudit:guest:1), else the inventory.
+    Definitions: the guest's labels (persistent definition, then live, then inventory).
     """
     labels = guest.labels
     zone = labels.get("zone")

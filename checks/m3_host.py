@@ -722,7 +722,7 @@ def ksm(facts, policy):
                  f"{listed}", "host", evidence, "KSM off (run 0 or 2)", "run = 1", severity=severity)
 
 
-@check("M3-SHARED-MEMORY", severity="medium", scope="guest",
+@check("M3-SHARED-MEMORY", severity="medium", scope="guest", definitions="both",
        title="Guest shares memory or host files with the host or other guests",
        remediation="Remove <shmem>, shared memoryBacking access and <filesystem> passthrough unless required.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared'], /domain/devices/filesystem")
@@ -732,6 +732,7 @@ def shared_memory(guest, facts, policy):
     guests that bypass the usual virtual-hardware boundary.
 
     Rule: per guest, any <shmem>, memoryBacking/access mode='shared' or <filesystem> -> warn, listing them.
+    Definitions: both.
     """
     found = []
     for shm in guest.findall("devices/shmem"):
@@ -953,7 +954,7 @@ def _loopback(address: str) -> bool:
         return False  # a host name: may resolve to anything
 
 
-@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
+@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest console (VNC/SPICE) reachable from the network without TLS",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
@@ -969,6 +970,8 @@ def graphics_exposed(guest, facts, policy):
     non-loopback) without TLS (vnc_tls = 1; spice_tls = 1 with defaultMode='secure') -> fail; with
     vnc_sasl or a qemu.conf default password but no TLS -> warn. A read-only libvirt connection never
     returns the passwd attribute, so a per-guest password cannot be seen and never makes this pass.
+    Definitions: both (the live listener is what is reachable now, the persistent one after the next
+    start).
     """
     graphics = [g for g in guest.findall("devices/graphics") if g.get("type") in ("vnc", "spice")]
     if not graphics:
