@@ -77,6 +77,13 @@ def need(value: Any, what: str) -> Any:
     return value
 
 
+def need_reason(value: Any) -> str | None:
+    """The reason a marker gives, else None."""
+    if is_marker(value):
+        return value.get("unavailable") or value.get("not_collected")
+    return None
+
+
 # Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes
 # them while the tree is parsed for the guest checks, so a host check never parses the XML again.
 GUEST_VIEWS: list = []
@@ -124,6 +131,12 @@ class Facts:
     @property
     def libvirt_absent(self) -> bool:
         return self.libvirt_state == "absent"
+
+    def require_libvirt(self, what: str) -> None:
+        """Raise NotApplicable (the check says `skip`) on a host without any libvirt installed."""
+        if self.libvirt_absent:
+            reason = need_reason(self.data["sources"].get("libvirt")) or "libvirt is not installed on this host"
+            raise NotApplicable(f"{what}: {reason}")
 
     def raw(self, name: str) -> Any:
         """A source as stored, markers included (for checks that report partial evidence)."""

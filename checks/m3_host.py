@@ -476,6 +476,8 @@ def lsm_enforcing(facts, policy):
     virtqemud, virt-aa-helper, libvirt-<uuid>) in complain mode, no libvirt daemon profile loaded at
     all, or a running guest without its libvirt-<uuid> profile loaded -> fail; neither SELinux nor
     AppArmor enabled -> fail. The effective state is read from /sys; /etc/selinux/config only explains.
+    On a host without libvirt (host.libvirt "absent") the libvirt profiles are not judged: AppArmor
+    enabled -> pass.
     """
     lsm = facts.source("lsm")
     se, aa = lsm.get("selinux") or {}, lsm.get("apparmor") or {}
@@ -492,6 +494,12 @@ def lsm_enforcing(facts, policy):
         return
     # an unreadable AppArmor switch is missing evidence, not "no LSM"
     need(aa.get("enabled"), "/sys/module/apparmor/parameters/enabled")
+    if aa.get("enabled") == "Y" and facts.libvirt_absent:
+        # no libvirt, no libvirt profiles to judge: a Proxmox node confines QEMU its own way
+        evidence["libvirt_profiles"] = "not judged: libvirt is not installed on this host"
+        yield Result("pass", "AppArmor is enabled (libvirt is not installed: its profiles are not judged)",
+                     "host", evidence, "AppArmor enabled", "enabled")
+        return
     if aa.get("enabled") == "Y":
         profiles = need(aa.get("profiles"), "AppArmor profiles")
         libvirt = [p for p in profiles
