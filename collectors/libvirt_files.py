@@ -67,8 +67,9 @@ def _domains(ctx: Any) -> Any:
             "uuid": (root.findtext("uuid") or "").strip() if root is not None else "",
             "id": None,
             "state": not_collected(OFFLINE),
-            "persistent": True,
-            "autostart": _autostart(ctx, QEMU_DIR, filename),
+            # a file libvirt would not load defines nothing: not even persistence or autostart is known
+            "persistent": True if error is None else unavailable(error),
+            "autostart": _autostart(ctx, QEMU_DIR, filename) if error is None else unavailable(error),
             "managed_save": not_collected(OFFLINE),
             "xml": text if error is None else unavailable(error),
             "snapshots": not_collected(OFFLINE),
