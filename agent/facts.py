@@ -320,15 +320,19 @@ class Guest:
         return labels
 
     @cached_property
+    def _label_info(self) -> tuple[dict, dict]:
+        return guest_labels(self)
+
+    @property
     def labels(self) -> dict:
         """Zone, service, owner, redundancy, patch_group, each from the persistent definition's metadata,
         else the live one's, else the inventory (see guest_labels)."""
-        return guest_labels(self)[0]
+        return self._label_info[0]
 
     def label_source(self, key: str) -> str | None:
         """"metadata" (the persistent definition, or a guest's only one), "live metadata" (only the
         running guest's live definition has it: it is gone after the next start) or "inventory"."""
-        return guest_labels(self)[1].get(key)
+        return self._label_info[1].get(key)
 
     @cached_property
     def os_id(self) -> str | None:

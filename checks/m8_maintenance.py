@@ -312,7 +312,8 @@ def orphan_volumes(facts, policy):
     in the domain XML, a block-copy mirror, firmware/kernel paths, or by being the backing file of a
     referenced volume (recursively). While any guest's XML is unreadable no volume is called orphaned
     (error instead).
-    Sources: libvirt storage pools and their volumes; every defined guest's domain XML.
+    Sources: libvirt storage pools and their volumes; every defined guest's domain XML, both the live
+    and the persistent definition of a running guest.
     """
     pools = need(facts.libvirt.get("pools", {"unavailable": "no pool list"}), "libvirt storage pools")
     guests = facts.guests()
@@ -320,13 +321,14 @@ def orphan_volumes(facts, policy):
     pool_vols: set = set()
     unreadable: dict[str, str] = {}
     for guest in guests:
-        try:
-            p, pv = guest.view(_disk_refs)
-        except EvidenceMissing as exc:
-            unreadable[guest.name] = str(exc)
-            continue
-        paths |= p
-        pool_vols |= pv
+        for definition in guest.definitions().values():  # a disk the next start attaches is in use too
+            try:
+                p, pv = definition.view(_disk_refs)
+            except EvidenceMissing as exc:
+                unreadable[guest.name] = str(exc)
+                continue
+            paths |= p
+            pool_vols |= pv
     volumes = []  # (pool name, volume entry, path)
     inactive, pool_errors = [], []
     for pool in pools:
