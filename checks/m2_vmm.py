@@ -319,7 +319,8 @@ def iommu(facts, policy):
                          f"{evidence['iommu_groups']} groups)", "host", evidence, "active IOMMU", "active")
         return
     try:
-        with_hostdev = sorted(g.name for g in facts.guests() if g.has_hostdev)
+        with_hostdev = sorted(g.name for g in facts.guests()
+                              if any(d.has_hostdev for d in g.definitions().values()))
         severity = "high" if with_hostdev else "medium"
         evidence["guests_with_hostdev"] = with_hostdev
     except (EvidenceMissing, NotApplicable) as exc:

@@ -193,3 +193,60 @@ def test_labels_come_from_the_persistent_definition_then_the_live_one_then_the_i
     assert [guest.label_source(k) for k in ("zone", "owner", "service")] == ["metadata", "live metadata",
                                                                                "inventory"]
     assert guest.definition_of("persistent").labels == guest.labels
+
+
+# --- host checks that iterate the guests: the right definition ------------------------------------
+
+NIC = "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/>\n      <model type='virtio'/></interface>"
+
+
+def zoned(bridge: str) -> str:
+    text = xml(extra=f"<interface type='bridge'><source bridge='{bridge}'/><model type='virtio'/></interface>")
+    text = text.replace(NIC, "")
+    return text.replace("<metadata>", "<metadata><vm:guest xmlns:vm='urn:vmaudit:guest:1'><vm:zone>dmz</vm:zone>"
+                                      "</vm:guest>")
+
+
+def test_net_zone_judges_the_interfaces_of_both_definitions(base_facts):
+    import copy
+
+    assert NIC in GOOD.replace("{uuid}", "")  # the default NIC the zoned guest replaces
+    facts = copy.deepcopy(base_facts)
+    facts["sources"]["libvirt"]["domains"] = [{
+        "name": "vmaudit-i9-g", "uuid": UUID, "state": "running", "persistent": True, "autostart": False,
+        "xml": zoned("br-dmz"), "xml_inactive": zoned("br-int")}]
+    policy = make_policy('[zones.networks]\n"br-dmz" = "dmz"\n"br-int" = "internal"\n')
+    report = audit(facts=facts, policy=policy)
+    f = one(report, "M1-NET-ZONE", "guest:vmaudit-i9-g")
+    assert f["status"] == "fail" and "internal" in f["message"], f
+    whens = {e.get("when") for e in f["evidence"]["interfaces"]}
+    assert whens == {"now", "after the next start"}, f["evidence"]
+    assert one(report, "M1-NET-ZONE")["status"] == "fail"  # the host's networks span two zones
+
+
+def test_mem_overcommit_counts_what_runs_after_the_next_start(base_facts):
+    import copy
+
+    big = xml().replace("<memory unit='KiB'>1048576", "<memory unit='KiB'>1073741824").replace(
+        "<currentMemory unit='KiB'>1048576", "<currentMemory unit='KiB'>1073741824")
+    facts = copy.deepcopy(base_facts)
+    facts["sources"]["libvirt"]["domains"] = [{
+        "name": "vmaudit-i9-g", "uuid": UUID, "state": "running", "persistent": True, "autostart": False,
+        "xml": xml(), "xml_inactive": big}]
+    f = one(audit(facts=facts, policy=make_policy()), "M2-MEM-OVERCOMMIT")
+    assert f["status"] == "fail" and "after the next start" in f["message"], f
+    assert f["evidence"]["guests_mib_now"] == 1024 and f["evidence"]["guests_mib"] == 1024 * 1024
+    facts["sources"]["libvirt"]["domains"][0]["xml_inactive"] = xml()
+    assert one(audit(facts=facts, policy=make_policy()), "M2-MEM-OVERCOMMIT")["status"] == "pass"
+
+
+def test_cpu_overcommit_counts_the_vcpus_after_the_next_start(base_facts):
+    import copy
+
+    wide = xml().replace("<vcpu>1</vcpu>", "<vcpu>4096</vcpu>")
+    facts = copy.deepcopy(base_facts)
+    facts["sources"]["libvirt"]["domains"] = [{
+        "name": "vmaudit-i9-g", "uuid": UUID, "state": "running", "persistent": True, "autostart": False,
+        "xml": xml(), "xml_inactive": wide}]
+    f = one(audit(facts=facts, policy=make_policy()), "M4-CPU-OVERCOMMIT")
+    assert f["status"] == "warn" and f["evidence"]["running_vcpus_after_next_start"] == 4096, f
