@@ -250,3 +250,9 @@ def test_cpu_overcommit_counts_the_vcpus_after_the_next_start(base_facts):
         "xml": xml(), "xml_inactive": wide}]
     f = one(audit(facts=facts, policy=make_policy()), "M4-CPU-OVERCOMMIT")
     assert f["status"] == "warn" and f["evidence"]["running_vcpus_after_next_start"] == 4096, f
+
+
+def test_every_guest_check_says_in_its_docstring_which_definition_it_judges():
+    for spec in load_checks().values():
+        if spec.scope == "guest":
+            assert "Definitions:" in spec.doc, f"{spec.id}: add a 'Definitions:' line ({spec.definitions})"
