@@ -380,6 +380,28 @@ def _security_view(tree: ET.Element) -> dict:
     return {"seclabels": seclabels, "disks": disks}
 
 
+def _configured_seclabel_problems(view: dict) -> dict:
+    """What a definition configures (not live labels): type/model none, relabel='no' on every disk, and
+    its static LSM labels as {(model, label)} for the shared-label rule."""
+    problems, static = [], set()
+    domain_norelabel = False
+    for sl in view["seclabels"]:
+        model, stype = sl["model"], sl["type"]
+        if stype == "none":
+            problems.append(f"seclabel type='none'{f' (model {model})' if model else ''}")
+        if model == "none":
+            problems.append("seclabel model='none'")
+        applies_lsm = model is None or model in LSM_MODELS
+        if applies_lsm and sl["relabel"] == "no" and stype != "none":
+            domain_norelabel = True
+        if sl["label"] and applies_lsm and stype == "static":
+            static.add((model or "?", sl["label"]))
+    disks = view["disks"]
+    if disks and (domain_norelabel or all(relabel_no for _, relabel_no in disks)):
+        problems.append("relabel='no' on every disk: images keep a label other guests may share")
+    return {"problems": problems, "static": static}
+
+
 @check("M3-GUEST-SECLABEL", severity="high",
        title="Guest runs without its own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
@@ -396,6 +418,8 @@ def guest_seclabel(facts, policy):
     live label of a running guest) as another guest, or a running guest whose live XML carries no
     SELinux/AppArmor label while libvirt offers such a model; every guest when libvirt's capabilities
     offer no SELinux/AppArmor model at all (it runs, or will start, confined by DAC alone).
+    Definitions: a running guest's live labels from its live definition; what its persistent definition
+    configures (type/model none, relabel='no', static labels) is judged too, "after the next start".
     """
     guests = facts.guests()
     try:
@@ -436,8 +460,21 @@ def guest_seclabel(facts, policy):
                             "without an LSM label")
         elif g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
             problems.append(f"running without an {'/'.join(lsm_models)} label in its live XML")
-        per_guest[g.name] = {"guest": g, "problems": problems, "seclabels": seen,
-                             "disks_relabel_no": norelabel, "active": g.active}
+        entry = {"guest": g, "problems": problems, "seclabels": seen, "disks_relabel_no": norelabel,
+                 "active": g.active}
+        persistent = g.definition_of("persistent") if g.active else None
+        if persistent is not None:  # what the running guest is confined by after its next start
+            try:
+                later = _configured_seclabel_problems(persistent.view(_security_view))
+            except EvidenceMissing as exc:
+                per_guest[g.name] = {"error": str(exc), "guest": g}
+                continue
+            problems += [f"after the next start: {p}" for p in later["problems"] if p not in problems]
+            for key in later["static"]:
+                if g.name not in labels.get(key, []):
+                    labels.setdefault(key, []).append(g.name)
+            entry["seclabels_after_next_start"] = persistent.view(_security_view)["seclabels"]
+        per_guest[g.name] = entry
     for (model, label), names in labels.items():
         if len(set(names)) > 1:
             for name in set(names):

@@ -256,3 +256,16 @@ def test_every_guest_check_says_in_its_docstring_which_definition_it_judges():
     for spec in load_checks().values():
         if spec.scope == "guest":
             assert "Definitions:" in spec.doc, f"{spec.id}: add a 'Definitions:' line ({spec.definitions})"
+
+
+def test_guest_seclabel_judges_what_the_persistent_definition_configures(base_facts):
+    import copy
+
+    unconfined = xml(tail="<seclabel type='none' model='apparmor'/>")
+    facts = copy.deepcopy(base_facts)
+    facts["sources"]["libvirt"]["domains"] = [{
+        "name": "vmaudit-i9-g", "uuid": UUID, "state": "running", "persistent": True, "autostart": False,
+        "xml": xml(tail="<seclabel type='dynamic' model='apparmor' relabel='yes'><label>libvirt-x</label>"
+                        "</seclabel>"), "xml_inactive": unconfined}]
+    f = one(audit(facts=facts, policy=make_policy()), "M3-GUEST-SECLABEL", "guest:vmaudit-i9-g")
+    assert f["status"] == "fail" and "after the next start: seclabel type='none'" in f["message"], f
