@@ -71,6 +71,12 @@ def _match(os_id: str, pattern: str) -> bool:
     return os_id == pattern or fnmatch.fnmatchcase(os_id, pattern)
 
 
+@lru_cache(maxsize=4096)
+def _builtin_hit(os_id: str) -> tuple | None:
+    """The first built-in end-of-life entry matching os_id (guests share a handful of OS ids)."""
+    return next(((p, eol) for p, eol in builtin_eol_list()[1] if _match(os_id, p)), None)
+
+
 @check("M5-GUEST-OS", severity="medium", scope="guest", definitions="both",
        title="Guest runs an end-of-life operating system",
        remediation="Upgrade the guest to a supported OS release (or retire it); keep the libosinfo metadata "
@@ -110,8 +116,8 @@ def guest_os(guest, facts, policy):
             yield Result("pass", f"guest OS {os_id} is not on the policy's end-of-life list", guest.resource,
                          evidence, actual=os_id)
         return
-    reviewed, entries = builtin_eol_list()
-    hit = next(((p, eol) for p, eol in entries if _match(os_id, p)), None)
+    reviewed, _entries = builtin_eol_list()
+    hit = _builtin_hit(os_id)
     evidence = {"os_id": os_id, "eol_list": f"built-in (reviewed {reviewed})", "as_of": today.isoformat(),
                 "matched": hit[0] if hit else None, "eol": hit[1].isoformat() if hit else None}
     if hit and hit[1] <= today:
