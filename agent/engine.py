@@ -182,11 +182,11 @@ def evaluate_guest_check(spec: CheckSpec, guest: Guest, facts: Facts, policy: An
     if len(defs) == 1:
         (only,) = defs.values()
         return run_check(spec, (only, facts, policy), guest.resource)
-    return merge_definitions(spec, run_check(spec, (defs["live"], facts, policy), guest.resource),
+    return merge_definitions(run_check(spec, (defs["live"], facts, policy), guest.resource),
                              run_check(spec, (defs["persistent"], facts, policy), guest.resource))
 
 
-def merge_definitions(spec: CheckSpec, live: list[Result], persistent: list[Result]) -> list[Result]:
+def merge_definitions(live: list[Result], persistent: list[Result]) -> list[Result]:
     """Pair the results of the live and the persistent definition by resource (in order) and make one
     of each pair: the worse status, a message saying "now", "after the next start" or both, and the
     evidence of both where they differ."""
@@ -201,11 +201,11 @@ def merge_definitions(spec: CheckSpec, live: list[Result], persistent: list[Resu
     now, later = keyed(live), keyed(persistent)
     merged = []
     for key in list(now) + [k for k in later if k not in now]:
-        merged.append(_merge_pair(spec, now.get(key), later.get(key)))
+        merged.append(_merge_pair(now.get(key), later.get(key)))
     return merged
 
 
-def _merge_pair(spec: CheckSpec, a: Result | None, b: Result | None) -> Result:
+def _merge_pair(a: Result | None, b: Result | None) -> Result:
     if a is None or b is None:  # only one definition has this resource
         r, which = (a, "live") if b is None else (b, "persistent")
         return Result(r.status, f"{r.message} ({WHEN[which]})", r.resource,
@@ -318,6 +318,7 @@ def exit_status(findings: list[dict], fail_on: str) -> int:
     return 0
 
 
-__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "DEFINITIONS", "evaluate_guest_check", "load_checks", "evaluate", "run_check", "make_finding",
+__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "DEFINITIONS", "evaluate_guest_check", "merge_definitions",
+           "load_checks", "evaluate", "run_check", "make_finding",
            "apply_waivers",
            "summarize", "exit_status", "Guest", "Facts", "SEVERITIES", "STATUSES", "MEASURES"]
