@@ -164,6 +164,7 @@ def test_a_host_without_libvirt_says_so_once_and_skips_libvirts_checks(no_libvir
     from vmaudit.report import render
 
     assert "libvirt is not installed" in render("text", report).splitlines()[0]
+    assert "libvirt is not installed on this host" in render("html", report)
 
 
 def test_an_installed_libvirt_that_is_down_stays_an_error(monkeypatch, tmp_path):
