@@ -19,8 +19,9 @@ Markers may also appear deeper inside a source (one guest's snapshot list, one s
 values through `need()` / `Facts.source()`, which turn markers into exceptions the engine reports.
 
 Version 2 (this one) adds, for every running persistent guest, its persistent definition next to the
-live one (`xml_inactive`), and `host.libvirt`. A version-1 snapshot is read by mapping it (`upgrade_v1`):
-the persistent definition of its running guests is then missing evidence, never assumed equal.
+live one (`xml_inactive`), and `host.libvirt`. A version-1 snapshot is read through a mapped copy
+(`upgrade_v1`): the persistent definition of its running guests is then missing evidence, never assumed
+equal to the live one.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class Facts:
 
     def __init__(self, data: dict):
         if isinstance(data, dict) and data.get("schema") == SCHEMA_V1:
-            upgrade_v1(data)
+            data = upgrade_v1(data)
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
@@ -463,25 +464,31 @@ def guest_labels(guest: Guest) -> tuple[dict, dict]:
     return values, sources
 
 
-def upgrade_v1(data: dict) -> None:
-    """Map a vmaudit-facts/1 snapshot onto version 2 in place. Version 1 kept only libvirt's default XML
-    of each guest: for a running persistent guest the persistent definition is missing evidence."""
-    data["schema"] = SCHEMA
-    host = data.get("host")
-    sources = data.get("sources")
+def upgrade_v1(data: dict) -> dict:
+    """A vmaudit-facts/1 snapshot mapped onto version 2 (the input is not modified; unchanged parts are
+    shared). Version 1 kept only libvirt's default XML of each guest: for a running persistent guest the
+    persistent definition is missing evidence, never assumed equal to the live one."""
+    host, sources = data.get("host"), data.get("sources")
     if not isinstance(host, dict) or not isinstance(sources, dict):
-        return  # Facts() reports the shape
-    host.setdefault("mapped_from", SCHEMA_V1)
+        return {**data, "schema": SCHEMA}  # Facts() reports the shape
     lv = sources.get("libvirt")
+    host = {**host, "mapped_from": SCHEMA_V1}
     if "libvirt" not in host:
         host["libvirt"] = ("unreachable" if isinstance(lv, dict) and "unavailable" in lv and len(lv) == 1
                            else "reachable")
     domains = lv.get("domains") if isinstance(lv, dict) else None
-    for record in domains if isinstance(domains, list) else ():
-        if (isinstance(record, dict) and record.get("persistent") is not False and "xml_inactive" not in record
-                and record.get("state") not in ("shutoff", "crashed", "unknown", "nostate", None)):
-            record["xml_inactive"] = unavailable(f"not in this {SCHEMA_V1} snapshot (collected by an older "
-                                                 "vmaudit, which kept only the live definition)")
+    if isinstance(domains, list):
+        missing = unavailable(f"not in this {SCHEMA_V1} snapshot (collected by an older vmaudit, which "
+                              "kept only the live definition)")
+        mapped = []
+        for record in domains:
+            if (isinstance(record, dict) and record.get("persistent") is not False
+                    and "xml_inactive" not in record
+                    and record.get("state") not in ("shutoff", "crashed", "unknown", "nostate", None)):
+                record = {**record, "xml_inactive": missing}
+            mapped.append(record)
+        sources = {**sources, "libvirt": {**lv, "domains": mapped}}
+    return {**data, "schema": SCHEMA, "host": host, "sources": sources}
 
 
 def _kib(node: ET.Element | None) -> int:
