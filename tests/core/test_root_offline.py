@@ -192,3 +192,19 @@ def test_a_version_1_snapshot_is_mapped_and_its_running_guests_persistent_defini
     assert running
     f = one(report, "M2-TCG-GUEST", f"guest:{running[0]}")
     assert f["status"] == "error" and "vmaudit-facts/1" in f["message"], f
+
+
+def test_run_facts_reads_a_version_1_snapshot_file(tmp_path, capsys):
+    from vmaudit.cli import main
+
+    facts = collect_facts(root=str(host_root("debian-hardened")), uri=test_uri("hardened"))
+    facts["schema"] = "vmaudit-facts/1"
+    del facts["host"]["libvirt"]
+    for d in facts["sources"]["libvirt"]["domains"]:
+        d.pop("xml_inactive", None)
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(facts))
+    status = main(["run", "--facts", str(path), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status in (1, 3) and report["host"]["libvirt"] == "reachable"
+    assert json.loads(path.read_text()) == facts  # the file's data is read, never rewritten
