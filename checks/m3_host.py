@@ -321,7 +321,8 @@ def security_driver(facts, policy):
 
     Rule: security_driver 'none' (string or list), security_default_confined = 0, or no selinux/apparmor
     model in libvirt's capabilities (the effective probe result) -> fail; security_require_confined
-    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn.
+    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn. Auditing an
+    image (--root without --connect) the capabilities are not examined: qemu.conf alone decides.
     """
     values, present = qemu_conf(facts)
     driver = values.get("security_driver")
@@ -332,6 +333,7 @@ def security_driver(facts, policy):
                       "security_default_confined": default_confined,
                       "security_require_confined": require_confined}
     problems = []
+    note = ""
     if "none" in drivers:
         problems.append(f"security_driver = {driver!r}")
     if default_confined == 0:
@@ -341,7 +343,10 @@ def security_driver(facts, policy):
         evidence["secmodels"] = models
         if not any(m in LSM_MODELS for m in models):
             problems.append(f"libvirt reports no SELinux/AppArmor security model (models: {models or 'none'})")
-    except (EvidenceMissing, NotApplicable) as exc:
+    except NotApplicable as exc:  # an image under --root: only a running libvirt reports its models
+        evidence["secmodels"] = f"not examined: {exc}"
+        note = " (libvirt's security models not examined: only a running libvirt reports them)"
+    except EvidenceMissing as exc:
         evidence["secmodels"] = f"unavailable: {exc}"
         if not problems:
             yield Result("error", f"evidence missing: {exc}", "host", {**evidence, "reason": str(exc)})
@@ -351,8 +356,11 @@ def security_driver(facts, policy):
                      "an SELinux/AppArmor security driver confining every guest", "; ".join(problems))
     elif require_confined != 1:
         yield Result("warn", "security_require_confined is not 1: a guest may still opt out with "
-                     "<seclabel type='none'/>", "host", evidence, "security_require_confined = 1",
+                     f"<seclabel type='none'/>{note}", "host", evidence, "security_require_confined = 1",
                      f"security_require_confined = {require_confined}")
+    elif note:
+        yield Result("pass", f"qemu.conf confines and requires confinement for every guest{note}", "host",
+                     evidence)
     else:
         yield Result("pass", f"sVirt active ({', '.join(m for m in evidence['secmodels'] if m in LSM_MODELS)})"
                      " and required for every guest", "host", evidence)

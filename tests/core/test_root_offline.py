@@ -208,3 +208,11 @@ def test_run_facts_reads_a_version_1_snapshot_file(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert status in (1, 3) and report["host"]["libvirt"] == "reachable"
     assert json.loads(path.read_text()) == facts  # the file's data is read, never rewritten
+
+
+def test_an_images_qemu_conf_is_judged_without_libvirts_security_models(no_libvirt):
+    hardened = build_report(collect_facts(root=str(host_root("debian-hardened"))), make_policy())
+    f = one(hardened, "M3-SECURITY-DRIVER")
+    assert f["status"] == "pass" and "not examined" in f["message"], f
+    broken = build_report(collect_facts(root=str(host_root("debian-broken"))), make_policy())
+    assert one(broken, "M3-SECURITY-DRIVER")["status"] == "fail"
