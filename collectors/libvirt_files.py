@@ -65,7 +65,6 @@ def _domains(ctx: Any) -> Any:
         record: dict = {
             "name": root.findtext("name").strip() if root is not None else filename[: -len(".xml")],
             "uuid": (root.findtext("uuid") or "").strip() if root is not None else "",
-            "id": None,
             "state": not_collected(OFFLINE),
             # a file libvirt would not load defines nothing: not even persistence or autostart is known
             "persistent": True if error is None else unavailable(error),
