@@ -269,3 +269,8 @@ def test_guest_seclabel_judges_what_the_persistent_definition_configures(base_fa
                         "</seclabel>"), "xml_inactive": unconfined}]
     f = one(audit(facts=facts, policy=make_policy()), "M3-GUEST-SECLABEL", "guest:vmaudit-i9-g")
     assert f["status"] == "fail" and "after the next start: seclabel type='none'" in f["message"], f
+
+
+def test_a_persistent_definition_of_the_wrong_type_is_missing_evidence_not_a_pass(base_facts):
+    f = one(guest_report(base_facts, xml(), 5), "M2-TCG-GUEST", "guest:vmaudit-i9-g")
+    assert f["status"] == "error" and "xml_inactive: expected a string" in f["message"], f
