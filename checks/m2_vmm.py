@@ -406,12 +406,12 @@ def passthrough_group(guest, facts, policy):
     for other in facts.guests():
         if other.name == guest.name:
             continue
-        for definition in other.definitions().values():
-            try:
+        try:
+            for definition in other.definitions().values():
                 for bdf in _guest_pci(definition):
                     others[bdf] = other.name
-            except EvidenceMissing:
-                continue
+        except EvidenceMissing:
+            continue
     evidence: dict = {"pci_devices": devices, "groups": {}}
     problems, absent, unknown = [], [], []
     for bdf in devices:

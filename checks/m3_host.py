@@ -471,14 +471,14 @@ def guest_seclabel(facts, policy):
         if persistent is not None:  # what the running guest is confined by after its next start
             try:
                 later = _configured_seclabel_problems(persistent.view(_security_view))
-            except EvidenceMissing as exc:
-                per_guest[g.name] = {"error": str(exc), "guest": g}
-                continue
-            problems += [f"after the next start: {p}" for p in later["problems"] if p not in problems]
-            for key in later["static"]:
-                if g.name not in labels.get(key, []):
-                    labels.setdefault(key, []).append(g.name)
-            entry["seclabels_after_next_start"] = persistent.view(_security_view)["seclabels"]
+            except EvidenceMissing as exc:  # a live problem still fails; else the guest is unproven
+                entry["persistent_error"] = str(exc)
+            else:
+                problems += [f"after the next start: {p}" for p in later["problems"] if p not in problems]
+                for key in later["static"]:
+                    if g.name not in labels.get(key, []):
+                        labels.setdefault(key, []).append(g.name)
+                entry["seclabels_after_next_start"] = persistent.view(_security_view)["seclabels"]
         per_guest[g.name] = entry
     for (model, label), names in labels.items():
         if len(set(names)) > 1:
@@ -494,6 +494,9 @@ def guest_seclabel(facts, policy):
         if info["problems"]:
             yield Result("fail", "guest not confined by its own label: " + "; ".join(info["problems"]),
                          g.resource, evidence, "a dynamic label of its own", "; ".join(info["problems"]))
+        elif "persistent_error" in info:
+            reason = f"after the next start: {info['persistent_error']}"
+            yield Result("error", f"evidence missing: {reason}", g.resource, {**evidence, "reason": reason})
         elif caps_error is not None:  # without libvirt's security models no label can be confirmed
             yield Result("error", f"evidence missing: {caps_error}", g.resource,
                          {**evidence, "reason": caps_error})

@@ -321,14 +321,13 @@ def orphan_volumes(facts, policy):
     pool_vols: set = set()
     unreadable: dict[str, str] = {}
     for guest in guests:
-        for definition in guest.definitions().values():  # a disk the next start attaches is in use too
-            try:
+        try:  # a disk the next start attaches is in use too
+            for definition in guest.definitions().values():
                 p, pv = definition.view(_disk_refs)
-            except EvidenceMissing as exc:
-                unreadable[guest.name] = str(exc)
-                continue
-            paths |= p
-            pool_vols |= pv
+                paths |= p
+                pool_vols |= pv
+        except EvidenceMissing as exc:
+            unreadable[guest.name] = str(exc)
     volumes = []  # (pool name, volume entry, path)
     inactive, pool_errors = [], []
     for pool in pools:

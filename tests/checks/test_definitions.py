@@ -274,3 +274,28 @@ def test_guest_seclabel_judges_what_the_persistent_definition_configures(base_fa
 def test_a_persistent_definition_of_the_wrong_type_is_missing_evidence_not_a_pass(base_facts):
     f = one(guest_report(base_facts, xml(), 5), "M2-TCG-GUEST", "guest:vmaudit-i9-g")
     assert f["status"] == "error" and "xml_inactive: expected a string" in f["message"], f
+
+
+def test_guest_seclabel_with_an_unreadable_persistent_definition(base_facts):
+    """A live problem still fails; without one the guest is unproven (error), never a crash or a pass."""
+    import copy
+
+    static = xml(tail="<seclabel type='static' model='apparmor' relabel='yes'><label>shared</label></seclabel>")
+    facts = copy.deepcopy(base_facts)
+    gone = {"unavailable": "libvirt: Domain not found"}
+    facts["sources"]["libvirt"]["domains"] = [
+        {"name": "vmaudit-i9-a", "uuid": UUID, "state": "running", "persistent": True, "xml": static,
+         "xml_inactive": gone},
+        {"name": "vmaudit-i9-b", "uuid": UUID[:-1] + "c", "state": "running", "persistent": True,
+         "xml": static.replace(UUID, UUID[:-1] + "c"), "xml_inactive": static.replace(UUID, UUID[:-1] + "c")},
+        {"name": "vmaudit-i9-c", "uuid": UUID[:-1] + "d", "state": "running", "persistent": True,
+         "xml": xml(tail="<seclabel type='dynamic' model='apparmor' relabel='yes'><label>libvirt-c</label>"
+                         "</seclabel>").replace(UUID, UUID[:-1] + "d"), "xml_inactive": gone}]
+    caps = facts["sources"]["libvirt"]["capabilities"]  # libvirt confines with AppArmor here
+    facts["sources"]["libvirt"]["capabilities"] = caps.replace(
+        "</host>", "<secmodel><model>apparmor</model><doi>0</doi></secmodel></host>", 1)
+    report = audit(facts=facts, policy=make_policy())
+    a = one(report, "M3-GUEST-SECLABEL", "guest:vmaudit-i9-a")
+    assert a["status"] == "fail" and "shared with vmaudit-i9-b" in a["message"], a
+    c = one(report, "M3-GUEST-SECLABEL", "guest:vmaudit-i9-c")
+    assert c["status"] == "error" and "Domain not found" in c["message"], c
