@@ -122,7 +122,7 @@ def _ancestors(path: str) -> list[str]:
         path = parent
 
 
-@check("M3-IMAGE-PERMS", severity="high", scope="guest",
+@check("M3-IMAGE-PERMS", severity="high", scope="guest", definitions="both",
        title="Guest image, firmware or kernel files can be changed or read by others on the host",
        remediation="Keep images root- or QEMU-owned (root:<qemu group> 0660, or 0600) in a directory no one "
                    "else can write (0711 or 0751, like /var/lib/libvirt/images): chmod o-rwx the images, "
@@ -274,7 +274,7 @@ def _read_only_refs(guest) -> set[tuple[str, str]]:
 CHARDEV_TAGS = ("serial", "parallel", "console", "channel")
 
 
-@check("M3-CHARDEV-EXPOSED", severity="high", scope="guest",
+@check("M3-CHARDEV-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest serial console or channel listens on the network without TLS",
        remediation="Use <serial type='pty'> or a UNIX socket (reach it with virsh console), bind TCP "
                    "character devices to 127.0.0.1, or set chardev_tls = 1 in qemu.conf (with "
@@ -359,7 +359,7 @@ def _at_or_above(share: str, sensitive: str) -> bool:
     return share == "/" or sensitive == share or sensitive.startswith(share.rstrip("/") + "/")
 
 
-@check("M3-HOST-SHARE", severity="high", scope="guest",
+@check("M3-HOST-SHARE", severity="high", scope="guest", definitions="both",
        title="A host directory is shared into the guest (sensitive, or writable)",
        remediation="Share a dedicated data directory, read-only (<readonly/>), never /, /etc, /root, /boot, "
                    "/usr, /var/lib/libvirt or a directory above them; for 9p use accessmode='mapped' or "
@@ -451,7 +451,7 @@ def host_share(guest, facts, policy):
         yield Result("pass", "only read-only shares of non-sensitive directories", guest.resource, evidence)
 
 
-@check("M3-SHARED-MEMORY", severity="medium", scope="guest",
+@check("M3-SHARED-MEMORY", severity="medium", scope="guest", definitions="both",
        title="Guest shares memory with the host or other guests",
        remediation="Remove <shmem> and shared memoryBacking access unless a device requires them.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared']")
@@ -461,6 +461,7 @@ def shared_memory(guest, facts, policy):
     Host directories exported into the guest (<filesystem>) are judged by M3-HOST-SHARE, once.
 
     Rule: per guest, any <shmem> or memoryBacking/access mode='shared' -> warn, listing them.
+    Definitions: both.
     """
     found = []
     for shm in guest.findall("devices/shmem"):
@@ -479,7 +480,7 @@ def shared_memory(guest, facts, policy):
 SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
 
 
-@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
+@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest console (VNC/SPICE) reachable from the network without TLS",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
@@ -495,6 +496,8 @@ def graphics_exposed(guest, facts, policy):
     non-loopback) without TLS (vnc_tls = 1; spice_tls = 1 with defaultMode='secure') -> fail; with
     vnc_sasl or a qemu.conf default password but no TLS -> warn. A read-only libvirt connection never
     returns the passwd attribute, so a per-guest password cannot be seen and never makes this pass.
+    Definitions: both (the live listener is what is reachable now, the persistent one after the next
+    start).
     """
     graphics = [g for g in guest.findall("devices/graphics") if g.get("type") in ("vnc", "spice")]
     if not graphics:
