@@ -145,6 +145,8 @@ def image_perms(guest, facts, policy):
     shared firmware code and kernels excepted) -> warn; any of these files owned by an ordinary login
     account -> warn. A file that does not exist or could not be stat'ed cannot be judged: error when
     nothing else was found. Files are only stat'ed, never opened.
+    Definitions: both (the files QEMU has open now, and those it opens after the next start; the
+    collector stats the files of both).
     """
     gp = facts.source("guest_paths")
     paths = gp["paths"]
@@ -294,6 +296,7 @@ def chardev_exposed(guest, facts, policy):
     TLS listener that does not verify client certificates (chardev_tls_x509_verify = 0) -> warn: the
     traffic is encrypted, but anyone can still connect. protocol type 'telnet' is plain text; libvirt's
     QEMU driver gives no TLS for the 'telnets'/'tls' protocol values, so they do not count as TLS.
+    Definitions: both (the live listener is reachable now, the persistent one after the next start).
     """
     values, _present = qemu_conf(facts)
     chardev_tls = conf_value(values, "chardev_tls") == 1
@@ -379,6 +382,7 @@ def host_share(guest, facts, policy):
     writable share -> warn; read-only shares of other directories -> pass. A virtiofs share served by an
     externally started virtiofsd (source socket) shows no directory: warn, its directory cannot be
     judged. Shared memory and ivshmem stay with M3-SHARED-MEMORY.
+    Definitions: both.
     """
     sensitive = list(SENSITIVE_PATHS) + [p for p in (policy.get("guests", "sensitive_paths") or [])
                                          if p not in SENSITIVE_PATHS]
