@@ -58,7 +58,8 @@ def security_driver(facts, policy):
     Rule: security_driver 'none' (string or list), security_default_confined = 0, or no selinux/apparmor
     model in libvirt's capabilities (the effective probe result) -> fail; security_require_confined
     != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn, medium (a
-    review item: each guest's own label is judged by M3-GUEST-SECLABEL).
+    review item: each guest's own label is judged by M3-GUEST-SECLABEL). Auditing an image (--root
+    without --connect) the capabilities are not examined: qemu.conf alone decides.
     """
     values, present = qemu_conf(facts)
     driver = values.get("security_driver")
@@ -69,6 +70,7 @@ def security_driver(facts, policy):
                       "security_default_confined": default_confined,
                       "security_require_confined": require_confined}
     problems = []
+    note = ""
     if "none" in drivers:
         problems.append(f"security_driver = {driver!r}")
     if default_confined == 0:
@@ -78,7 +80,10 @@ def security_driver(facts, policy):
         evidence["secmodels"] = models
         if not any(m in LSM_MODELS for m in models):
             problems.append(f"libvirt reports no SELinux/AppArmor security model (models: {models or 'none'})")
-    except (EvidenceMissing, NotApplicable) as exc:
+    except NotApplicable as exc:  # an image under --root: only a running libvirt reports its models
+        evidence["secmodels"] = f"not examined: {exc}"
+        note = " (libvirt's security models not examined: only a running libvirt reports them)"
+    except EvidenceMissing as exc:
         evidence["secmodels"] = f"unavailable: {exc}"
         if not problems:
             yield Result("error", f"evidence missing: {exc}", "host", {**evidence, "reason": str(exc)})
@@ -88,8 +93,11 @@ def security_driver(facts, policy):
                      "an SELinux/AppArmor security driver confining every guest", "; ".join(problems))
     elif require_confined != 1:
         yield Result("warn", "security_require_confined is not 1: a guest may still opt out with "
-                     "<seclabel type='none'/>", "host", evidence, "security_require_confined = 1",
+                     f"<seclabel type='none'/>{note}", "host", evidence, "security_require_confined = 1",
                      f"security_require_confined = {require_confined}", severity="medium")
+    elif note:
+        yield Result("pass", f"qemu.conf confines and requires confinement for every guest{note}", "host",
+                     evidence)
     else:
         yield Result("pass", f"sVirt active ({', '.join(m for m in evidence['secmodels'] if m in LSM_MODELS)})"
                      " and required for every guest", "host", evidence)
@@ -117,6 +125,28 @@ def _security_view(tree: ET.Element) -> dict:
     return {"seclabels": seclabels, "disks": disks}
 
 
+def _configured_seclabel_problems(view: dict) -> dict:
+    """What a definition configures (not live labels): type/model none, relabel='no' on every disk, and
+    its static LSM labels as {(model, label)} for the shared-label rule."""
+    problems, static = [], set()
+    domain_norelabel = False
+    for sl in view["seclabels"]:
+        model, stype = sl["model"], sl["type"]
+        if stype == "none":
+            problems.append(f"seclabel type='none'{f' (model {model})' if model else ''}")
+        if model == "none":
+            problems.append("seclabel model='none'")
+        applies_lsm = model is None or model in LSM_MODELS
+        if applies_lsm and sl["relabel"] == "no" and stype != "none":
+            domain_norelabel = True
+        if sl["label"] and applies_lsm and stype == "static":
+            static.add((model or "?", sl["label"]))
+    disks = view["disks"]
+    if disks and (domain_norelabel or all(relabel_no for _, relabel_no in disks)):
+        problems.append("relabel='no' on every disk: images keep a label other guests may share")
+    return {"problems": problems, "static": static}
+
+
 @check("M3-GUEST-SECLABEL", severity="high",
        title="Guest runs without its own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
@@ -133,6 +163,8 @@ def guest_seclabel(facts, policy):
     live label of a running guest) as another guest, or a running guest whose live XML carries no
     SELinux/AppArmor label while libvirt offers such a model; every guest when libvirt's capabilities
     offer no SELinux/AppArmor model at all (it runs, or will start, confined by DAC alone).
+    Definitions: a running guest's live labels from its live definition; what its persistent definition
+    configures (type/model none, relabel='no', static labels) is judged too, "after the next start".
     """
     guests = facts.guests()
     try:
@@ -173,8 +205,21 @@ def guest_seclabel(facts, policy):
                             "without an LSM label")
         elif g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
             problems.append(f"running without an {'/'.join(lsm_models)} label in its live XML")
-        per_guest[g.name] = {"guest": g, "problems": problems, "seclabels": seen,
-                             "disks_relabel_no": norelabel, "active": g.active}
+        entry = {"guest": g, "problems": problems, "seclabels": seen, "disks_relabel_no": norelabel,
+                 "active": g.active}
+        persistent = g.definition_of("persistent") if g.active else None
+        if persistent is not None:  # what the running guest is confined by after its next start
+            try:
+                later = _configured_seclabel_problems(persistent.view(_security_view))
+            except EvidenceMissing as exc:  # a live problem still fails; else the guest is unproven
+                entry["persistent_error"] = str(exc)
+            else:
+                problems += [f"after the next start: {p}" for p in later["problems"] if p not in problems]
+                for key in later["static"]:
+                    if g.name not in labels.get(key, []):
+                        labels.setdefault(key, []).append(g.name)
+                entry["seclabels_after_next_start"] = persistent.view(_security_view)["seclabels"]
+        per_guest[g.name] = entry
     for (model, label), names in labels.items():
         if len(set(names)) > 1:
             for name in set(names):
@@ -189,6 +234,9 @@ def guest_seclabel(facts, policy):
         if info["problems"]:
             yield Result("fail", "guest not confined by its own label: " + "; ".join(info["problems"]),
                          g.resource, evidence, "a dynamic label of its own", "; ".join(info["problems"]))
+        elif "persistent_error" in info:
+            reason = f"after the next start: {info['persistent_error']}"
+            yield Result("error", f"evidence missing: {reason}", g.resource, {**evidence, "reason": reason})
         elif caps_error is not None:  # without libvirt's security models no label can be confirmed
             yield Result("error", f"evidence missing: {caps_error}", g.resource,
                          {**evidence, "reason": caps_error})
@@ -218,6 +266,8 @@ def lsm_enforcing(facts, policy):
     virtqemud, virt-aa-helper, libvirt-<uuid>) in complain mode, no libvirt daemon profile loaded at
     all, or a running guest without its libvirt-<uuid> profile loaded -> fail; neither SELinux nor
     AppArmor enabled -> fail. The effective state is read from /sys; /etc/selinux/config only explains.
+    On a host without libvirt (host.libvirt "absent") the libvirt profiles are not judged: AppArmor
+    enabled -> pass.
     """
     lsm = facts.source("lsm")
     se, aa = lsm.get("selinux") or {}, lsm.get("apparmor") or {}
@@ -234,6 +284,12 @@ def lsm_enforcing(facts, policy):
         return
     # an unreadable AppArmor switch is missing evidence, not "no LSM"
     need(aa.get("enabled"), "/sys/module/apparmor/parameters/enabled")
+    if aa.get("enabled") == "Y" and facts.libvirt_absent:
+        # no libvirt, no libvirt profiles to judge: a Proxmox node confines QEMU its own way
+        evidence["libvirt_profiles"] = "not judged: libvirt is not installed on this host"
+        yield Result("pass", "AppArmor is enabled (libvirt is not installed: its profiles are not judged)",
+                     "host", evidence, "AppArmor enabled", "enabled")
+        return
     if aa.get("enabled") == "Y":
         profiles = need(aa.get("profiles"), "AppArmor profiles")
         libvirt = [p for p in profiles
@@ -342,21 +398,28 @@ def qemu_user(facts, policy):
     Debian/Ubuntu, qemu on RHEL/Fedora/SUSE); when that is unknown, the live processes decide; otherwise
     error. A guest whose static DAC label is root (`<seclabel type='static' model='dac'><label>+0:+0`,
     `root:root`) runs its QEMU as root whatever qemu.conf says -> fail for that guest (`guest:<name>`),
-    naming its label; a root QEMU process of such a guest is explained by it, not blamed on qemu.conf.
+    naming its label and when (now, after the next start: both definitions are read); a root QEMU
+    process of such a guest is explained by it, not blamed on qemu.conf.
     """
     guest_labels: dict[str, str] = {}
     guest_errors: dict[str, str] = {}
     try:
         for g in facts.guests():
+            when = []  # the definitions (now, after the next start) that run QEMU as root
             try:
-                label = g.view(root_dac_label)
+                for which, definition in g.definitions().items():
+                    found = definition.view(root_dac_label)
+                    if found:
+                        label = found
+                        when.append({"live": "now", "persistent": "after the next start"}[which])
             except EvidenceMissing as exc:
                 guest_errors[g.name] = str(exc)
                 continue
-            if label:
+            if when:
                 guest_labels[g.name] = label
-                yield Result("fail", f"QEMU of this guest runs as root: static DAC seclabel {label!r}",
-                             g.resource, {"seclabel": {"type": "static", "model": "dac", "label": label}},
+                yield Result("fail", f"QEMU of this guest runs as root: static DAC seclabel {label!r} "
+                             f"({' and '.join(when)})", g.resource,
+                             {"seclabel": {"type": "static", "model": "dac", "label": label}, "when": when},
                              "a dynamic DAC label or an unprivileged static one", label,
                              remediation=f"Remove <seclabel type='static' model='dac'><label>{label}</label>"
                                          f"</seclabel> from guest {g.name} (virsh edit), or give it an "

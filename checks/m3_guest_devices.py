@@ -122,7 +122,7 @@ def _ancestors(path: str) -> list[str]:
         path = parent
 
 
-@check("M3-IMAGE-PERMS", severity="high", scope="guest",
+@check("M3-IMAGE-PERMS", severity="high", scope="guest", definitions="both",
        title="Guest image, firmware or kernel files can be changed or read by others on the host",
        remediation="Keep images root- or QEMU-owned (root:<qemu group> 0660, or 0600) in a directory no one "
                    "else can write (0711 or 0751, like /var/lib/libvirt/images): chmod o-rwx the images, "
@@ -145,6 +145,8 @@ def image_perms(guest, facts, policy):
     shared firmware code and kernels excepted) -> warn; any of these files owned by an ordinary login
     account -> warn. A file that does not exist or could not be stat'ed cannot be judged: error when
     nothing else was found. Files are only stat'ed, never opened.
+    Definitions: both (the files QEMU has open now, and those it opens after the next start; the
+    collector stats the files of both).
     """
     gp = facts.source("guest_paths")
     paths = gp["paths"]
@@ -274,7 +276,7 @@ def _read_only_refs(guest) -> set[tuple[str, str]]:
 CHARDEV_TAGS = ("serial", "parallel", "console", "channel")
 
 
-@check("M3-CHARDEV-EXPOSED", severity="high", scope="guest",
+@check("M3-CHARDEV-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest serial console or channel listens on the network without TLS",
        remediation="Use <serial type='pty'> or a UNIX socket (reach it with virsh console), bind TCP "
                    "character devices to 127.0.0.1, or set chardev_tls = 1 in qemu.conf (with "
@@ -294,6 +296,7 @@ def chardev_exposed(guest, facts, policy):
     TLS listener that does not verify client certificates (chardev_tls_x509_verify = 0) -> warn: the
     traffic is encrypted, but anyone can still connect. protocol type 'telnet' is plain text; libvirt's
     QEMU driver gives no TLS for the 'telnets'/'tls' protocol values, so they do not count as TLS.
+    Definitions: both (the live listener is reachable now, the persistent one after the next start).
     """
     values, _present = qemu_conf(facts)
     chardev_tls = conf_value(values, "chardev_tls") == 1
@@ -359,7 +362,7 @@ def _at_or_above(share: str, sensitive: str) -> bool:
     return share == "/" or sensitive == share or sensitive.startswith(share.rstrip("/") + "/")
 
 
-@check("M3-HOST-SHARE", severity="high", scope="guest",
+@check("M3-HOST-SHARE", severity="high", scope="guest", definitions="both",
        title="A host directory is shared into the guest (sensitive, or writable)",
        remediation="Share a dedicated data directory, read-only (<readonly/>), never /, /etc, /root, /boot, "
                    "/usr, /var/lib/libvirt or a directory above them; for 9p use accessmode='mapped' or "
@@ -379,6 +382,7 @@ def host_share(guest, facts, policy):
     writable share -> warn; read-only shares of other directories -> pass. A virtiofs share served by an
     externally started virtiofsd (source socket) shows no directory: warn, its directory cannot be
     judged. Shared memory and ivshmem stay with M3-SHARED-MEMORY.
+    Definitions: both.
     """
     sensitive = list(SENSITIVE_PATHS) + [p for p in (policy.get("guests", "sensitive_paths") or [])
                                          if p not in SENSITIVE_PATHS]
@@ -451,7 +455,7 @@ def host_share(guest, facts, policy):
         yield Result("pass", "only read-only shares of non-sensitive directories", guest.resource, evidence)
 
 
-@check("M3-SHARED-MEMORY", severity="medium", scope="guest",
+@check("M3-SHARED-MEMORY", severity="medium", scope="guest", definitions="both",
        title="Guest shares memory with the host or other guests",
        remediation="Remove <shmem> and shared memoryBacking access unless a device requires them.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared']")
@@ -461,6 +465,7 @@ def shared_memory(guest, facts, policy):
     Host directories exported into the guest (<filesystem>) are judged by M3-HOST-SHARE, once.
 
     Rule: per guest, any <shmem> or memoryBacking/access mode='shared' -> warn, listing them.
+    Definitions: both.
     """
     found = []
     for shm in guest.findall("devices/shmem"):
@@ -479,7 +484,7 @@ def shared_memory(guest, facts, policy):
 SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
 
 
-@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
+@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest console (VNC/SPICE) reachable from the network without TLS",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
@@ -495,6 +500,8 @@ def graphics_exposed(guest, facts, policy):
     non-loopback) without TLS (vnc_tls = 1; spice_tls = 1 with defaultMode='secure') -> fail; with
     vnc_sasl or a qemu.conf default password but no TLS -> warn. A read-only libvirt connection never
     returns the passwd attribute, so a per-guest password cannot be seen and never makes this pass.
+    Definitions: both (the live listener is what is reachable now, the persistent one after the next
+    start).
     """
     graphics = [g for g in guest.findall("devices/graphics") if g.get("type") in ("vnc", "spice")]
     if not graphics:

@@ -72,8 +72,8 @@ def ksm(facts, policy):
         evidence["guests"] = f"unavailable: {guests_error}"
     else:
         for g in facts.guests():
-            try:
-                if g.find("memoryBacking/nosharepages") is None:
+            try:  # merged now (live definition) or after its next start (persistent one)
+                if any(d.find("memoryBacking/nosharepages") is None for d in g.definitions().values()):
                     sharing.append(g.name)
             except EvidenceMissing:
                 sharing.append(f"{g.name} (XML unavailable)")

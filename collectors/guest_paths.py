@@ -6,7 +6,9 @@ file, never the auditing host's).
 
 The paths come from every guest's definitions as libvirt gives them: the live XML of a running guest
 and, for a persistent one, the XML of its next start (`VIR_DOMAIN_XML_INACTIVE`); a disk of type
-`volume` is turned into its file through the storage pool. Checks map a guest's own XML to these
+`volume` is turned into its file through the storage pool. Auditing an image (`--root` without
+`--connect`) they come from the definitions libvirt would load at boot (collectors/libvirt_files.py);
+volumes are then unknown. Checks map a guest's own XML to these
 entries by path, so a tenant-chosen guest name never becomes a path here.
 
 Source:
@@ -30,6 +32,7 @@ from vmaudit.facts import unavailable
 from vmaudit.schema import Enum, Int, Record, Str, TableOf
 
 from . import Context, collector
+from .libvirt_files import offline_libvirt
 
 VIR_DOMAIN_XML_INACTIVE = 2
 
@@ -161,22 +164,29 @@ def collect_guest_paths(ctx: Context) -> dict:
     chain), loader, NVRAM, kernel, initrd and shared directory of every guest's live and next-start
     definition, and of every directory above them, as written and as resolved; never opened
     """
-    conn = ctx.libvirt()
     paths: dict = {}
     volumes: dict = {}
-    for dom in conn.listAllDomains(0):
-        try:
-            xmls = _definitions(dom)
-        except Exception:  # the guest went away since the list: nothing of it to judge
-            continue
-        for xml in xmls:
-            for _what, ref in guest_file_refs(ET.fromstring(xml)):
-                if ref.startswith("volume:"):
-                    key = ref[len("volume:"):]
-                    if key not in volumes:
-                        volumes[key] = _volume_path(conn, key)
-                    if isinstance(volumes[key], str):
-                        _stat_into(ctx, volumes[key], paths)
-                else:
-                    _stat_into(ctx, ref, paths)
+    if ctx.uri is None:  # an image without a libvirt to ask: the definitions it would load at boot
+        domains = offline_libvirt(ctx).get("domains")
+        xmls = [d["xml"] for d in domains if isinstance(d.get("xml"), str)] if isinstance(domains, list) else []
+        conn = None
+    else:
+        conn = ctx.libvirt()
+        xmls = []
+        for dom in conn.listAllDomains(0):
+            try:
+                xmls += _definitions(dom)
+            except Exception:  # the guest went away since the list: nothing of it to judge
+                continue
+    for xml in xmls:
+        for _what, ref in guest_file_refs(ET.fromstring(xml)):
+            if ref.startswith("volume:"):
+                key = ref[len("volume:"):]
+                if key not in volumes:
+                    volumes[key] = (_volume_path(conn, key) if conn is not None
+                                    else unavailable("a storage volume's path: only a running libvirt knows it"))
+                if isinstance(volumes[key], str):
+                    _stat_into(ctx, volumes[key], paths)
+            else:
+                _stat_into(ctx, ref, paths)
     return {"paths": dict(sorted(paths.items())), "volumes": dict(sorted(volumes.items()))}

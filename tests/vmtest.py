@@ -136,3 +136,13 @@ def put_guest_images(root: Path, images: dict[str, tuple[int, int, int]]) -> Non
             os.symlink(os.path.relpath(node, link.parent), link)
         else:
             put_file(root, path, mode, uid, gid)
+
+
+def set_xml(domain: dict, xml) -> dict:
+    """Give a guest record of a snapshot this XML (or marker) as every definition it has: the live one
+    and, for a running persistent guest, the persistent one (`xml_inactive`) too."""
+    domain["xml"] = xml
+    if "xml_inactive" in domain:
+        domain["xml_inactive"] = xml
+    return domain
+

@@ -12,7 +12,17 @@ import functools
 import gzip
 
 import pytest
-from vmtest import audit, findings, host_root, make_root, one, put_guest_images, test_uri, with_sources
+from vmtest import (
+    audit,
+    findings,
+    host_root,
+    make_root,
+    one,
+    put_guest_images,
+    set_xml,
+    test_uri,
+    with_sources,
+)
 
 from vmaudit.audit import collect_facts
 from vmaudit.checks.m3_kernel_cpu import parse_cpuset
@@ -636,8 +646,8 @@ def _spice_channels(channels: str, default_mode: str | None = None) -> dict:
     facts = qemu_conf(snap("debian-broken"), spice_tls=1)
     dom = next(d for d in facts["sources"]["libvirt"]["domains"] if d["name"] == "lab02")
     mode = f" defaultMode='{default_mode}'" if default_mode else ""
-    dom["xml"] = dom["xml"].replace("<graphics type='spice' autoport='yes'>",
-                                    f"<graphics type='spice' autoport='yes'{mode}>{channels}")
+    set_xml(dom, dom["xml"].replace("<graphics type='spice' autoport='yes'>",
+                                    f"<graphics type='spice' autoport='yes'{mode}>{channels}"))
     return one(run(facts), "M3-GRAPHICS-EXPOSED", "guest:lab02")
 
 

@@ -9,6 +9,7 @@ import os
 from devices_helpers import disk, domain, make_root, node, put_dir, put_file, snapshot
 from vmtest import audit, one, with_sources
 
+from vmaudit.audit import collect_facts
 from vmaudit.facts import unavailable
 
 IMAGES = "/var/lib/libvirt/images"
@@ -330,3 +331,29 @@ def test_qemu_user_guest_root_dac_label(tmp_path):
     rec["xml"] = unavailable("libvirt: domain not found")
     e = one(run(facts), "M3-QEMU-USER", "guest:unpriv")
     assert e["status"] == "error" and "domain not found" in e["evidence"]["reason"]
+
+
+# --- an image audited offline (--root without --connect) --------------------------------------------
+
+def test_image_perms_of_an_image_read_from_its_definition_files(tmp_path):
+    """Without a libvirt to ask, guest_paths stats the files named by the definitions libvirt would load
+    at boot (/etc/libvirt/qemu/*.xml under the root); a volume's path is then unknown."""
+    root = make_root(tmp_path)
+    put_dir(root, "/srv/vm", 0o777)
+    put_file(root, "/srv/vm/offline.qcow2", 0o600)
+    qemu_dir = root / "etc/libvirt/qemu"
+    qemu_dir.mkdir(parents=True, exist_ok=True)
+    (qemu_dir / "offline.xml").write_text(
+        "<domain type='kvm'><name>offline</name><uuid>7e57d00d-0000-4000-8000-0000000000ff</uuid>"
+        "<memory unit='GiB'>1</memory><os><type arch='x86_64'>hvm</type></os><devices>"
+        + disk("/srv/vm/offline.qcow2")
+        + "<disk type='volume' device='disk'><source pool='default' volume='x.qcow2'/>"
+          "<target dev='vdb' bus='virtio'/></disk></devices></domain>")
+    facts = collect_facts(root=str(root))  # no --connect: no libvirt contacted
+    facts["collected_at"] = "2026-11-25T12:00:00Z"
+    gp = facts["sources"]["guest_paths"]
+    assert gp["paths"]["/srv/vm"]["mode"] == "0777"
+    assert "only a running libvirt" in gp["volumes"]["default/x.qcow2"]["unavailable"]
+    f = one(run(facts), "M3-IMAGE-PERMS", "guest:offline")
+    assert f["status"] == "fail" and "/srv/vm" in f["message"]
+    assert any("x.qcow2" in n for n in f["evidence"]["not_judged"])
