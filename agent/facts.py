@@ -316,9 +316,10 @@ class Facts:
         all; a value of the wrong type inside a source becomes a marker naming its path. `data` itself
         is not modified (`self.data` shares every part that conformed)."""
         check_envelope(data)
-        from vmaudit.collectors import source_schemas
+        from vmaudit.collectors import skippable_sources, source_schemas
 
-        sources = conform_sources(data["sources"], source_schemas())
+        skippable = skippable_sources(bool(data["host"].get("live")))  # as self.live reads it
+        sources = conform_sources(data["sources"], source_schemas(), skippable)
         self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 

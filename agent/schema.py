@@ -325,12 +325,17 @@ class Record(Schema):
         return out
 
 
-def _marker(value: dict, path: str) -> dict:
-    """A marker as found; its reason must be a string."""
+def _marker(value: dict, path: str, may_skip: bool = False) -> dict:
+    """A marker as found; its reason must be a string. `not_collected` only where `may_skip`: below
+    the top of a source no collector writes it, and a `skip` does not count against the exit status,
+    so anywhere else it is missing evidence."""
     reason = value.get("unavailable", value.get("not_collected"))
-    if isinstance(reason, str) and len(reason) <= MAX_STR:
-        return value
-    return {"unavailable": f"{path}: a marker whose reason is not a string"}
+    if not isinstance(reason, str) or len(reason) > MAX_STR:
+        return {"unavailable": f"{path}: a marker whose reason is not a string"}
+    if "not_collected" in value and not may_skip:
+        return {"unavailable": f"{path}: not_collected, which this snapshot's collector never records "
+                               f"here ({reason[:200]})"}
+    return value
 
 
 def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str], Schema]) -> Any:
@@ -408,11 +413,21 @@ def _noun(text: str) -> str:
 # --- whole snapshots ----------------------------------------------------------------------------
 
 
-def conform_sources(sources: dict, schemas: dict[str, Schema]) -> dict:
-    """The snapshot's sources held to their declared schemas (a source without one: any JSON)."""
-    out = _conform_items(sources, "", -1, lambda name: schemas.get(name, _ANY))
+def conform_sources(sources: dict, schemas: dict[str, Schema], skippable: frozenset = frozenset()) -> dict:
+    """The snapshot's sources held to their declared schemas (a source without one: any JSON); a
+    whole source may be `not_collected` if it is in `skippable` or has no schema (a newer collector's)."""
+    out = None
+    for name, v in dict.items(sources):
+        if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
+            r = _marker(v, name, name in skippable or name not in schemas)
+        else:
+            r = schemas.get(name, _ANY).conform(v, name, 0)
+        if r is not v:
+            if out is None:
+                out = dict(dict.items(sources))
+            out[name] = r
     # the table of sources stays plain: Facts.source() is its guard, and reporting lists its markers
-    return dict(dict.items(out)) if out is not sources else out
+    return sources if out is None else out
 
 
 _ANY = AnyJSON()

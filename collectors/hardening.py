@@ -555,7 +555,7 @@ PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
                                    "lists_mtime": Optional(Float())})
 
 
-@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True)
+@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True, skips="always")
 def collect_pending_updates(ctx: Context) -> Any:
     """(live, only with `--online`, else not_collected) `{tool: "apt-get"/"dnf", command, security: [{package,
     version, origin}], other: n or null, lists_mtime: epoch or null}`
@@ -628,7 +628,7 @@ LSM_SCHEMA = Record({"sysfs": Bool(), "active": Optional(ListOf(Str())),
                                    "profiles": Optional(ListOf(Record({"name": Str(), "mode": Str()})))})})
 
 
-@collector("lsm", schema=LSM_SCHEMA)
+@collector("lsm", schema=LSM_SCHEMA, skips="offline")
 def collect_lsm(ctx: Context) -> Any:
     """`{sysfs: true, active: [/sys/kernel/security/lsm], selinux: {enabled, enforce: "1"/"0"/null, config:
     {SELINUX, SELINUXTYPE} or null}, apparmor: {enabled: "Y"/"N"/null, profiles: [{name, mode}] or marker or
@@ -666,7 +666,7 @@ KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
                "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))})
 
 
-@collector("ksm", schema=KSM_SCHEMA)
+@collector("ksm", schema=KSM_SCHEMA, skips="offline")
 def collect_ksm(ctx: Context) -> Any:
     """`{present, run, pages_shared, pages_sharing}` from /sys/kernel/mm/ksm"""
     marker = _sysfs(ctx)
@@ -685,7 +685,7 @@ CPU_SECURITY_SCHEMA = Record({"vulnerabilities": TableOf(Optional(Str())), "thre
                       optional={"smt_control": Optional(Str()), "smt_active": Optional(Str())})
 
 
-@collector("cpu_security", schema=CPU_SECURITY_SCHEMA)
+@collector("cpu_security", schema=CPU_SECURITY_SCHEMA, skips="offline")
 def collect_cpu_security(ctx: Context) -> Any:
     """`{vulnerabilities: {name: text} or marker, smt_control, smt_active, thread_siblings: {"<cpu>": "0,4"} or
     marker}` from /sys/devices/system/cpu
@@ -715,7 +715,7 @@ def collect_cpu_security(ctx: Context) -> Any:
 KVM_NESTED_SCHEMA = Record({"kvm_intel": Optional(Str()), "kvm_amd": Optional(Str())})
 
 
-@collector("kvm_nested", schema=KVM_NESTED_SCHEMA)
+@collector("kvm_nested", schema=KVM_NESTED_SCHEMA, skips="offline")
 def collect_kvm_nested(ctx: Context) -> Any:
     """`{kvm_intel: "Y"/"N"/"1"/"0"/null, kvm_amd: ...}` (null: module not loaded)"""
     marker = _sysfs(ctx)

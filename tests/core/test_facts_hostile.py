@@ -1,0 +1,82 @@
+"""The facts contract against a broken or hostile agent (review of issue #10): snapshots that pass the
+schemas but would still turn an error or a fail into a skip or a pass, and ways a check could get a
+marker out of a guarded container."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+from vmtest import audit, findings, host_root, test_uri
+
+from vmaudit.audit import collect_facts
+from vmaudit.facts import EvidenceMissing, Facts, NotApplicable, unavailable
+
+MARK = unavailable("replaced by the test")
+SKIP = {"not_collected": "the agent says this does not apply"}
+
+
+@functools.cache
+def _base(host: str, node: str) -> str:
+    return json.dumps(collect_facts(root=str(host_root(host)), uri=test_uri(node)))
+
+
+def snapshot(host: str = "debian-broken", node: str = "m3-broken", live: bool = False) -> dict:
+    facts = json.loads(_base(host, node))
+    if live:  # as `vmaudit facts` writes it on the host itself
+        facts["host"].update(live=True, root="/")
+    return facts
+
+
+def statuses(report: dict, check_id: str) -> set[str]:
+    return {f["status"] for f in findings(report, check_id)}
+
+
+# --- not_collected where only unavailable makes sense ---------------------------------------------
+# A `skip` does not count against the exit status: a source that can never be "not applicable" on a
+# live host must not become a skip because the snapshot says so.
+
+@pytest.mark.parametrize("source,check_id", [
+    ("ksm", "M3-KSM"), ("iommu", "M2-IOMMU"), ("libvirt_config", "M3-QEMU-USER"),
+    ("accounts", "M6-ADMINS"), ("sudoers", "M6-ADMINS"), ("libvirt", "M1-ZONE-MIX"),
+])
+def test_a_live_snapshot_cannot_skip_a_source_that_always_applies(source, check_id):
+    assert "fail" in statuses(audit(facts=snapshot(live=True)), check_id)
+    facts = snapshot(live=True)
+    facts["sources"][source] = dict(SKIP)
+    after = statuses(audit(facts=facts), check_id)
+    assert after == {"error"}, after
+
+
+def test_an_offline_snapshot_cannot_skip_a_source_that_is_not_live_only():
+    facts = snapshot()
+    facts["sources"]["accounts"] = dict(SKIP)
+    assert statuses(audit(facts=facts), "M6-ADMINS") == {"error"}
+
+
+def test_not_collected_inside_a_source_is_missing_evidence():
+    """No collector writes not_collected below the top of its source: one found there is an error."""
+    facts = snapshot(live=True)
+    facts["sources"]["libvirt_config"]["qemu.conf"]["values"] = dict(SKIP)
+    assert statuses(audit(facts=facts), "M3-QEMU-USER") == {"error"}
+    with pytest.raises(EvidenceMissing, match="not_collected"):
+        Facts(facts).source("libvirt_config")["qemu.conf"]["values"]
+
+
+def test_the_skips_a_collector_declares_stay_skips():
+    # live sources under --root, sysfs sources of an image without /sys, services without systemd,
+    # pending updates without --online
+    offline = snapshot()
+    offline["sources"]["ksm"] = {"not_collected": "no /sys under root /mnt"}
+    held = Facts(offline)
+    for name in ("ksm", "processes", "listeners", "services", "pending_updates", "libvirt_sockets"):
+        assert isinstance(held.lookup(name)[1], NotApplicable), name
+    live = snapshot(live=True)
+    live["sources"]["services"] = {"not_collected": "PID 1 is not systemd"}
+    live["sources"]["pending_updates"] = {"not_collected": "asking the package manager needs --online"}
+    held = Facts(live)
+    for name in ("services", "pending_updates"):
+        assert isinstance(held.lookup(name)[1], NotApplicable), name
+    for name in ("processes", "listeners", "libvirt_sockets"):  # live sources of a live snapshot
+        assert isinstance(held.lookup(name)[1], EvidenceMissing), name
