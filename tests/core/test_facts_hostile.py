@@ -4,6 +4,7 @@ marker out of a guarded container."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 
@@ -80,3 +81,65 @@ def test_the_skips_a_collector_declares_stay_skips():
         assert isinstance(held.lookup(name)[1], NotApplicable), name
     for name in ("processes", "listeners", "libvirt_sockets"):  # live sources of a live snapshot
         assert isinstance(held.lookup(name)[1], EvidenceMissing), name
+
+
+# --- guarded containers: no way to read a marker as a value --------------------------------------
+
+def _guarded():
+    facts = snapshot()
+    facts["sources"]["modules"] = ["kvm", dict(MARK), "vfio"]
+    facts["sources"]["meminfo"]["MemTotal"] = dict(MARK)
+    held = Facts(facts)
+    return held.source("modules"), held.source("meminfo")
+
+
+@pytest.mark.parametrize("read", [
+    lambda gl: "kvm_intel" in gl,        # the marker may be kvm_intel: no answer is an answer
+    lambda gl: "kvm_intel" not in gl,
+    lambda gl: gl.index("kvm_intel"),
+    lambda gl: gl.count("kvm_intel"),
+    lambda gl: gl.copy(),
+    lambda gl: list(reversed(gl)),
+    lambda gl: gl + [],
+    lambda gl: [] + gl,
+    lambda gl: gl * 1,
+    lambda gl: 1 * gl,
+    lambda gl: copy.copy(gl),
+    lambda gl: gl.pop(1),
+], ids=["in", "not in", "index", "count", "copy", "reversed", "add", "radd", "mul", "rmul", "copy.copy", "pop"])
+def test_a_guarded_list_never_hands_out_its_marker(read):
+    modules, _ = _guarded()
+    try:
+        got = read(modules)
+    except EvidenceMissing:
+        return
+    # a copy is acceptable only as one that still guards its marker
+    assert isinstance(got, type(modules)) and pytest.raises(EvidenceMissing, list, got), got
+
+
+def test_a_guarded_list_answers_what_it_knows():
+    modules, _ = _guarded()
+    assert "kvm" in modules and "vfio" in modules
+
+
+@pytest.mark.parametrize("read", [
+    lambda m: m.pop("MemTotal"),
+    lambda m: m.setdefault("MemTotal", 0),
+    lambda m: [m.popitem() for _ in range(len(m))],
+    lambda m: copy.copy(m),
+    lambda m: m | {},
+], ids=["pop", "setdefault", "popitem", "copy.copy", "or"])
+def test_a_guarded_table_never_hands_out_its_marker(read):
+    _, meminfo = _guarded()
+    try:
+        got = read(meminfo)
+    except EvidenceMissing:
+        return
+    assert isinstance(got, type(meminfo)) and pytest.raises(EvidenceMissing, dict, got), got
+
+
+def test_a_guarded_list_index_is_known_only_before_its_first_marker():
+    modules, _ = _guarded()  # ["kvm", marker, "vfio"]
+    assert modules.index("kvm") == 0 and modules.index("vfio", 2) == 2
+    with pytest.raises(EvidenceMissing):
+        modules.index("vfio")  # the marker at 1 may be vfio too
