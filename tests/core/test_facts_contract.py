@@ -236,10 +236,10 @@ def test_fleet_facts_from_a_host_are_held_to_the_same_contract():
     for text, why in (("[" * 100_000, "nested too deeply"), ("{", "not a JSON facts snapshot"),
                       ('{"schema": "vmaudit-facts/9"}', "not a vmaudit facts snapshot")):
         with pytest.raises(Unreached) as err:
-            _parse(done(text.encode()), "vmaudit facts")
+            _parse(done(text.encode()), "vmaudit facts", "/")
         assert err.value.stage == "facts" and why in str(err.value) and "\n" not in str(err.value)
     facts = put(snapshot(), ("ksm", "run"), {})
-    data = _parse(done(json.dumps(facts).encode()), "vmaudit facts")
+    data = _parse(done(json.dumps(facts).encode()), "vmaudit facts", facts["host"]["root"])
     assert one(audit(facts=data), "M3-KSM")["status"] == "error"
 
 

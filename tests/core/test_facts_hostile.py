@@ -143,3 +143,27 @@ def test_a_guarded_list_index_is_known_only_before_its_first_marker():
     assert modules.index("kvm") == 0 and modules.index("vfio", 2) == 2
     with pytest.raises(EvidenceMissing):
         modules.index("vfio")  # the marker at 1 may be vfio too
+
+
+# --- fleet: a host asked for its live state cannot answer with an image's -------------------------
+
+def test_a_fleet_host_asked_for_live_facts_cannot_answer_offline_ones():
+    """`vmaudit collect` runs `vmaudit facts --root /` on the host: a snapshot that says it is not live
+    (so every live source and sysfs source is a legitimate skip) is not the answer to that question."""
+    from vmaudit.fleet.collect import _parse
+    from vmaudit.fleet.ssh import Completed, Unreached
+
+    offline = snapshot()  # root: the fixture directory, live: false
+    offline["sources"]["ksm"] = {"not_collected": "no /sys under root /"}
+    text = json.dumps(offline).encode()
+    with pytest.raises(Unreached) as err:
+        _parse(Completed(0, text, b""), "vmaudit facts", root="/")
+    assert err.value.stage == "facts" and "live" in str(err.value) and "\n" not in str(err.value)
+    lying = snapshot()
+    lying["host"].update(root="/", live=False)
+    with pytest.raises(Unreached):
+        _parse(Completed(0, json.dumps(lying).encode(), b""), "vmaudit facts", root="/")
+    # an image audited on purpose (vmaudit_root) is offline by design
+    assert _parse(Completed(0, text, b""), "vmaudit facts", root="/srv/image")["host"]["live"] is False
+    assert _parse(Completed(0, json.dumps(snapshot(live=True)).encode(), b""), "vmaudit facts",
+                  root="/")["host"]["live"] is True
