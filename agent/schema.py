@@ -87,14 +87,17 @@ class _Scalar(Schema):
 
 
 class Str(_Scalar):
-    describe = "a string"
     types = (str,)
 
+    def __init__(self, nonempty: bool = False):
+        self.nonempty = nonempty  # "" describes nothing real here (a kernel release, a name)
+        self.describe = "a non-empty string" if nonempty else "a string"
+
     def notation(self) -> str:
-        return "str"
+        return "str ≠ \"\"" if self.nonempty else "str"
 
     def ok(self, value: str) -> bool:
-        return len(value) <= MAX_STR
+        return len(value) <= MAX_STR and (bool(value) or not self.nonempty)
 
 
 class Int(_Scalar):
@@ -215,25 +218,28 @@ def _guard(items: Any, path: str, kind: type) -> Any:
 class ListOf(Schema):
     types = (list,)
 
-    def __init__(self, item: Schema, max_len: int = MAX_ITEMS):
+    def __init__(self, item: Schema, max_len: int = MAX_ITEMS, min_len: int = 0):
         self.item = item
         self.max_len = max_len
+        self.min_len = min_len  # 1 where an empty list describes no real host (an /etc/passwd without root)
 
     def doc(self) -> str:
-        return f"a list of {_noun(self.item.doc())}"
+        return f"a {'non-empty ' if self.min_len else ''}list of {_noun(self.item.doc())}"
 
     def notation(self) -> str:
-        return f"[{self.item.notation()}]"
+        return f"[{self.item.notation()}, …]" if self.min_len else f"[{self.item.notation()}]"
 
     @property
     def describe(self) -> str:  # type: ignore[override]
-        return "a list"
+        return "a non-empty list" if self.min_len else "a list"
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         if type(value) is not list and not isinstance(value, list):
-            return wrong(path, "a list", value)
+            return wrong(path, self.describe, value)
         if len(value) > self.max_len:
             return {"unavailable": f"{path}: more than {self.max_len} entries"}
+        if len(value) < self.min_len:
+            return {"unavailable": f"{path}: expected at least {self.min_len} entries, got {len(value)}"}
         if depth >= MAX_DEPTH:
             return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
         item = self.item

@@ -119,9 +119,10 @@ def parse_nsswitch(text: str) -> dict:
     return out
 
 
+# every /etc/passwd holds root and every /etc/group the root group: an empty one was not read right
 ACCOUNTS_SCHEMA = Record({"passwd": ListOf(Record({"name": Str(), "uid": Int(), "gid": Int()},
-                                                  optional={"home": Str(), "shell": Str()})),
-                    "group": ListOf(Record({"name": Str(), "gid": Int(), "members": ListOf(Str())}))},
+                                                  optional={"home": Str(), "shell": Str()}), min_len=1),
+                    "group": ListOf(Record({"name": Str(), "gid": Int(), "members": ListOf(Str())}), min_len=1)},
                    optional={"nsswitch": TableOf(ListOf(Str())), "compat": ListOf(Str())})
 
 

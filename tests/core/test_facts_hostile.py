@@ -167,3 +167,26 @@ def test_a_fleet_host_asked_for_live_facts_cannot_answer_offline_ones():
     assert _parse(Completed(0, text, b""), "vmaudit facts", root="/srv/image")["host"]["live"] is False
     assert _parse(Completed(0, json.dumps(snapshot(live=True)).encode(), b""), "vmaudit facts",
                   root="/")["host"]["live"] is True
+
+
+# --- values that pass a loose schema but describe no real host -----------------------------------
+
+@pytest.mark.parametrize("host,node,check_id,path,value", [
+    # every /etc/passwd has root and every /etc/group the root group: an empty one was not read
+    ("debian-broken", "m3-broken", "M6-POLKIT", ("accounts", "group"), []),
+    ("debian-broken", "m3-broken", "M6-ADMINS", ("accounts", "passwd"), []),
+    # the running kernel has a release
+    ("rhel-broken", "m2-broken", "M3-STALE-BINARIES", ("kernel", "running"), ""),
+    # a passed-through device's IOMMU group that the groups table does not hold has unknown members
+    ("rhel-broken", "m2-broken", "M2-PASSTHROUGH-GROUP", ("iommu", "groups"), {}),
+])
+def test_an_impossible_value_is_no_evidence(host, node, check_id, path, value):
+    before = {f["resource"]: f["status"] for f in findings(audit(facts=snapshot(host, node)), check_id)}
+    facts = snapshot(host, node)
+    parent = facts["sources"]
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    after = {f["resource"]: f["status"] for f in findings(audit(facts=facts), check_id)}
+    turned = {r: (before.get(r), s) for r, s in after.items() if s == "pass" and before.get(r) != "pass"}
+    assert not turned and "error" in after.values(), (before, after)
