@@ -315,11 +315,8 @@ def is_marker(value: Any) -> bool:
 
 def need(value: Any, what: str) -> Any:
     """Return `value`, or raise the exception its marker stands for, naming `what` was missing."""
-    if isinstance(value, dict) and len(value) == 1:
-        if "unavailable" in value:
-            raise EvidenceMissing(f"{what}: {value['unavailable']}")
-        if "not_collected" in value:
-            raise NotApplicable(f"{what}: {value['not_collected']}")
+    if isinstance(value, dict) and len(value) == 1 and ("unavailable" in value or "not_collected" in value):
+        raise _missing(value, what)  # the reason once, also when it names the path already
     return value
 
 

@@ -237,7 +237,8 @@ class ListOf(Schema):
         if type(value) is not list and not isinstance(value, list):
             return wrong(path, self.describe, value)
         if len(value) > self.max_len:
-            return {"unavailable": f"{path}: more than {self.max_len} entries"}
+            return {"unavailable": f"{path}: expected no entries, got {len(value)}" if not self.max_len
+                    else f"{path}: more than {self.max_len} entries"}
         if len(value) < self.min_len:
             return {"unavailable": f"{path}: expected at least {self.min_len} entries, got {len(value)}"}
         if depth >= MAX_DEPTH:
@@ -363,6 +364,36 @@ def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str]
     if marked:
         return _guard(out if changed else value, path, dict)
     return out if changed else value
+
+
+class Presence(Schema):
+    """A record with a `present` flag: held to `present` (the shape of something that exists) or, when
+    the flag is false, to `absent` (null / empty values). Checks stop reading at present = false (no
+    KSM: pass; no sshd: skip), so a record that says absent yet carries values contradicts itself and
+    is no evidence either way: a marker for the whole record."""
+
+    describe = "a table"
+    types = (dict,)
+
+    def __init__(self, present: Record, absent: Record):
+        self.present = present
+        self.absent = absent
+
+    def doc(self) -> str:
+        return self.present.doc()
+
+    def notation(self) -> str:
+        return f"{self.present.notation()} \\| {self.absent.notation()}"
+
+    def conform(self, value: Any, path: str, depth: int = 0) -> Any:
+        if not isinstance(value, dict) or dict.get(value, "present") is not False:
+            return self.present.conform(value, path, depth)
+        out = self.absent.conform(value, path, depth)
+        if out is value:
+            return value
+        why = next((m.get("unavailable", "") for m in dict.values(out) if type(m) is dict and len(m) == 1
+                    and "unavailable" in m), "")
+        return {"unavailable": f"{path}: says present: false, but {why.removeprefix(path + '.')}"}
 
 
 class OneOf(Schema):

@@ -46,7 +46,20 @@ from typing import Any
 from urllib.parse import quote
 
 from vmaudit.facts import not_collected, unavailable
-from vmaudit.schema import AnyJSON, Bool, Enum, Float, Int, ListOf, Optional, Record, Str, TableOf
+from vmaudit.schema import (
+    AnyJSON,
+    Bool,
+    Enum,
+    Float,
+    Int,
+    ListOf,
+    Null,
+    Optional,
+    Presence,
+    Record,
+    Str,
+    TableOf,
+)
 
 from . import ABSENT, Context, collector
 
@@ -662,8 +675,10 @@ def collect_lsm(ctx: Context) -> Any:
 # --- KSM, CPU, nested -----------------------------------------------------------------------------
 
 
-KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
-               "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))})
+KSM_SCHEMA = Presence(Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
+                              "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))}),
+                       Record({"present": Enum(False), "run": Null(), "pages_shared": Null(),
+                               "pages_sharing": Null()}))
 
 
 @collector("ksm", schema=KSM_SCHEMA, skips="offline")

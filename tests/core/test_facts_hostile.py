@@ -190,3 +190,18 @@ def test_an_impossible_value_is_no_evidence(host, node, check_id, path, value):
     after = {f["resource"]: f["status"] for f in findings(audit(facts=facts), check_id)}
     turned = {r: (before.get(r), s) for r, s in after.items() if s == "pass" and before.get(r) != "pass"}
     assert not turned and "error" in after.values(), (before, after)
+
+
+@pytest.mark.parametrize("host,node,check_id,source", [
+    ("debian-broken", "m3-broken", "M3-KSM", "ksm"),              # run = 1 read from a KSM "not present"
+    ("debian-broken", "m3-broken", "M6-SSH-ROOT", "sshd_config"),  # entries read from a file "not present"
+])
+def test_present_false_with_values_contradicts_itself(host, node, check_id, source):
+    """Checks stop at present = false (pass: no KSM; skip: no sshd): a record that says so but carries
+    what only an existing thing has is no evidence either way."""
+    assert statuses(audit(facts=snapshot(host, node)), check_id) == {"fail"}
+    facts = snapshot(host, node)
+    facts["sources"][source]["present"] = False
+    assert statuses(audit(facts=facts), check_id) == {"error"}
+    reason = str(Facts(facts).lookup(source)[1])
+    assert f"{source}: says present: false" in reason, reason
