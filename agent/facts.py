@@ -637,7 +637,7 @@ class Guest:
         try:
             self.precompute()
             self.release()
-        except EvidenceMissing:
+        except (EvidenceMissing, NotApplicable):
             pass
 
     def precompute(self) -> None:
