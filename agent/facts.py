@@ -267,7 +267,7 @@ def unguarded(value: Any) -> Any:
                         out = dict(value)
                     out[k] = p
         return value if out is None else out
-    if t is list:
+    if t is list or t is tuple:  # json.dumps writes a tuple as an array: the same walk
         out = None
         for i, v in enumerate(value):
             if type(v) in _CONTAINERS:
@@ -280,7 +280,7 @@ def unguarded(value: Any) -> Any:
     return value
 
 
-_CONTAINERS = (dict, list, GuardedMap, GuardedList)
+_CONTAINERS = (dict, list, tuple, GuardedMap, GuardedList)
 
 
 def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:

@@ -205,3 +205,13 @@ def test_present_false_with_values_contradicts_itself(host, node, check_id, sour
     assert statuses(audit(facts=facts), check_id) == {"error"}
     reason = str(Facts(facts).lookup(source)[1])
     assert f"{source}: says present: false" in reason, reason
+
+
+def test_evidence_with_a_guarded_table_inside_a_tuple_still_serialises():
+    """Findings' evidence is unguarded before any report writes it: tuples (JSON arrays) included."""
+    from vmaudit.facts import unguarded
+
+    _, meminfo = _guarded()
+    for evidence in ({"pair": ("MemTotal", meminfo)}, {"rows": [(1, meminfo)]}, (meminfo,)):
+        text = json.dumps(unguarded(evidence))
+        assert "replaced by the test" in text, text
