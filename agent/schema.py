@@ -25,6 +25,8 @@ MAX_DEPTH = 64                    # nesting of arrays/objects anywhere in a snap
 MAX_INT = 1 << 63                 # |integer| bound (sizes, counters, ids all fit in 64 bits)
 MAX_STR = 16 << 20                # one string (a guest's XML, a config file) at most 16 MiB
 MAX_ITEMS = 1_000_000             # entries of one array or object
+MAX_REASON = 1000                 # a marker's reason (longer ones are cut): one line for a person, which
+                                  # every finding that needs the value repeats
 
 
 def is_marker(value: Any) -> bool:
@@ -50,8 +52,13 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _unavailable(reason: str) -> dict:
+    """A marker whose reason is at most MAX_REASON characters (a path may hold a key of any length)."""
+    return {"unavailable": reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 1] + "…"}
+
+
 def wrong(path: str, expected: str, value: Any) -> dict:
-    return {"unavailable": f"{path}: expected {expected}, got {_json_type(value)}"}
+    return _unavailable(f"{path}: expected {expected}, got {_json_type(value)}")
 
 
 class Schema:
@@ -183,7 +190,7 @@ class AnyJSON(Schema):
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         problem = _bounded(value, depth)
-        return value if problem is None else {"unavailable": f"{path}: {problem}"}
+        return value if problem is None else _unavailable(f"{path}: {problem}")
 
 
 def _bounded(value: Any, depth: int) -> str | None:
@@ -237,12 +244,12 @@ class ListOf(Schema):
         if type(value) is not list and not isinstance(value, list):
             return wrong(path, self.describe, value)
         if len(value) > self.max_len:
-            return {"unavailable": f"{path}: expected no entries, got {len(value)}" if not self.max_len
-                    else f"{path}: more than {self.max_len} entries"}
+            return _unavailable(f"{path}: expected no entries, got {len(value)}" if not self.max_len
+                                else f"{path}: more than {self.max_len} entries")
         if len(value) < self.min_len:
-            return {"unavailable": f"{path}: expected at least {self.min_len} entries, got {len(value)}"}
+            return _unavailable(f"{path}: expected at least {self.min_len} entries, got {len(value)}")
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         item = self.item
         changed = marked = False
         out = None
@@ -284,9 +291,9 @@ class TableOf(Schema):
         if not isinstance(value, dict):
             return wrong(path, "a table", value)
         if len(value) > self.max_len:
-            return {"unavailable": f"{path}: more than {self.max_len} entries"}
+            return _unavailable(f"{path}: more than {self.max_len} entries")
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         return _conform_items(value, path, depth, lambda _k: self.value)
 
 
@@ -320,14 +327,14 @@ class Record(Schema):
         if not isinstance(value, dict):
             return wrong(path, "a table", value)
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         fields, extra = self.fields, self.extra
         out = _conform_items(value, path, depth, lambda k: fields.get(k, extra))
         missing = [k for k in self.required if k not in value]
         if missing:
             out = dict(dict.items(out))
             for k in missing:
-                out[k] = {"unavailable": f"{path}.{k}: missing from this snapshot"}
+                out[k] = _unavailable(f"{path}.{k}: missing from this snapshot")
             return _guard(out, path, dict)
         return out
 
@@ -337,11 +344,13 @@ def _marker(value: dict, path: str, may_skip: bool = False) -> dict:
     the top of a source no collector writes it, and a `skip` does not count against the exit status,
     so anywhere else it is missing evidence."""
     reason = value.get("unavailable", value.get("not_collected"))
-    if not isinstance(reason, str) or len(reason) > MAX_STR:
-        return {"unavailable": f"{path}: a marker whose reason is not a string"}
+    if not isinstance(reason, str):
+        return _unavailable(f"{path}: a marker whose reason is not a string")
     if "not_collected" in value and not may_skip:
-        return {"unavailable": f"{path}: not_collected, which this snapshot's collector never records "
-                               f"here ({reason[:200]})"}
+        return _unavailable(f"{path}: not_collected, which this snapshot's collector never records "
+                            f"here ({reason[:200]})")
+    if len(reason) > MAX_REASON:
+        return {next(iter(value)): _unavailable(reason)["unavailable"]}
     return value
 
 
@@ -393,7 +402,7 @@ class Presence(Schema):
             return value
         why = next((m.get("unavailable", "") for m in dict.values(out) if type(m) is dict and len(m) == 1
                     and "unavailable" in m), "")
-        return {"unavailable": f"{path}: says present: false, but {why.removeprefix(path + '.')}"}
+        return _unavailable(f"{path}: says present: false, but {why.removeprefix(path + '.')}")
 
 
 class OneOf(Schema):

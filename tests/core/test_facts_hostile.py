@@ -215,3 +215,20 @@ def test_evidence_with_a_guarded_table_inside_a_tuple_still_serialises():
     for evidence in ({"pair": ("MemTotal", meminfo)}, {"rows": [(1, meminfo)]}, (meminfo,)):
         text = json.dumps(unguarded(evidence))
         assert "replaced by the test" in text, text
+
+
+def test_a_marker_reason_cannot_amplify_the_report():
+    """A reason is one line for a person: one of a megabyte, repeated in the finding of every guest
+    and check that needs the value, would make a report of terabytes from a snapshot of megabytes."""
+    from vmaudit.schema import MAX_REASON
+
+    facts = snapshot()
+    facts["sources"]["libvirt"]["capabilities"] = {"unavailable": "x" * 1_000_000}
+    facts["sources"]["accounts"] = {"unavailable": "y" * 1_000_000}
+    facts["sources"]["meminfo"] = {"k" * 100_000: "not an int"}  # a path as long as a key
+    report = audit(facts=facts)
+    longest = max(len(f["message"]) for f in report["findings"])
+    assert longest < 2 * MAX_REASON + 500, longest
+    assert len(json.dumps(report)) < 2_000_000
+    admins = next(f["message"] for f in findings(report, "M6-ADMINS"))
+    assert "y" * 100 in admins  # the reason's start is kept
