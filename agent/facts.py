@@ -409,8 +409,12 @@ class Facts:
             data = upgrade_v1(data)
         from vmaudit.collectors import skippable_sources, source_schemas
 
-        skippable = skippable_sources(bool(data["host"].get("live")))  # as self.live reads it
-        sources = conform_sources(data["sources"], source_schemas(), skippable)
+        host = data["host"]
+        # which not_collected markers are the collectors' own answers depends on the kind of host
+        # (live or not, libvirt absent, an image read from its files); anywhere else they are errors
+        skippable = skippable_sources(bool(host.get("live")), host.get("libvirt"))
+        image = host.get("libvirt") == "offline" and host.get("root") not in (None, "/")
+        sources = conform_sources(data["sources"], source_schemas(), skippable, image)
         self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 

@@ -17,6 +17,7 @@ snapshot (exit 2) or, for a single value, a marker.
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from typing import Any, Callable
 
 # --- limits (part of the contract; docs/architecture.md) ----------------------------------------
@@ -81,6 +82,40 @@ class Schema:
         """A compact type expression for docs/architecture.md: str, int ≥ 0, [str], {*: int},
         {name: str, uuid?: str}, str | null."""
         return self.describe
+
+    def may_skip(self) -> bool:
+        """Whether `not_collected` is a legitimate value at this position in the snapshot being
+        validated (see Skippable); nowhere below the top of a source otherwise."""
+        return False
+
+
+# Set by conform_sources for the snapshot at hand: True in the snapshot of an image audited from its
+# files (host.libvirt "offline"), where what only a running libvirt knows is `not_collected`.
+_IMAGE_SKIPS: ContextVar[bool] = ContextVar("image_skips", default=False)
+
+
+class Skippable(Schema):
+    """A position that an image audited from its definition files cannot know (a guest's run state,
+    its snapshots, the host's capabilities: only a running libvirt tells). There, and only in such a
+    snapshot, `not_collected` is the collector's own answer (its checks say `skip`); in any other
+    snapshot it is missing evidence like every other nested `not_collected`."""
+
+    def __init__(self, inner: Schema):
+        self.inner = inner
+        self.types = inner.types
+        self.describe = inner.describe
+
+    def conform(self, value: Any, path: str, depth: int = 0) -> Any:
+        return self.inner.conform(value, path, depth)
+
+    def doc(self) -> str:
+        return self.inner.doc()
+
+    def notation(self) -> str:
+        return f"{self.inner.notation()} (image: not_collected)"
+
+    def may_skip(self) -> bool:
+        return _IMAGE_SKIPS.get()
 
 
 class _Scalar(Schema):
@@ -255,7 +290,7 @@ class ListOf(Schema):
         out = None
         for i, v in enumerate(list.__iter__(value)):  # list's own: a GuardedList would raise
             if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
-                r = _marker(v, f"{path}[{i}]")
+                r = _marker(v, f"{path}[{i}]", item.may_skip())
             else:
                 r = item.conform(v, f"{path}[{i}]", depth + 1)
             if r is not v:
@@ -360,7 +395,7 @@ def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str]
     for k, v in dict.items(value):  # dict's own: a GuardedMap would raise
         where = f"{path}.{k}" if path else k
         if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
-            r = _marker(v, where)
+            r = _marker(v, where, schema_of(k).may_skip())
         else:
             r = schema_of(k).conform(v, where, depth + 1)
         if r is not v:
@@ -459,19 +494,25 @@ def _noun(text: str) -> str:
 # --- whole snapshots ----------------------------------------------------------------------------
 
 
-def conform_sources(sources: dict, schemas: dict[str, Schema], skippable: frozenset = frozenset()) -> dict:
+def conform_sources(sources: dict, schemas: dict[str, Schema], skippable: frozenset = frozenset(),
+                    image: bool = False) -> dict:
     """The snapshot's sources held to their declared schemas (a source without one: any JSON); a
-    whole source may be `not_collected` if it is in `skippable` or has no schema (a newer collector's)."""
-    out = None
-    for name, v in dict.items(sources):
-        if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
-            r = _marker(v, name, name in skippable or name not in schemas)
-        else:
-            r = schemas.get(name, _ANY).conform(v, name, 0)
-        if r is not v:
-            if out is None:
-                out = dict(dict.items(sources))
-            out[name] = r
+    whole source may be `not_collected` if it is in `skippable` or has no schema (a newer collector's);
+    a nested one only at a `Skippable` position of an `image` snapshot."""
+    token = _IMAGE_SKIPS.set(image)
+    try:
+        out = None
+        for name, v in dict.items(sources):
+            if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
+                r = _marker(v, name, name in skippable or name not in schemas)
+            else:
+                r = schemas.get(name, _ANY).conform(v, name, 0)
+            if r is not v:
+                if out is None:
+                    out = dict(dict.items(sources))
+                out[name] = r
+    finally:
+        _IMAGE_SKIPS.reset(token)
     # the table of sources stays plain: Facts.source() is its guard, and reporting lists its markers
     return sources if out is None else out
 

@@ -76,14 +76,19 @@ def source_schemas() -> dict[str, Schema]:
     return _SCHEMAS
 
 
-_SKIPPABLE: dict[bool, frozenset] = {}
+_SKIPPABLE: dict[tuple, frozenset] = {}
 
 
-def skippable_sources(live: bool) -> frozenset:
-    """The sources that may be `not_collected` as a whole in a snapshot whose host is `live` or not."""
-    if live not in _SKIPPABLE:
-        _SKIPPABLE[live] = frozenset(name for name, col in load_collectors().items() if col.may_skip(live))
-    return _SKIPPABLE[live]
+def skippable_sources(live: bool, libvirt: str | None = None) -> frozenset:
+    """The sources that may be `not_collected` as a whole in a snapshot whose host is `live` or not,
+    with `libvirt` as host.libvirt says: on a host without libvirt, every libvirt source (LIBVIRT_SOURCES)."""
+    key = (live, libvirt == "absent")
+    if key not in _SKIPPABLE:
+        names = {name for name, col in load_collectors().items() if col.may_skip(live)}
+        if libvirt == "absent":
+            names.update(LIBVIRT_SOURCES)
+        _SKIPPABLE[key] = frozenset(names)
+    return _SKIPPABLE[key]
 
 
 class Absent:

@@ -83,6 +83,40 @@ def test_the_skips_a_collector_declares_stay_skips():
         assert isinstance(held.lookup(name)[1], EvidenceMissing), name
 
 
+def test_libvirt_sources_skip_only_where_the_host_says_libvirt_is_absent():
+    """A host without libvirt records every libvirt source not_collected (issue #9); a host whose
+    snapshot says libvirt is there cannot skip them."""
+    facts = snapshot(live=True)
+    facts["sources"]["libvirt_config"] = dict(SKIP)
+    assert facts["host"]["libvirt"] == "reachable"
+    assert isinstance(Facts(facts).lookup("libvirt_config")[1], EvidenceMissing)
+    facts["host"]["libvirt"] = "absent"
+    assert isinstance(Facts(facts).lookup("libvirt_config")[1], NotApplicable)
+    assert isinstance(Facts(facts).lookup("accounts")[1], type(None))  # the rest is held as before
+
+
+def test_what_only_a_running_libvirt_knows_skips_only_in_an_image_snapshot():
+    """An image audited from its files cannot know a guest's state or snapshots (not_collected at
+    those positions); any other snapshot saying so there is missing evidence."""
+    facts = snapshot(live=True)
+    facts["sources"]["libvirt"]["domains"][0]["snapshots"] = dict(SKIP)
+    facts["sources"]["libvirt"]["capabilities"] = dict(SKIP)
+    held = Facts(facts)
+    with pytest.raises(EvidenceMissing, match="not_collected"):
+        held.source("libvirt")["domains"][0]["snapshots"]
+    with pytest.raises(EvidenceMissing, match="not_collected"):
+        held.source("libvirt")["capabilities"]
+    facts["host"].update(live=False, root="/mnt/image", libvirt="offline")
+    held = Facts(facts)
+    with pytest.raises(NotApplicable):
+        held.source("libvirt")["domains"][0]["snapshots"]
+    with pytest.raises(NotApplicable):
+        held.source("libvirt")["capabilities"]
+    facts["host"]["root"] = "/"  # an "image" at / is the live host: its libvirt answers
+    with pytest.raises(EvidenceMissing, match="not_collected"):
+        Facts(facts).source("libvirt")["capabilities"]
+
+
 # --- guarded containers: no way to read a marker as a value --------------------------------------
 
 def _guarded():
