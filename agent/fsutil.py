@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one and a crash never loses the previous one."""
+"""Files in and out: bounded reads of every input file, and writes that a reader never sees half of and a
+crash never loses the previous one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,83 @@ from pathlib import Path
 from typing import Iterable, Union
 
 Data = Union[str, bytes, Iterable[str]]
+
+# One limit for every file vmaudit reads as input (policy, guest inventory, host inventory, facts
+# snapshots, reports to diff) and for a remote host's answer (vmaudit.fleet.ssh): input is not trusted
+# to end, and /dev/zero never does.
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+# Deeper nesting than any file vmaudit writes or reads has: parsers and the code walking parsed data
+# recurse, and a file of brackets must be a one-line refusal, never a RecursionError.
+MAX_DEPTH = 64
+_CHUNK = 1 << 20
+
+
+def read_bounded(path: str | os.PathLike, what: str, error: type = ValueError,
+                 limit: int | None = None) -> bytes:
+    """The bytes of an input file, at most `limit` (default MAX_INPUT_BYTES).
+
+    Raises `error` with one line naming the file and `what` when it cannot be read, is larger, or holds
+    a NUL byte: no text format vmaudit reads has one, and checking each chunk refuses an endless device
+    (/dev/zero, /dev/urandom) after its first megabyte instead of after the limit."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise error(f"{path}: cannot read {what}: is a directory")
+            if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+                raise error(f"{path}: {what} is larger than {_size(limit)} ({_size(st.st_size)})")
+            buf = bytearray()
+            while True:
+                chunk = fh.read(min(_CHUNK, limit + 1 - len(buf)))
+                if not chunk:
+                    break
+                if b"\0" in chunk:
+                    raise error(f"{path}: not a {what}: binary data (a NUL byte at offset "
+                                f"{len(buf) + chunk.index(0)})")
+                buf += chunk
+                if len(buf) > limit:
+                    raise error(f"{path}: {what} is larger than {_size(limit)}")
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    return bytes(buf)
+
+
+def read_text_bounded(path: str | os.PathLike, what: str, error: type = ValueError,
+                      encoding: str = "utf-8") -> str:
+    """read_bounded, decoded; a file that is not `encoding` raises `error` naming it."""
+    data = read_bounded(path, what, error)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: cannot read {what}: not UTF-8 text (byte {exc.start})") from None
+
+
+def check_depth(value: object, source: str, what: str, error: type = ValueError,
+                limit: int = MAX_DEPTH) -> None:
+    """Raise `error` when lists and mappings in `value` nest deeper than `limit` (walked without
+    recursion, so the check itself cannot overflow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise error(f"{source}: {what} nests deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def too_deep(source: str, what: str, error: type = ValueError) -> Exception:
+    """The error for a parser that ran out of stack (RecursionError) on `source`."""
+    return error(f"{source}: {what} nests deeper than {MAX_DEPTH} levels")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None:
@@ -56,13 +134,15 @@ def _write_chunks(fh, chunks: Iterable[str | bytes]) -> None:
 
 
 def read_json(path: str, what: str, error: type = ValueError) -> object:
-    """Parse a JSON file; any failure raises `error` with one line naming the file (and line) and `what`."""
+    """Parse a JSON file (read_bounded, check_depth); any failure raises `error` with one line naming
+    the file (and line) and `what`."""
+    text = read_text_bounded(path, what, error)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise error(f"{path}{f', line {line}' if line else ''}: not a JSON {what}: "
-                    f"{getattr(exc, 'msg', exc)}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}, line {exc.lineno}: not a JSON {what}: {exc.msg}") from None
+    except RecursionError:
+        raise too_deep(path, what, error) from None
+    del text
+    check_depth(data, path, what, error)
+    return data

@@ -6,8 +6,8 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from .fsutil import read_text_bounded, too_deep
 from .policy import PolicyError
 
 KEYS = ("uuid", "name", "zone", "service", "owner", "redundancy", "patch_group", "host")
@@ -37,6 +37,8 @@ def parse_inventory(text: str, source: str) -> Inventory:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise too_deep(source, "inventory", PolicyError) from None
         if not isinstance(data, list):
             raise PolicyError(f"{source}: the inventory must be a JSON list of objects")
         rows = []
@@ -70,8 +72,6 @@ def parse_inventory(text: str, source: str) -> Inventory:
 
 
 def load_inventory(path: str) -> Inventory:
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
+    # -sig: spreadsheet exports start with a BOM
+    text = read_text_bounded(path, "inventory", PolicyError, encoding="utf-8-sig")
     return parse_inventory(text, path)

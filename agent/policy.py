@@ -12,6 +12,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from .fsutil import check_depth, read_text_bounded, too_deep
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # RHEL 9 ships Python 3.9
@@ -173,6 +175,9 @@ def parse_policy(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise too_deep(source, "policy", PolicyError) from None
+    check_depth(data, source, "policy", PolicyError)
 
     values: dict[str, dict] = {}
     waivers: list[Waiver] = []
@@ -273,10 +278,7 @@ def load_policy(path: str | None) -> Policy:
     p = Path(path)
     if not explicit and not p.exists():
         return Policy()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_bounded(path, "policy", PolicyError)
     policy = parse_policy(text, str(p))
     inv_path = policy.get("inventory", "path")
     if inv_path:

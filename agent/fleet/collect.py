@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vmaudit.facts import Facts, SnapshotError
+from vmaudit.fsutil import MAX_DEPTH, check_depth
 
 from .hosts import BECOME_METHODS, FleetHost, valid_become_user
 from .ssh import Connector, Session, Unreached, run
@@ -320,6 +321,9 @@ def _parse(done, what: str) -> dict:
                         "command")
     try:
         data = json.loads(done.stdout)
+        check_depth(data, what, "facts snapshot")
+    except RecursionError:
+        raise Unreached(f"{what}: facts snapshot nests deeper than {MAX_DEPTH} levels", "facts") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Unreached(f"{what} printed no JSON snapshot ({exc}); stderr: {_tail(done.stderr)}", "facts") from None
     try:

@@ -30,9 +30,9 @@ import re
 import shlex
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from vmaudit.fsutil import MAX_DEPTH, read_text_bounded, too_deep
 from vmaudit.policy import PolicyError
 
 MODES = ("auto", "installed", "agentless")
@@ -439,6 +439,9 @@ def parse_yaml(text: str, source: str) -> HostInventory:
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InventoryError(f"{source}{line}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise too_deep(source, "inventory", InventoryError) from None
+    _check_node_depth(root, source)
     inv = HostInventory(source=source)
     if root is None:
         inv.finish()
@@ -503,15 +506,26 @@ def parse_yaml(text: str, source: str) -> HostInventory:
     return inv
 
 
+def _check_node_depth(root: Any, source: str) -> None:
+    """MAX_DEPTH for a composed YAML document (group trees and host variables are walked recursively)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        value = getattr(node, "value", None)
+        if not isinstance(value, list):
+            continue  # a scalar
+        if depth > MAX_DEPTH:
+            raise InventoryError(f"{source}, line {node.start_mark.line + 1}: inventory nests deeper than "
+                                 f"{MAX_DEPTH} levels")
+        for item in value:
+            stack.extend((n, depth + 1) for n in (item if isinstance(item, tuple) else (item,)))
+
+
 # --- entry points -------------------------------------------------------------------------------
 
 def load_hosts(path: str) -> HostInventory:
     """Parse an inventory file; the format is chosen by suffix (.yml/.yaml) or, failing that, content."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_hosts_text(text, path)
+    return parse_hosts_text(read_text_bounded(path, "inventory", InventoryError), path)
 
 
 def parse_hosts_text(text: str, source: str) -> HostInventory:

@@ -47,11 +47,13 @@ from typing import Any
 
 import paramiko
 
+from vmaudit.fsutil import MAX_INPUT_BYTES
+
 log = logging.getLogger("vmaudit.fleet")
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
-MAX_OUTPUT = 512 * 1024 * 1024  # a remote host's answer is untrusted: bound what we hold in memory
+MAX_OUTPUT = MAX_INPUT_BYTES  # a remote host's answer is untrusted: bound what we hold in memory
 
 
 class Unreached(Exception):
