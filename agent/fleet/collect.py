@@ -42,6 +42,7 @@ from typing import Callable
 
 from vmaudit.facts import Facts, SnapshotError
 from vmaudit.fsutil import MAX_DEPTH, check_depth
+from vmaudit.termsafe import clean_tail
 
 from .hosts import BECOME_METHODS, FleetHost, valid_become_user
 from .ssh import Connector, Session, Unreached, run
@@ -309,10 +310,10 @@ def _check_become(done, become: Become | None) -> None:
 
 
 def _tail(data: bytes, limit: int = 300) -> str:
-    text = data.decode(errors="replace").strip()
+    """The end of a remote process's stderr as one clean line (its last three non-empty lines)."""
+    text = bytes(data[-4 * limit:]).decode(errors="replace").strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    text = " | ".join(lines[-3:])
-    return text[-limit:]
+    return clean_tail(" | ".join(lines[-3:]), limit)
 
 
 def _parse(done, what: str) -> dict:

@@ -48,19 +48,23 @@ from typing import Any
 import paramiko
 
 from vmaudit.fsutil import MAX_INPUT_BYTES
+from vmaudit.termsafe import clean
 
 log = logging.getLogger("vmaudit.fleet")
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
 MAX_OUTPUT = MAX_INPUT_BYTES  # a remote host's answer is untrusted: bound what we hold in memory
+MAX_STDERR = 64 * 1024  # the tail of its standard error kept for the message
 
 
 class Unreached(Exception):
     """A host that could not be audited; str() is the reason shown in F-HOST-UNREACHED."""
 
     def __init__(self, reason: str, stage: str = "connect"):
-        super().__init__(reason)
+        # reasons quote what the remote side sent (stderr, banners, paramiko's words about them): one
+        # clean, bounded line wherever it is shown
+        super().__init__(clean(reason, 2000))
         self.stage = stage  # connect, host-key, auth, become, command, timeout, interrupted, facts
 
 
@@ -377,7 +381,9 @@ def run(transport: paramiko.Transport, command: str, timeout: float, session: Se
                 out += chan.recv(1 << 17)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(1 << 16)
-            if len(out) + len(err) > MAX_OUTPUT:
+                if len(err) > MAX_STDERR:  # only its end is ever shown (the error message)
+                    del err[:-MAX_STDERR]
+            if len(out) > MAX_OUTPUT:
                 raise Unreached(f"the remote command wrote more than {MAX_OUTPUT >> 20} MiB", "command")
             if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
                     and not chan.recv_stderr_ready():

@@ -1,0 +1,36 @@
+"""`vmaudit collect` facing hostile or odd hosts and inputs (issue 12), against the real sshd lab."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sshlab import ADDR, PORT
+from test_collect_ssh import VMAUDIT, host_line, hosts_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hardening"))
+from hardhelp import assert_terminal_clean, run_in_pty  # noqa: E402
+
+
+def test_remote_stderr_reaches_the_terminal_clean_and_bounded(lab, tmp_path):
+    """A host's vmaudit writes escape sequences and 100 MB of NULs to stderr: one clean, short line."""
+    script = tmp_path / "hostile-vmaudit"
+    script.write_text("#!/bin/sh\nprintf 'boom\\033]0;pwned\\007\\n\\033[2J\\r' >&2\n"
+                      "head -c 100000000 /dev/zero >&2\nprintf 'last words\\033[31m\\n' >&2\nexit 1\n")
+    script.chmod(0o755)
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[all:vars]\nansible_port={PORT}\nansible_user=root\n[hv]\n"
+                   + host_line("hv-hostile", ADDR["inst"], vmaudit_command=str(script)) + "\n")
+    out = tmp_path / "fleet"
+    rc, seen = run_in_pty([VMAUDIT, "collect", "-i", str(inv), "--output", str(out), "--identity",
+                           str(lab.client_key), "--no-agent", "--known-hosts", str(lab.known_hosts),
+                           "--ssh-config", str(lab.ssh_config), "--connect-timeout", "5",
+                           "--command-timeout", "60", "--no-progress"], timeout=180)
+    assert rc == 3, seen
+    assert_terminal_clean(seen)
+    assert len(seen) < 4096, len(seen)
+    line = [x for x in seen.decode().splitlines() if "hv-hostile: not audited" in x]
+    assert len(line) == 1 and "last words?[31m" in line[0], seen
+    reason = hosts_of(json.loads((out / "fleet.json").read_text()))["hv-hostile"]["reason"]
+    assert reason.isprintable() and len(reason) < 400 and reason.endswith("last words?[31m"), reason
