@@ -3,6 +3,7 @@ crash never loses the previous one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -11,6 +12,11 @@ from pathlib import Path
 from typing import Iterable, Union
 
 Data = Union[str, bytes, Iterable[str]]
+
+# The modes of everything vmaudit creates, whatever the umask: findings are sensitive (CONTRACT.md 1.1).
+# Every writer goes through atomic_write / atomic_write_at / make_dir / make_dir_at below.
+FILE_MODE = 0o640
+DIR_MODE = 0o750
 
 # One limit for every file vmaudit reads as input (policy, guest inventory, host inventory, facts
 # snapshots, reports to diff) and for a remote host's answer (vmaudit.fleet.ssh): input is not trusted
@@ -90,7 +96,83 @@ def _size(n: int) -> str:
     return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
-def atomic_write(path: str | os.PathLike, data: Data, mode: int = 0o640) -> None:
+def make_dir(path: str | os.PathLike, parents: bool = False) -> None:
+    """Create a directory DIR_MODE whatever the umask (each missing parent too, with `parents`);
+    an existing one is left as it is."""
+    path = Path(path)
+    if parents and not path.parent.exists() and path.parent != path:
+        make_dir(path.parent, parents=True)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    os.chmod(path, DIR_MODE)
+
+
+def make_dir_at(dir_fd: int, name: str) -> tuple[int, bool]:
+    """Open (creating it DIR_MODE if missing) the directory `name` inside the directory `dir_fd`,
+    never following a symbolic link. Returns (descriptor, created); a link raises IsALink."""
+    created = False
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+        created = True
+    except FileExistsError:
+        pass
+    fd = open_dir_at(dir_fd, name)
+    if created:
+        os.fchmod(fd, DIR_MODE)
+    return fd, created
+
+
+class IsALink(OSError):
+    """An entry vmaudit would have followed is a symbolic link."""
+
+
+def open_dir_at(dir_fd: int | None, name: str) -> int:
+    """O_DIRECTORY|O_NOFOLLOW open of `name` (relative to dir_fd, or a path when dir_fd is None)."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        # Linux answers ENOTDIR (with O_DIRECTORY) or ELOOP for a link: tell a link apart
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(name, dir_fd):
+            raise IsALink(errno.ELOOP, "is a symbolic link", name) from None
+        raise
+
+
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def atomic_write_at(dir_fd: int, name: str, data: Data, mode: int = FILE_MODE) -> None:
+    """atomic_write inside the directory `dir_fd`, never following a link: the temporary file is created
+    O_EXCL|O_NOFOLLOW, and renameat replaces the entry `name` itself (a link there is replaced, its
+    target never touched)."""
+    chunks = [data] if isinstance(data, (str, bytes)) else data
+    tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                 dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            _write_chunks(fh, chunks)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    os.fsync(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike, data: Data, mode: int = FILE_MODE) -> None:
     """Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
 
     `data` is text, bytes, or an iterable of text pieces (written as they come). A symbolic link is
