@@ -126,6 +126,19 @@ def make_dir_at(dir_fd: int, name: str) -> tuple[int, bool]:
     return fd, created
 
 
+def create_file(path: str | os.PathLike) -> None:
+    """Create an empty file FILE_MODE whatever the umask, unless it exists (for files another library
+    then opens by path, such as an SQLite database; SQLite gives its journals the database's mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 class IsALink(OSError):
     """An entry vmaudit would have followed is a symbolic link."""
 
@@ -193,7 +206,7 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int = FILE_MODE) -> 
             _write_chunks(fh, chunks)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode)  # mkstemp's 0600 otherwise; the umask plays no part either way
         os.replace(tmp, path)
     except BaseException:
         try:

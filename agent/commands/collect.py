@@ -105,7 +105,7 @@ class Progress:
 def _write(path: str, text: str) -> None:
     from vmaudit.fsutil import atomic_write
 
-    atomic_write(path, text, mode=0o640)
+    atomic_write(path, text)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -155,8 +155,13 @@ def main(args: argparse.Namespace) -> int:
         connect_timeout=settings.connect_timeout, command_timeout=settings.command_timeout))
 
     out_dir = args.output
-    for sub in ("hosts", "facts"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    from vmaudit.fsutil import make_dir
+
+    try:
+        for sub in ("hosts", "facts"):
+            make_dir(os.path.join(out_dir, sub), parents=True)  # 0750, as every directory vmaudit makes
+    except OSError as exc:
+        raise PolicyError(f"{out_dir}: cannot create the report directory: {exc.strerror or exc}") from None
     store = None
     if not args.no_store:
         from vmaudit.fleet.store import Store, StoreError
