@@ -49,7 +49,7 @@ def read_bounded(path: str | os.PathLike, what: str, error: type = ValueError,
                 if not chunk:
                     break
                 if b"\0" in chunk:
-                    raise error(f"{path}: not a {what}: binary data (a NUL byte at offset "
+                    raise error(f"{path}: {what} holds binary data (a NUL byte at offset "
                                 f"{len(buf) + chunk.index(0)})")
                 buf += chunk
                 if len(buf) > limit:
