@@ -261,10 +261,13 @@ def _check_host_vars(host: FleetHost, source: str) -> None:
     where = host.where or source
     port = host.vars.get("ansible_port")
     if port not in (None, ""):
-        try:
-            ok = 0 < int(port) < 65536
-        except (TypeError, ValueError):
+        # an integer, or a string of digits (INI): int() would take YAML's 22.5 as 22 and true as 1
+        if isinstance(port, bool) or not isinstance(port, (int, str)):
             ok = False
+        elif isinstance(port, str):
+            ok = re.fullmatch(r"[0-9]+", port.strip()) is not None and 0 < int(port) < 65536
+        else:
+            ok = 0 < port < 65536
         if not ok:
             raise InventoryError(f"{where}: host {host.name}: ansible_port {port!r} is not a TCP port")
     if host.mode not in MODES:
