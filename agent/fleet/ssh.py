@@ -213,7 +213,8 @@ class Connector:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if session.aborted:
                 raise Unreached(session.aborted, "timeout") from None
-            raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: {exc or type(exc).__name__}") from None
+            raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: "
+                            f"{_handshake_failure(exc, transport, timeout)}") from None
         try:
             # start_client can return while the transport thread is already failing (a banner timeout
             # racing the wait): no session then, and get_remote_server_key() says so
@@ -223,7 +224,7 @@ class Connector:
             if session.aborted:
                 raise Unreached(session.aborted, "timeout") from None
             raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: "
-                            f"{exc or type(exc).__name__}") from None
+                            f"{_handshake_failure(exc, transport, timeout)}") from None
         return transport
 
     def _verify(self, key: Any, target: Target, known: KnownHosts, peer: str | None = None) -> None:
@@ -619,6 +620,19 @@ def _ip_name(peer: str | None, target: Target) -> str | None:
 def _describe(lines: list) -> str:
     """The known_hosts lines a refusal rests on, with their keys and where they stand."""
     return "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in lines)
+
+
+def _handshake_failure(exc: BaseException, transport: paramiko.Transport, timeout: float) -> str:
+    """Why a handshake failed, never an empty string (paramiko's EOFError and timeouts carry no text)."""
+    text = str(exc)
+    if not getattr(transport, "remote_version", ""):
+        if "Indecipherable" in text:  # it spoke, but not SSH (a web server, a database)
+            return f"not an SSH server: {text}"
+        if isinstance(exc, EOFError) or "EOF" in text or "reset" in text.lower():
+            return "the server closed the connection before sending its SSH banner"
+        return (f"no SSH banner within {timeout:g} s (the port accepts TCP connections but did not "
+                f"identify itself as an SSH server)")
+    return text or type(exc).__name__
 
 
 def _sha256_fingerprint(blob: bytes) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sshlab import ADDR, PORT
-from test_collect_ssh import VMAUDIT, host_line, hosts_of
+from test_collect_ssh import VMAUDIT, collect, host_line, hosts_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hardening"))
 from hardhelp import assert_terminal_clean, run_in_pty  # noqa: E402
@@ -34,3 +34,44 @@ def test_remote_stderr_reaches_the_terminal_clean_and_bounded(lab, tmp_path):
     assert len(line) == 1 and "last words?[31m" in line[0], seen
     reason = hosts_of(json.loads((out / "fleet.json").read_text()))["hv-hostile"]["reason"]
     assert reason.isprintable() and len(reason) < 400 and reason.endswith("last words?[31m"), reason
+
+
+def test_a_port_that_never_speaks_ssh_has_a_reason(lab, silent_server, tmp_path):
+    out = tmp_path / "fleet"
+    r = collect(lab, out, inventory=f"[hv]\nhv-silent ansible_host={silent_server} ansible_port={PORT}\n")
+    assert r.returncode == 3, r.stderr
+    silent = hosts_of(json.loads((out / "fleet.json").read_text()))["hv-silent"]
+    assert silent["stage"] == "connect", silent
+    assert silent["reason"] == (f"SSH handshake with {silent_server}:{PORT} failed: no SSH banner within 3 s "
+                                f"(the port accepts TCP connections but did not identify itself as an SSH "
+                                f"server)"), silent
+
+
+def test_a_port_that_speaks_something_else(lab, tmp_path):
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.6.18", PORT))
+    srv.listen(4)
+
+    def serve():
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        out = tmp_path / "fleet"
+        r = collect(lab, out, inventory=f"[hv]\nhv-web ansible_host=127.0.6.18 ansible_port={PORT}\n")
+    finally:
+        srv.close()
+    assert r.returncode == 3, r.stderr
+    reason = hosts_of(json.loads((out / "fleet.json").read_text()))["hv-web"]["reason"]
+    assert reason.startswith(f"SSH handshake with 127.0.6.18:{PORT} failed: ") and reason.split("failed: ")[1], reason
+    assert "banner" in reason or "not an SSH server" in reason, reason
