@@ -365,8 +365,10 @@ class Completed:
     stderr: bytes
 
 
-def run(transport: paramiko.Transport, command: str, timeout: float, session: Session) -> Completed:
-    """Run `command`; its stdout/stderr and exit status. Unreached on timeout or a lost connection."""
+def run(transport: paramiko.Transport, command: str, timeout: float, session: Session,
+        stdin: bytes = b"") -> Completed:
+    """Run `command` with `stdin` as its standard input; its stdout/stderr and exit status. Unreached
+    on timeout or a lost connection."""
     try:
         chan = transport.open_session(timeout=timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -376,6 +378,15 @@ def run(transport: paramiko.Transport, command: str, timeout: float, session: Se
     out, err = bytearray(), bytearray()
     try:
         chan.exec_command(command)
+        if stdin:
+            chan.settimeout(timeout)
+            try:
+                chan.sendall(stdin)
+            except socket.timeout:
+                raise Unreached(f"the remote command did not read its input within {timeout:g} s "
+                                f"(command timeout)", "timeout") from None
+            except OSError:
+                pass  # it exited without reading all of it: its status and stderr say why
         chan.shutdown_write()
         while True:
             while chan.recv_ready():

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from sshlab import ADDR, PORT
 from test_collect_ssh import VMAUDIT, collect, host_line, hosts_of
 
@@ -75,3 +81,38 @@ def test_a_port_that_speaks_something_else(lab, tmp_path):
     reason = hosts_of(json.loads((out / "fleet.json").read_text()))["hv-web"]["reason"]
     assert reason.startswith(f"SSH handshake with 127.0.6.18:{PORT} failed: ") and reason.split("failed: ")[1], reason
     assert "banner" in reason or "not an SSH server" in reason, reason
+
+
+@pytest.mark.parametrize("moment", ["directory made", "zipapp running"])
+def test_sigkilled_collector_leaves_no_agentless_directory(lab, tmp_path, moment):
+    """The exit trap is set before the directory exists: killed at any moment, nothing stays in /tmp."""
+    before = set(glob.glob("/tmp/vmaudit.*"))
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[all:vars]\nansible_port={PORT}\nansible_user=root\n[hv]\n"
+                   + host_line("hv-b", ADDR["agentless"], vmaudit_python="/usr/bin/python3") + "\n")
+    proc = subprocess.Popen([VMAUDIT, "collect", "-i", str(inv), "--output", str(tmp_path / "out"), "--identity",
+                             str(lab.client_key), "--no-agent", "--known-hosts", str(lab.known_hosts),
+                             "--ssh-config", str(lab.ssh_config), "--connect-timeout", "5",
+                             "--command-timeout", "20", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        new: set = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            new = set(glob.glob("/tmp/vmaudit.*")) - before
+            if new and (moment == "directory made" or any(os.path.exists(f"{d}/native") or
+                                                          os.path.getsize(f"{d}/vmaudit.pyz") > 0
+                                                          for d in new if os.path.exists(f"{d}/vmaudit.pyz"))):
+                break
+            time.sleep(0.005)
+        assert new, "the collection never made its directory"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and set(glob.glob("/tmp/vmaudit.*")) - before:
+        time.sleep(0.2)
+    assert not set(glob.glob("/tmp/vmaudit.*")) - before, "a killed collector left its directory behind"
