@@ -116,3 +116,24 @@ def test_sigkilled_collector_leaves_no_agentless_directory(lab, tmp_path, moment
     while time.monotonic() < deadline and set(glob.glob("/tmp/vmaudit.*")) - before:
         time.sleep(0.2)
     assert not set(glob.glob("/tmp/vmaudit.*")) - before, "a killed collector left its directory behind"
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022])
+def test_collect_output_is_private_whatever_the_umask(lab, tmp_path, mask):
+    """Reports, snapshots, hosts/ and facts/, fleet-history.sqlite: 0640 files, 0750 directories."""
+    import stat
+
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[all:vars]\nansible_port={PORT}\nansible_user=root\n[hv]\n"
+                   + host_line("hv-a", ADDR["inst"]) + "\n")
+    out = tmp_path / "reports" / "fleet"
+    r = subprocess.run([VMAUDIT, "collect", "-i", str(inv), "--output", str(out), "--identity", str(lab.client_key),
+                        "--no-agent", "--known-hosts", str(lab.known_hosts), "--ssh-config", str(lab.ssh_config),
+                        "--connect-timeout", "5", "--command-timeout", "60", "--no-progress"],
+                       capture_output=True, text=True, timeout=180, preexec_fn=lambda: os.umask(mask))
+    assert r.returncode in (0, 1, 3), r.stderr
+    found = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in [out.parent, *out.parent.rglob("*")]}
+    wrong = {p: f"{m:04o}" for p, m in found.items() if m != (0o750 if (tmp_path / p).is_dir() else 0o640)}
+    assert not wrong, wrong
+    assert {"reports/fleet/fleet-history.sqlite", "reports/fleet/hosts/hv-a.json", "reports/fleet/facts/hv-a.json",
+            "reports/fleet/fleet.html"} <= set(found)
