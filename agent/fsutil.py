@@ -19,9 +19,9 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 # One limit for every file vmaudit reads as input (policy, guest inventory, host inventory, facts
-# snapshots, reports to diff) and for a remote host's answer (vmaudit.fleet.ssh): input is not trusted
-# to end, and /dev/zero never does.
-MAX_INPUT_BYTES = 512 * 1024 * 1024
+# snapshots, reports to diff; vmaudit.schema's MAX_SNAPSHOT_BYTES is this one) and for a remote host's
+# answer (vmaudit.fleet.ssh): input is not trusted to end, and /dev/zero never does.
+MAX_INPUT_BYTES = 1 << 30
 # Deeper nesting than any file vmaudit writes or reads has: parsers and the code walking parsed data
 # recurse, and a file of brackets must be a one-line refusal, never a RecursionError.
 MAX_DEPTH = 64

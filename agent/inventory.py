@@ -8,8 +8,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .errors import InventoryError
 from .fsutil import read_text_bounded, too_deep
-from .policy import PolicyError
 
 # the forms libvirt accepts for a domain UUID: 8-4-4-4-12 hex digits, or the 32 digits alone
 _UUID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -40,22 +40,22 @@ def parse_inventory(text: str, source: str) -> Inventory:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PolicyError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+            raise InventoryError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
         except RecursionError:
-            raise too_deep(source, "inventory", PolicyError) from None
+            raise too_deep(source, "inventory", InventoryError) from None
         if not isinstance(data, list):
-            raise PolicyError(f"{source}: the inventory must be a JSON list of objects")
+            raise InventoryError(f"{source}: the inventory must be a JSON list of objects")
         rows = []
         for i, item in enumerate(data, 1):
             if not isinstance(item, dict):
-                raise PolicyError(f"{source}: entry #{i} is not an object")
+                raise InventoryError(f"{source}: entry #{i} is not an object")
             rows.append((i, item))
         where = "entry #"
         json_rows = True
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "uuid" not in [f.strip() for f in reader.fieldnames]:
-            raise PolicyError(f"{source}, line 1: the CSV header must name a 'uuid' column")
+            raise InventoryError(f"{source}, line 1: the CSV header must name a 'uuid' column")
         rows = [(reader.line_num, {(k or "").strip(): v for k, v in row.items()}) for row in reader]
         where = "line "
         json_rows = False
@@ -63,7 +63,7 @@ def parse_inventory(text: str, source: str) -> Inventory:
     for no, row in rows:
         unknown = [k for k in row if k not in KEYS]
         if unknown:
-            raise PolicyError(f"{source}, {where}{no}: unknown key(s) {', '.join(map(repr, unknown))} "
+            raise InventoryError(f"{source}, {where}{no}: unknown key(s) {', '.join(map(repr, unknown))} "
                               f"(known: {', '.join(KEYS)})")
         entry = {}
         for k, v in row.items():
@@ -71,22 +71,22 @@ def parse_inventory(text: str, source: str) -> Inventory:
                 entry[k] = ""
             elif isinstance(v, str):
                 if "\0" in v:
-                    raise PolicyError(f"{source}, {where}{no}: {k!r} holds a NUL character")
+                    raise InventoryError(f"{source}, {where}{no}: {k!r} holds a NUL character")
                 entry[k] = v.strip()
                 if json_rows and not entry[k] and k != "uuid":
-                    raise PolicyError(f"{source}, {where}{no}: {k!r} is an empty string (leave it out, or "
-                                      f"null, when there is none)")
+                    raise InventoryError(f"{source}, {where}{no}: {k!r} is an empty string (leave it out, or "
+                                         f"null, when there is none)")
             else:  # a list, an object, a number (NaN), true: labels are names
-                raise PolicyError(f"{source}, {where}{no}: {k!r} must be a string, not "
-                                  f"{_json_type(v)} {json.dumps(v)[:60]}")
+                raise InventoryError(f"{source}, {where}{no}: {k!r} must be a string, not "
+                                     f"{_json_type(v)} {json.dumps(v)[:60]}")
         if not entry.get("uuid"):
-            raise PolicyError(f"{source}, {where}{no}: 'uuid' is required")
+            raise InventoryError(f"{source}, {where}{no}: 'uuid' is required")
         if not _UUID.match(entry["uuid"]):
-            raise PolicyError(f"{source}, {where}{no}: uuid {entry['uuid'][:60]!r} is not a UUID "
-                              f"(libvirt's form: 8-4-4-4-12 hexadecimal digits)")
+            raise InventoryError(f"{source}, {where}{no}: uuid {entry['uuid'][:60]!r} is not a UUID "
+                                 f"(libvirt's form: 8-4-4-4-12 hexadecimal digits)")
         key = entry["uuid"].lower()
         if key in seen:
-            raise PolicyError(f"{source}, {where}{no}: uuid {entry['uuid']} is listed twice "
+            raise InventoryError(f"{source}, {where}{no}: uuid {entry['uuid']} is listed twice "
                               f"(first at {where}{seen[key]})")
         seen[key] = no
         entries.append(entry)
@@ -100,5 +100,5 @@ def _json_type(v: object) -> str:
 
 def load_inventory(path: str) -> Inventory:
     # -sig: spreadsheet exports start with a BOM
-    text = read_text_bounded(path, "inventory", PolicyError, encoding="utf-8-sig")
+    text = read_text_bounded(path, "inventory", InventoryError, encoding="utf-8-sig")
     return parse_inventory(text, path)

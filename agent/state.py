@@ -46,8 +46,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import PolicyError
 from .fsutil import DIR_MODE, FILE_MODE, IsALink, atomic_write_at, make_dir_at, open_dir_at
-from .policy import PolicyError
 from .termsafe import clean
 
 log = logging.getLogger("vmaudit")
