@@ -175,7 +175,7 @@ sys.exit(main())
 # installed wheel and holds it to this list). A collector that starts importing another vmaudit module
 # adds it to MODULES; one that needs a pure-Python package (say python-debian's `debian`, for apt
 # version comparison) adds the package's import name to PACKAGES, and the package to pyproject.toml.
-MODULES = ("vmaudit", "vmaudit.facts", "vmaudit.confparse")
+MODULES = ("vmaudit", "vmaudit.facts", "vmaudit.confparse", "vmaudit.schema", "vmaudit.errors", "vmaudit.fsutil")
 COLLECTORS = "vmaudit.collectors"
 PACKAGES: tuple[str, ...] = ()
 

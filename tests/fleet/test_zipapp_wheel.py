@@ -67,6 +67,21 @@ def test_zipapp_from_the_wheel_holds_its_list_once(wheel_venv):
                                                   "vmaudit/fleet", "tomli/"))]
 
 
+def test_zipapp_from_the_wheel_runs_in_an_isolated_python(wheel_venv, tmp_path):
+    """Every module the collectors import is in the list: the zipapp alone (python -I -S: no
+    site-packages, so no vmaudit, libvirt or psutil but its own) collects a fixture root."""
+    pyz = tmp_path / "vmaudit.pyz"
+    subprocess.run([str(wheel_venv / "bin" / "python"), "-c",
+                    f"from vmaudit.fleet.zipapp import build_zipapp; open({str(pyz)!r}, 'wb').write("
+                    f"build_zipapp(include_native=False))"], check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-I", "-S", str(pyz), "facts", "--root",
+                           str(REPO / "tests/fixtures/hosts/empty"), "--connect", "test:///default"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["schema"] == "vmaudit-facts/1" and "libvirt" in facts["sources"]
+
+
 def test_zipapp_from_the_wheel_collects_agentless(wheel_venv, lab, tmp_path):
     inv = tmp_path / "hosts.ini"
     inv.write_text(f"[all:vars]\nansible_port={PORT}\nansible_user=root\n[hv]\n"
