@@ -13,6 +13,7 @@ import logging
 import sys
 
 from . import __version__
+from .termsafe import CleanFormatter, clean
 
 # command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int.
 COMMANDS = {
@@ -51,7 +52,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    logging.basicConfig(level=level, format="vmaudit: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    # log lines quote host names, guest names and remote errors: one line each, no terminal control
+    handler.setFormatter(CleanFormatter("vmaudit: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except InputError as exc:
-        print(f"vmaudit {args.command}: {exc}", file=sys.stderr)
+        print(f"vmaudit {args.command}: {clean(exc)}", file=sys.stderr)  # may quote an input file
         return 2
     except KeyboardInterrupt:
         print(f"vmaudit {args.command}: interrupted", file=sys.stderr)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         # vmaudit.service, SuccessExitStatus=1 3): nothing was audited, say so in one line.
         logging.getLogger("vmaudit").debug("internal error", exc_info=True)
         print(f"vmaudit {args.command}: internal error (a bug in vmaudit; -v shows where): "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+              f"{type(exc).__name__}: {clean(exc)}", file=sys.stderr)
         return 2
 
 

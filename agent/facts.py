@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
+from .fsutil import read_bounded
 from .schema import MAX_SNAPSHOT_BYTES, Bool, Optional, Record, Str, conform_sources
 
 # The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts
@@ -377,12 +378,7 @@ def parse_snapshot(text: str | bytes, where: str) -> dict:
 
 def load_snapshot_file(path: str) -> dict:
     """Read and parse a saved snapshot (SnapshotError, one line naming the file, if it is not one)."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_SNAPSHOT_BYTES + 1)
-    except OSError as exc:
-        raise SnapshotError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
-    return parse_snapshot(text, path)
+    return parse_snapshot(read_bounded(path, "facts snapshot", SnapshotError), path)
 
 
 # Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes

@@ -12,6 +12,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from .fsutil import check_depth, read_text_bounded, too_deep
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # RHEL 9 ships Python 3.9
@@ -174,6 +176,9 @@ def parse_policy(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise too_deep(source, "policy", PolicyError) from None
+    check_depth(data, source, "policy", PolicyError)
 
     values: dict[str, dict] = {}
     waivers: list[Waiver] = []
@@ -252,16 +257,23 @@ def parse_size(value: Any, total_mib: float) -> float:
     return num * scale[unit]
 
 
+MAX_INTERVAL = 366 * 86400  # a year and a day: beyond it the scheduler's clock arithmetic overflows
+
+
 def parse_interval(value: Any) -> int:
-    """'30m', '6h', '1d', '90s' or a number of seconds -> seconds."""
-    if isinstance(value, int):
-        if value <= 0:
+    """'30m', '6h', '1d', '90s' or a number of seconds -> seconds (at most MAX_INTERVAL)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+        if seconds <= 0:
             raise ValueError("must be positive")
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    else:
+        m = re.fullmatch(r"\s*([0-9]+)\s*([smhd]?)\s*", str(value))
+        if not m or int(m.group(1)) <= 0:
+            raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
+        seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds > MAX_INTERVAL:
+        raise ValueError(f"{value!r} is longer than {MAX_INTERVAL // 86400} days")
+    return seconds
 
 
 def load_policy(path: str | None) -> Policy:
@@ -274,10 +286,7 @@ def load_policy(path: str | None) -> Policy:
     p = Path(path)
     if not explicit and not p.exists():
         return Policy()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_bounded(path, "policy", PolicyError)
     policy = parse_policy(text, str(p))
     inv_path = policy.get("inventory", "path")
     if inv_path:

@@ -332,3 +332,66 @@ def host_unreached(fleet, policy):
         else:
             yield Result("error", f"host {host.name} could not be audited: {out.reason}", host.resource,
                          evidence | {"reason": out.reason, "stage": out.stage})
+
+
+def _is_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _same_host(reported: str, names: list[str]) -> bool:
+    """A reported host name matches an inventory name or address: equal ignoring case and a trailing
+    dot, or equal in the first label when only one side is fully qualified (hv01 vs hv01.example.org)."""
+    r = reported.lower().rstrip(".")
+    for n in names:
+        n = n.lower().rstrip(".")
+        if r == n or ("." in r) != ("." in n) and r.split(".")[0] == n.split(".")[0]:
+            return True
+    return False
+
+
+@check("F-HOST-IDENTITY", severity="high", scope="fleet",
+       title="A host answered with another host name than the inventory's",
+       remediation="Correct the inventory (ansible_host, DNS, ~/.ssh/config HostName) so that each entry "
+                   "reaches the machine it names; until then this entry's report describes another host.",
+       sources="the host name in each collected snapshot; the inventory name and ansible_host")
+def host_identity(fleet, policy):
+    """Every report of a fleet run is filed under an inventory name. If the machine that answered is
+    another one (a stale DNS record, a recycled address, a copy-pasted ansible_host), its findings are
+    filed under the wrong name while the host the inventory means goes unaudited, and fleet checks
+    place its guests on the wrong host.
+
+    Rule: per audited host: the host name its snapshot reports equals the inventory name or its
+    ansible_host (ignoring case, a trailing dot, and the domain when only one side has one) -> pass;
+    another name -> fail, saying which host answered; the snapshot reports no host name -> error;
+    the inventory names the host by address only -> skip (nothing to compare with); not audited ->
+    error. Sources: the snapshot's host name (the audited host's own), the inventory.
+    """
+    for host in fleet.hosts:
+        inv_host = host.outcome.host
+        names = [inv_host.name, inv_host.address]
+        evidence = {"inventory_name": inv_host.name, "address": inv_host.address}
+        if not host.reached or host.report is None:
+            yield Result("error", f"host {host.name} could not be audited: {host.reason}", host.resource,
+                         evidence | {"reason": host.reason})
+            continue
+        reported = (host.report.get("host") or {}).get("hostname")
+        evidence["reported_hostname"] = reported
+        if not isinstance(reported, str) or not reported.strip():
+            yield Result("error", f"host {host.name}: its snapshot reports no host name", host.resource,
+                         evidence)
+        elif all(_is_address(n) for n in names):
+            yield Result("skip", f"host {host.name} is named by address only in the inventory: nothing to "
+                         f"compare its host name {reported} with", host.resource, evidence)
+        elif _same_host(reported, names):
+            yield Result("pass", f"host {host.name} answered as {reported}", host.resource, evidence,
+                         expected=inv_host.name, actual=reported)
+        else:
+            yield Result("fail", f"inventory host {host.name} ({inv_host.address}) was answered by a host "
+                         f"named {reported}: its report describes {reported}, not {host.name}",
+                         host.resource, evidence, expected=inv_host.name, actual=reported)

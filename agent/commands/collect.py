@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -24,6 +25,8 @@ import time
 from vmaudit.engine import SEVERITIES
 
 from .common import log
+
+MAX_TIMEOUT = 86400  # a day: larger timeouts overflow the remote `timeout` and select()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,9 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect", metavar="URI", default="qemu:///system",
                    help="libvirt URI on the hosts (default qemu:///system; per host: vmaudit_connect)")
     p.add_argument("--root", metavar="DIR", default="/", help="audited root on the hosts (per host: vmaudit_root)")
-    p.add_argument("-f", "--concurrency", metavar="N", type=int, help="hosts at a time (default: [fleet] concurrency, 16)")
-    p.add_argument("--connect-timeout", metavar="S", type=float, help="per SSH step (default: [fleet] connect_timeout, 10)")
-    p.add_argument("--command-timeout", metavar="S", type=float, help="per remote command (default: [fleet] command_timeout, 300)")
+    p.add_argument("-f", "--concurrency", metavar="N", type=positive_int,
+                   help="hosts at a time (default: [fleet] concurrency, 16)")
+    p.add_argument("--connect-timeout", metavar="S", type=positive_seconds,
+                   help="per SSH step (default: [fleet] connect_timeout, 10)")
+    p.add_argument("--command-timeout", metavar="S", type=positive_seconds,
+                   help="per remote command (default: [fleet] command_timeout, 300)")
     p.add_argument("-l", "--user", metavar="USER", help="SSH user when neither inventory nor ~/.ssh/config names one")
     p.add_argument("-b", "--become", action="store_true",
                    help="run the facts command as --become-user through sudo -n (or doas -n) on every host whose "
@@ -70,6 +76,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when standard error is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def positive_int(text: str) -> int:
+    """-f N: a whole number of hosts, at least 1 (0 is refused here as it is in the policy)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0 (nan and inf are floats to Python, not timeouts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds above 0 and at most "
+                                         f"{MAX_TIMEOUT}")
+    return value
 
 
 def safe_name(name: str) -> str:
@@ -105,7 +134,7 @@ class Progress:
 def _write(path: str, text: str) -> None:
     from vmaudit.fsutil import atomic_write
 
-    atomic_write(path, text, mode=0o640)
+    atomic_write(path, text)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -141,14 +170,18 @@ def main(args: argparse.Namespace) -> int:
     peers = peer_map(hosts, policy)
     settings = Settings(
         mode=args.mode, connect=args.connect, root=args.root,
-        concurrency=args.concurrency or policy.get("fleet", "concurrency"),
-        connect_timeout=args.connect_timeout or float(policy.get("fleet", "connect_timeout")),
-        command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")),
+        concurrency=args.concurrency if args.concurrency is not None else policy.get("fleet", "concurrency"),
+        connect_timeout=(args.connect_timeout if args.connect_timeout is not None
+                         else float(policy.get("fleet", "connect_timeout"))),
+        command_timeout=(args.command_timeout if args.command_timeout is not None
+                         else float(policy.get("fleet", "command_timeout"))),
         become=args.become, become_method=args.become_method, become_user=args.become_user)
     if not valid_become_user(settings.become_user):
         raise UsageError(f"--become-user {settings.become_user!r} is not a user name")
     if settings.concurrency < 1 or settings.connect_timeout <= 0 or settings.command_timeout <= 0:
         raise UsageError("concurrency and timeouts must be positive")
+    if max(settings.connect_timeout, settings.command_timeout) > MAX_TIMEOUT:
+        raise UsageError(f"[fleet] timeouts must be at most {MAX_TIMEOUT} seconds")
     known = [os.path.expanduser(k) for k in args.known_hosts or []]
     connector = Connector(SSHOptions(
         ssh_config=args.ssh_config, known_hosts=known, accept_new=args.accept_new_host_keys,
@@ -156,8 +189,13 @@ def main(args: argparse.Namespace) -> int:
         connect_timeout=settings.connect_timeout, command_timeout=settings.command_timeout))
 
     out_dir = args.output
-    for sub in ("hosts", "facts"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    from vmaudit.fsutil import make_dir
+
+    try:
+        for sub in ("hosts", "facts"):
+            make_dir(os.path.join(out_dir, sub), parents=True)  # 0750, as every directory vmaudit makes
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot create the report directory: {exc.strerror or exc}") from None
     store = None
     if not args.no_store:
         from vmaudit.fleet.store import Store, StoreError

@@ -12,6 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from vmaudit.fsutil import create_file, make_dir
+
 VERSION = 1
 
 _SCHEMA = """
@@ -44,7 +46,11 @@ class StoreError(Exception):
 class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            make_dir(Path(self.path).parent, parents=True)
+            create_file(self.path)  # 0640 whatever the umask: the fleet's findings
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the store: {exc.strerror or exc}") from None
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]

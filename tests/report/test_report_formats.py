@@ -256,3 +256,16 @@ def test_several_formats_into_a_directory(tmp_path):
                                                       "report.txt", "vmaudit.prom"]
     SCHEMA.assertValid(etree.parse(str(out / "report.junit.xml")))
     assert "\x1b[" not in (out / "report.txt").read_text()
+
+
+def test_prometheus_label_values_with_carriage_return_and_controls(tmp_path):
+    """A raw CR (or another control) in a label made the whole textfile unparsable (issue 12)."""
+    report = hostile_report(tmp_path)
+    report["host"]["hostname"] = 'hv\r01"\\\n\x1b[31m\x00\x85end'
+    report["host"]["zone"] = "dmz\rzone"
+    text = render("prometheus", report)
+    assert "\r" not in text and "\x1b" not in text and "\x00" not in text and "\x85" not in text
+    fams = _families(text)
+    labels = fams["vmaudit_info"].samples[0].labels
+    assert labels["hostname"] == 'hv?01"\\\n?[31m??end' and labels["zone"] == "dmz?zone"
+    assert fams["vmaudit_findings"].samples  # everything after the info line still parses
