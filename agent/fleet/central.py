@@ -1,0 +1,150 @@
+"""What central evaluation keeps of each host for the whole fleet, and how a fleet is split.
+
+Streaming: `vmaudit fleet` and `vmaudit collect` evaluate one host at a time (facts loaded, report
+written, facts released). Only the fleet checks' inputs are kept for every host: a `SlimHost` with
+the guests' names, UUIDs, states and labels and, of the host report, the hostname and the findings
+F-MIGRATION-PARITY compares (the host-level findings of the parity measures, M6-ADMINS' evidence).
+So memory grows by a few kilobytes per host, not by its facts or its full report.
+
+Sharding: `--shard K/N` keeps the hosts whose name hashes (SHA-256, not Python's per-process
+randomized hash()) to K among N, so N collectors given the same inventory split it the same way
+every time, each host in exactly one shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmaudit.checks.fleet import PARITY_MEASURES
+from vmaudit.facts import EvidenceMissing
+from vmaudit.policy import PolicyError
+
+from .collect import Outcome
+from .hosts import FleetHost, Group, HostInventory
+
+# the inventory variables central evaluation reads (zone, peers) and the fleet report shows
+META_VARS = ("vmaudit_zone", "vmaudit_migration_group", "vmaudit_migration_peers", "ansible_host", "ansible_port")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` with 1 <= K <= N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise PolicyError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise PolicyError(f"--shard {text!r}: K must be between 1 and N")
+    return k, n
+
+
+def shard_of(name: str, n: int) -> int:
+    """The shard (1..n) of a host name: stable across runs, machines and Python versions."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:8], "big") % n + 1
+
+
+def select_shard(hosts: list[FleetHost], shard: str | None) -> list[FleetHost]:
+    if not shard:
+        return hosts
+    k, n = parse_shard(shard)
+    return [h for h in hosts if shard_of(h.name, n) == k]
+
+
+def host_meta(host: FleetHost) -> dict:
+    """The inventory facts of a host worth keeping with its facts in the store."""
+    return {"vars": {k: host.vars[k] for k in META_VARS if host.vars.get(k) not in (None, "")},
+            "groups": list(host.groups)}
+
+
+def inventory_from_meta(source: str, metas: dict[str, dict]) -> HostInventory:
+    """An inventory rebuilt from stored metadata (name -> host_meta()), so --limit can name groups."""
+    inv = HostInventory(source)
+    for name, meta in metas.items():
+        groups = [str(g) for g in meta.get("groups") or [] if isinstance(g, str)]
+        variables = {k: v for k, v in (meta.get("vars") or {}).items() if k in META_VARS}
+        inv.hosts[name] = FleetHost(name, variables, groups, where=source)
+        for g in groups:
+            inv.groups.setdefault(g, Group(g, where=source)).hosts.append(name)
+    return inv
+
+
+class SlimGuest:
+    """A guest's name, UUID, state and labels; a guest whose labels could not be read (no XML)
+    raises the same EvidenceMissing when a check reads them, as the full guest would."""
+
+    __slots__ = ("name", "uuid", "state", "_labels", "_error")
+
+    def __init__(self, guest: Any):
+        self.name, self.uuid, self.state = guest.name, guest.uuid, guest.state
+        self._labels: dict | None = None
+        self._error: str | None = None
+        try:
+            self._labels = dict(guest.labels)
+        except EvidenceMissing as exc:
+            self._error = str(exc)
+
+    @property
+    def labels(self) -> dict:
+        if self._error is not None:
+            raise EvidenceMissing(self._error)
+        return self._labels
+
+
+@dataclass
+class SlimHost:
+    """One host as the fleet checks see it (the interface of vmaudit.fleet.evaluate.HostView)."""
+
+    name: str
+    zone: str | None
+    outcome: Outcome
+    report: dict | None = None
+    _guests: list | None = field(default=None, repr=False)
+    _guest_error: str | None = field(default=None, repr=False)
+
+    @property
+    def reached(self) -> bool:
+        return self.outcome.reached
+
+    @property
+    def reason(self) -> str | None:
+        return self.outcome.reason
+
+    @property
+    def resource(self) -> str:
+        return f"host:{self.name}"
+
+    def guests(self) -> list[SlimGuest]:
+        if self._guest_error is not None:
+            raise EvidenceMissing(self._guest_error)
+        return self._guests or []
+
+
+def _slim_report(report: dict | None) -> dict | None:
+    if report is None:
+        return None
+    kept = []
+    for f in report["findings"]:
+        if f["measure"] not in PARITY_MEASURES or f["resource"].startswith("guest:"):
+            continue
+        slim: dict[str, Any] = {"check_id": f["check_id"], "measure": f["measure"], "status": f["status"],
+                                "resource": f["resource"]}
+        if f["check_id"] == "M6-ADMINS":
+            slim["evidence"] = f.get("evidence")
+        kept.append(slim)
+    return {"host": {"hostname": (report.get("host") or {}).get("hostname")}, "findings": kept}
+
+
+def slim(view: Any) -> SlimHost:
+    """What the fleet checks need of an evaluated host view (its facts and full report may go)."""
+    out = SlimHost(view.name, view.zone, view.outcome, _slim_report(view.report))
+    try:
+        out._guests = [SlimGuest(g) for g in view.guests()]
+    except EvidenceMissing as exc:
+        out._guest_error = str(exc)
+    out.outcome.facts = None
+    return out
+
+
+__all__ = ["parse_shard", "shard_of", "select_shard", "host_meta", "inventory_from_meta", "SlimHost",
+           "SlimGuest", "slim", "META_VARS"]
