@@ -69,9 +69,8 @@ def _facts_files(root: str) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     from vmaudit.audit import load_snapshot, now_rfc3339
-    from vmaudit.engine import exit_status
     from vmaudit.facts import Facts, SnapshotError
-    from vmaudit.fleet.central import host_meta, inventory_from_meta, select_shard, slim
+    from vmaudit.fleet.central import exit_status_of, host_meta, inventory_from_meta, select_shard, slim
     from vmaudit.fleet.collect import Outcome
     from vmaudit.fleet.evaluate import (
         FleetView,
@@ -248,17 +247,4 @@ def main(args: argparse.Namespace) -> int:
     if store_error:
         print(f"vmaudit fleet: the run was NOT recorded: {store_error}", file=sys.stderr)
         return STORE_FAILED
-    # the hosts' findings are no longer held: their part of the status comes from their summaries
-    statuses = (exit_status(findings, args.fail_on), _hosts_status(entries, args.fail_on))
-    return 1 if 1 in statuses else max(statuses)
-
-
-def _hosts_status(entries: list[dict], fail_on: str) -> int:
-    """The exit status the hosts' own findings give (from their summaries: the findings are not kept)."""
-    threshold = SEVERITIES.index(fail_on)
-    worst = [e.get("worst") for e in entries if e.get("worst")]
-    if any(SEVERITIES.index(w) <= threshold for w in worst):
-        return 1
-    if any((e.get("summary") or {}).get("error") for e in entries):
-        return 3
-    return 0
+    return exit_status_of(findings, entries, args.fail_on)

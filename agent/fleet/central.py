@@ -146,5 +146,20 @@ def slim(view: Any) -> SlimHost:
     return out
 
 
-__all__ = ["parse_shard", "shard_of", "select_shard", "host_meta", "inventory_from_meta", "SlimHost",
+def exit_status_of(fleet_findings: list[dict], entries: list[dict], fail_on: str) -> int:
+    """CONTRACT.md's exit status over the fleet checks' findings and every host's, the latter from the
+    hosts' fleet-report entries (`worst` unwaived failure, unwaived `error` count): their findings are
+    not kept in memory."""
+    from vmaudit.engine import SEVERITIES, exit_status
+
+    threshold = SEVERITIES.index(fail_on)
+    status = exit_status(fleet_findings, fail_on)
+    if status == 1 or any(e.get("worst") and SEVERITIES.index(e["worst"]) <= threshold for e in entries):
+        return 1
+    if status == 3 or any((e.get("summary") or {}).get("error") for e in entries):
+        return 3
+    return 0
+
+
+__all__ = ["exit_status_of", "parse_shard", "shard_of", "select_shard", "host_meta", "inventory_from_meta", "SlimHost",
            "SlimGuest", "slim", "META_VARS"]
