@@ -20,11 +20,14 @@ status as for `collect`; 4 when the reports are written but the store could not 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 
 from vmaudit.engine import SEVERITIES
 
@@ -51,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-age", metavar="DAYS", type=float,
                    help="facts older than this are stale (default: [fleet] facts_max_age_days, 7)")
     p.add_argument("--no-html", action="store_true", help="write JSON reports only")
+    p.add_argument("-j", "--jobs", metavar="N", type=int,
+                   help="hosts evaluated at once, in worker processes (default: the number of CPUs)")
     p.add_argument("--fail-on", metavar="SEV", default="low", choices=SEVERITIES,
                    help="lowest severity of an unwaived fail that makes the exit status 1 (default: low)")
 
@@ -68,23 +73,12 @@ def _facts_files(root: str) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from vmaudit.audit import load_snapshot, now_rfc3339
-    from vmaudit.facts import Facts, SnapshotError
-    from vmaudit.fleet.central import exit_status_of, host_meta, inventory_from_meta, select_shard, slim
-    from vmaudit.fleet.collect import Outcome
-    from vmaudit.fleet.evaluate import (
-        FleetView,
-        HostView,
-        declared_zone,
-        evaluate_fleet,
-        fleet_report,
-        host_entry,
-        host_view,
-        peer_map,
-    )
+    from vmaudit.audit import now_rfc3339
+    from vmaudit.fleet.central import exit_status_of, host_meta, inventory_from_meta, select_shard
+    from vmaudit.fleet.evaluate import FleetView, evaluate_fleet, fleet_report, peer_map
     from vmaudit.fleet.hosts import load_hosts
     from vmaudit.policy import PolicyError, load_policy
-    from vmaudit.store import StoreError, open_store, utc_text
+    from vmaudit.store import StoreError, open_store
 
     if not args.facts and not args.store:
         raise PolicyError("give --facts DIR or --store URL: where the fleet's facts are")
@@ -133,13 +127,8 @@ def main(args: argparse.Namespace) -> int:
         raise PolicyError(f"{inv.source}: host names that differ only in unusual characters map to the same "
                           f"report file; rename them")
 
-    html_render = None
-    if not args.no_html:
-        from vmaudit.report import render as html_render
     os.makedirs(os.path.join(out_dir, "hosts"), exist_ok=True)
-
     started = now_rfc3339()
-    now = datetime.now(timezone.utc)
     writer = None
     store_error: str | None = None
     if store is not None:
@@ -150,72 +139,48 @@ def main(args: argparse.Namespace) -> int:
             store.close()
             raise PolicyError(str(exc)) from None
 
-    def load(host) -> tuple[dict | None, str | None, str | None]:
-        """(facts, collected_at, why not) of one host."""
-        try:
-            if args.facts:
-                path = files.get(host.name) or files.get(names[host.name])
-                if path is None:
-                    return None, None, f"no facts snapshot for it in {args.facts}"
-                data = load_snapshot(path)
+    def task(host) -> Task:
+        """What a worker needs for one host: the snapshot's path, or (from the store) the facts."""
+        t = Task(host, peers[host.name], names[host.name])
+        if args.facts:
+            t.path = files.get(host.name) or files.get(names[host.name])
+            if t.path is None:
+                t.why = f"no facts snapshot for it in {args.facts}"
+        else:
+            ref = stored.get(host.name)
+            if ref is None:
+                t.why = f"no facts for it in the store {store.display}"
             else:
-                ref = stored.get(host.name)
-                if ref is None:
-                    return None, None, f"no facts for it in the store {store.display}"
-                data = store.facts_of(ref)
-                Facts(data)
-        except (PolicyError, StoreError) as exc:
-            return None, None, f"its facts cannot be used: {exc}"
-        except SnapshotError as exc:
-            return None, None, f"its stored facts are not a usable snapshot: {exc}"
-        when = utc_text(data.get("collected_at"))
-        if when is None:
-            return None, None, "its snapshot has no valid collected_at time: its age is unknown"
-        age = (now - datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)).total_seconds()
-        if age > max_age * 86400:
-            return None, when, (f"stale: its latest facts were collected at {when}, {age / 86400:.1f} days ago, "
-                                f"more than the {max_age:g} days allowed ([fleet] facts_max_age_days); not evaluated")
-        return data, when, None
+                try:
+                    t.facts = store.facts_of(ref)
+                except StoreError as exc:
+                    t.why = f"its facts cannot be used: {exc}"
+        return t
 
+    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(hosts)))
+    settings = WorkerSettings(policy_path=args.policy, out_dir=out_dir, html=not args.no_html, max_age=max_age,
+                              now=datetime.now(timezone.utc), pack=bool(args.facts and writer is not None))
     views = []
     entries = []
     t0 = time.monotonic()
-    for host in hosts:
-        fname = names[host.name]
-        facts, when, why = load(host)
-        paths: dict = {"report": None, "html": None, "facts": None}
-        if facts is None:
-            stage = "stale" if why and why.startswith("stale") else "facts"
-            outcome = Outcome(host, reason=why, stage=stage)
-            view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
-        else:
-            outcome = Outcome(host, facts=facts, reached=True, mode="facts")
-            try:
-                view = host_view(outcome, policy, peers[host.name])
-                _write(os.path.join(out_dir, "hosts", f"{fname}.json"), json.dumps(view.report, indent=1))
-                paths["report"] = f"hosts/{fname}.json"
-                if html_render is not None:
-                    _write(os.path.join(out_dir, "hosts", f"{fname}.html"), html_render("html", view.report))
-                    paths["html"] = f"hosts/{fname}.html"
-            except Exception as exc:  # one host's bad snapshot or a full disk must not lose the others
-                log.exception("%s: cannot evaluate or write its report", host.name)
-                outcome = Outcome(host, reason=f"cannot evaluate or write its report: {exc}", stage="internal")
-                view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
-        entry = host_entry(view, host, peers[host.name], paths)
-        entry["collected_at"] = when
+    for host, done in evaluate_hosts(hosts, task, settings, jobs):
+        if done.error:
+            log.error("%s: cannot evaluate or write its report: %s", host.name, done.error)
+        entries.append(done.entry)
+        views.append(done.slim)
         if writer is not None:
             try:
-                writer.add_host(entry, view.report, facts if args.facts else None, host_meta(host), when,
-                                stale=outcome.stage == "stale")
+                writer.add_host(done.entry, None, None, host_meta(host), done.entry["collected_at"],
+                                stale=done.entry.get("stage") == "stale", checks=done.checks, packed=done.packed)
             except StoreError as exc:
                 store_error = str(exc)
                 log.error("%s; the evaluation goes on, the reports are written", store_error)
                 writer = None
-        views.append(slim(view))
-        entries.append(entry)
-        del facts, view
     log.debug("evaluated %d hosts in %.1f s", len(hosts), time.monotonic() - t0)
 
+    from vmaudit.fsutil import sync_tree
+
+    sync_tree(os.path.join(out_dir, "hosts"))  # the host reports, durable before the fleet report names them
     fleet = FleetView(views, peers, policy.inventory)
     findings = evaluate_fleet(fleet, policy)
     report = fleet_report(entries, findings, policy, started_at=started, interrupted=False,
@@ -248,3 +213,153 @@ def main(args: argparse.Namespace) -> int:
         print(f"vmaudit fleet: the run was NOT recorded: {store_error}", file=sys.stderr)
         return STORE_FAILED
     return exit_status_of(findings, entries, args.fail_on)
+
+
+# --- one host's evaluation, in this process or a worker's ------------------------------------------
+
+@dataclass
+class Task:
+    host: Any
+    peers: list
+    fname: str
+    path: str | None = None     # the snapshot file (--facts)
+    facts: dict | None = None   # or the facts themselves (--store)
+    why: str | None = None      # or why there are none
+
+
+@dataclass
+class WorkerSettings:
+    policy_path: str | None
+    out_dir: str
+    html: bool
+    max_age: float
+    now: datetime
+    pack: bool                  # return the facts packed for the store (imported from --facts)
+
+
+@dataclass
+class Done:
+    entry: dict
+    slim: Any
+    checks: list | None = None
+    packed: bytes | None = None
+    error: str | None = None
+
+
+_WORKER: dict = {}
+
+
+def _write_host_file(path: str, text: str) -> None:
+    """A host's report: atomic, made durable with all the others at the end (sync_tree)."""
+    from vmaudit.fsutil import atomic_write
+
+    atomic_write(path, text, mode=0o640, durable=False)
+
+
+def _init_worker(settings: WorkerSettings) -> None:
+    from vmaudit.policy import load_policy
+
+    _WORKER.clear()
+    _WORKER.update(settings=settings, policy=load_policy(settings.policy_path))
+    if settings.html:
+        from vmaudit.report import render
+
+        _WORKER["html"] = render
+
+
+def _usable(t: Task, settings: WorkerSettings) -> tuple[dict | None, str | None, str | None]:
+    """(facts, collected_at, why not) of one host: loaded, validated, not stale."""
+    from vmaudit.audit import load_snapshot
+    from vmaudit.facts import Facts, SnapshotError
+    from vmaudit.policy import PolicyError
+    from vmaudit.store import utc_text
+
+    if t.why:
+        return None, None, t.why
+    try:
+        if t.path is not None:
+            data = load_snapshot(t.path)
+        else:
+            data = t.facts
+            Facts(data)
+    except PolicyError as exc:
+        return None, None, f"its facts cannot be used: {exc}"
+    except SnapshotError as exc:
+        return None, None, f"its stored facts are not a usable snapshot: {exc}"
+    when = utc_text(data.get("collected_at"))
+    if when is None:
+        return None, None, "its snapshot has no valid collected_at time: its age is unknown"
+    age = (settings.now - datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)).total_seconds()
+    if age > settings.max_age * 86400:
+        return None, when, (f"stale: its latest facts were collected at {when}, {age / 86400:.1f} days ago, "
+                            f"more than the {settings.max_age:g} days allowed ([fleet] facts_max_age_days); "
+                            f"not evaluated")
+    return data, when, None
+
+
+def evaluate_task(t: Task) -> Done:
+    """Load, evaluate and write the reports of one host; return what the fleet keeps of it."""
+    from vmaudit.fleet.central import slim
+    from vmaudit.fleet.collect import Outcome
+    from vmaudit.fleet.evaluate import HostView, declared_zone, host_entry, host_view
+    from vmaudit.store.base import check_rows, pack_facts
+
+    settings, policy = _WORKER["settings"], _WORKER["policy"]
+    host, out_dir, fname = t.host, settings.out_dir, t.fname
+    facts, when, why = _usable(t, settings)
+    t.facts = None
+    paths: dict = {"report": None, "html": None, "facts": None}
+    done = Done({}, None)
+    if facts is None:
+        outcome = Outcome(host, reason=why, stage="stale" if why and why.startswith("stale") else "facts")
+        view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
+    else:
+        outcome = Outcome(host, facts=facts, reached=True, mode="facts")
+        try:
+            view = host_view(outcome, policy, t.peers)
+            _write_host_file(os.path.join(out_dir, "hosts", f"{fname}.json"), json.dumps(view.report, indent=1))
+            paths["report"] = f"hosts/{fname}.json"
+            if "html" in _WORKER:
+                _write_host_file(os.path.join(out_dir, "hosts", f"{fname}.html"), _WORKER["html"]("html", view.report))
+                paths["html"] = f"hosts/{fname}.html"
+            if settings.pack:
+                done.packed = pack_facts(facts)
+        except Exception as exc:  # one host's bad snapshot or a full disk must not lose the others
+            done.error = f"{type(exc).__name__}: {exc}"
+            outcome = Outcome(host, reason=f"cannot evaluate or write its report: {exc}", stage="internal")
+            view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
+            done.packed = None
+    done.entry = host_entry(view, host, t.peers, paths)
+    done.entry["collected_at"] = when
+    done.checks = check_rows(view.report) if view.report is not None else None
+    done.slim = slim(view)
+    return done
+
+
+def evaluate_hosts(hosts: list, task: Callable[[Any], Task], settings: WorkerSettings,
+                   jobs: int) -> Iterator[tuple[Any, Done]]:
+    """(host, Done) in the hosts' order, `jobs` at a time in worker processes (in this one for 1); at
+    most 2 x jobs hosts are in flight, so memory does not grow with the fleet."""
+    if jobs <= 1:
+        _init_worker(settings)
+        for host in hosts:
+            yield host, evaluate_task(task(host))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: workers start clean (no inherited store connection or threads)
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(settings,)) as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(hosts)
+        for host in it:
+            pending.append((host, pool.submit(evaluate_task, task(host))))
+            if len(pending) >= 2 * jobs:
+                break
+        while pending:
+            host, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(evaluate_task, task(nxt))))
+            yield host, fut.result()

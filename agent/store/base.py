@@ -92,6 +92,15 @@ def check_rows(report: dict) -> list[tuple]:
     return rows
 
 
+def pack_facts(facts: dict) -> bytes:
+    """A snapshot as the store keeps it: compact JSON, zlib-compressed (about a tenth of its size)."""
+    return zlib.compress(json.dumps(facts, separators=(",", ":")).encode("utf-8", "surrogatepass"), 6)
+
+
+def unpack_facts(blob: bytes) -> dict:
+    return json.loads(zlib.decompress(bytes(blob)).decode("utf-8", "surrogatepass"))
+
+
 class FleetStore:
     """A migrated, open store. Engines subclass it with their connection handling (engines.py)."""
 
@@ -222,7 +231,7 @@ class FleetStore:
             raise StoreError(f"store {self.display}: the facts of host {host.name} (run {host.run_id}) "
                              f"are no longer there (pruned by another writer?)")
         try:
-            return json.loads(zlib.decompress(bytes(rows[0][0])))
+            return unpack_facts(rows[0][0])
         except (zlib.error, ValueError) as exc:
             raise StoreError(f"store {self.display}: the facts of host {host.name} (run {host.run_id}) "
                              f"are damaged: {exc}") from None
@@ -257,10 +266,16 @@ class RunWriter:
             raise store.fail(exc, "cannot start recording the run") from None
 
     def add_host(self, entry: dict, report: dict | None = None, facts: dict | None = None,
-                 meta: dict | None = None, collected_at: str | None = None, stale: bool = False) -> None:
-        """One host of the run: its fleet-report entry, its report (worst status per check) and, when
-        it was collected (or imported), its facts as its newest."""
+                 meta: dict | None = None, collected_at: str | None = None, stale: bool = False, *,
+                 checks: list | None = None, packed: bytes | None = None) -> None:
+        """One host of the run: its fleet-report entry, its report (worst status per check; or
+        `checks`, check_rows() of it) and, when it was collected (or imported), its facts as its newest
+        (or `packed`, pack_facts() of them)."""
         s = self.store
+        if checks is None and report is not None:
+            checks = check_rows(report)
+        if packed is None and facts is not None:
+            packed = pack_facts(facts)
         summary = entry.get("summary") or {}
         try:
             s._execute(
@@ -270,16 +285,15 @@ class RunWriter:
                  entry.get("mode"), entry.get("seconds"), entry.get("worst"),
                  *(summary.get(k) for k in ("fail", "warn", "error", "pass")),
                  json.dumps(summary.get("by_measure"), sort_keys=True), collected_at, int(stale)))
-            if report is not None:
+            if checks:
                 s._executemany(
                     "INSERT INTO host_checks (run_id, host, check_id, measure, severity, status, n_pass, n_fail,"
                     " n_warn, n_error, n_skip, n_waived) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(self.run_id, entry["name"], *row) for row in check_rows(report)])
-            if facts is not None:
-                blob = zlib.compress(json.dumps(facts, separators=(",", ":")).encode("utf-8", "surrogatepass"), 6)
+                    [(self.run_id, entry["name"], *row) for row in checks])
+            if packed is not None:
                 s._execute("INSERT INTO host_facts (run_id, name, collected_at, host_meta, facts) VALUES (?,?,?,?,?)",
-                           (self.run_id, entry["name"], collected_at or utc_text(facts.get("collected_at")) or "",
-                            json.dumps(meta or {}, sort_keys=True), blob))
+                           (self.run_id, entry["name"], collected_at or utc_text((facts or {}).get("collected_at"))
+                            or "", json.dumps(meta or {}, sort_keys=True), packed))
         except s._errors() as exc:
             s._safe_rollback()
             raise s.fail(exc, f"cannot record host {entry['name']} (nothing of this run is kept)") from None
@@ -313,4 +327,5 @@ class RunWriter:
 
 
 __all__ = ["FleetStore", "RunWriter", "StoredHost", "StoreError", "StoreTooNew", "check_rows", "utc_text",
+           "pack_facts", "unpack_facts",
            "schema"]
