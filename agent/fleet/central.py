@@ -2,7 +2,7 @@
 
 Streaming: `vmaudit fleet` and `vmaudit collect` evaluate one host at a time (facts loaded, report
 written, facts released). Only the fleet checks' inputs are kept for every host: a `SlimHost` with
-the guests' names, UUIDs, states and labels and, of the host report, the hostname and the findings
+the guests' names, UUIDs, states and zone and redundancy labels and, of the host report, the hostname and the findings
 F-MIGRATION-PARITY compares (the host-level findings of the parity measures, M6-ADMINS' evidence).
 So memory grows by a few kilobytes per host, not by its facts or its full report.
 
@@ -14,6 +14,7 @@ every time, each host in exactly one shard.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,25 +71,31 @@ def inventory_from_meta(source: str, metas: dict[str, dict]) -> HostInventory:
 
 
 class SlimGuest:
-    """A guest's name, UUID, state and labels; a guest whose labels could not be read (no XML)
-    raises the same EvidenceMissing when a check reads them, as the full guest would."""
+    """A guest's name, UUID, state and the labels the fleet checks read (zone, redundancy), in a few
+    hundred bytes; a guest whose labels could not be read (no XML) raises the same EvidenceMissing
+    when a check reads them, as the full guest would. A fleet check reading another label needs it
+    here (tests/store/test_fleet_command.py compares with the full evaluation)."""
 
-    __slots__ = ("name", "uuid", "state", "_labels", "_error")
+    __slots__ = ("name", "uuid", "state", "_zone", "_redundancy", "_error")
 
     def __init__(self, guest: Any):
-        self.name, self.uuid, self.state = guest.name, guest.uuid, guest.state
-        self._labels: dict | None = None
-        self._error: str | None = None
+        self.name, self.uuid, self.state = guest.name, guest.uuid, sys.intern(str(guest.state))
+        self._zone = self._redundancy = self._error = None
         try:
-            self._labels = dict(guest.labels)
+            labels = guest.labels
         except EvidenceMissing as exc:
             self._error = str(exc)
+            return
+        # label values repeat across the fleet: one string each
+        zone, group = labels.get("zone"), labels.get("redundancy")
+        self._zone = sys.intern(zone) if isinstance(zone, str) else zone
+        self._redundancy = sys.intern(group) if isinstance(group, str) else group
 
     @property
     def labels(self) -> dict:
         if self._error is not None:
             raise EvidenceMissing(self._error)
-        return self._labels
+        return {k: v for k, v in (("zone", self._zone), ("redundancy", self._redundancy)) if v}
 
 
 @dataclass
