@@ -60,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lowest severity of an unwaived fail that makes the exit status 1 (default: low)")
 
 
+def _private_dir(path: str) -> None:
+    """A directory vmaudit creates: 0750 whatever the umask (findings are sensitive)."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        os.chmod(path, 0o750)
+
+
 def _facts_files(root: str) -> dict[str, str]:
     """Host name (file stem) -> snapshot path, from DIR/facts/ (a collect output) or DIR itself."""
     from vmaudit.policy import PolicyError
@@ -127,7 +134,8 @@ def main(args: argparse.Namespace) -> int:
         raise PolicyError(f"{inv.source}: host names that differ only in unusual characters map to the same "
                           f"report file; rename them")
 
-    os.makedirs(os.path.join(out_dir, "hosts"), exist_ok=True)
+    for d in (out_dir, os.path.join(out_dir, "hosts")):
+        _private_dir(d)
     started = now_rfc3339()
     writer = None
     store_error: str | None = None

@@ -60,7 +60,9 @@ class SQLiteStore(FleetStore):
         super().__init__(str(path))
         parent = os.path.dirname(os.path.abspath(path))
         try:
-            os.makedirs(parent, mode=0o750, exist_ok=True)
+            if not os.path.isdir(parent):
+                os.makedirs(parent, mode=0o750, exist_ok=True)
+                os.chmod(parent, 0o750)
             # created 0640 whatever the umask, and never through a symbolic link; SQLite gives its
             # journal files the database file's mode
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)

@@ -62,6 +62,7 @@ def test_fleet_from_facts_equals_the_collect_evaluation(tmp_path):
         assert (out / h["html"]).exists()
         assert oct((out / h["report"]).stat().st_mode & 0o777) == "0o640"
     assert not (out / "fleet-history.sqlite").exists()  # --no-store
+    assert oct((out / "hosts").stat().st_mode & 0o777) == "0o750" and oct(out.stat().st_mode & 0o777) == "0o750"
 
 
 def test_fleet_without_inventory_uses_the_files_and_stale_facts_are_reported(tmp_path):
