@@ -6,7 +6,8 @@
 
 One host's facts are collected once (`vmaudit facts` of a libvirt test-driver node of --guests
 realistic guests, see bench_run.py, over the fixture root debian-hardened); every host of a fleet is
-that snapshot with its own host name, guest names and UUIDs. For each size and engine a fresh store
+that snapshot with its own host name, guest names and UUIDs, and redundancy groups shared by pairs of
+hosts (as replicas spread over two hypervisors would be). For each size and engine a fresh store
 (a SQLite file; a database in a private PostgreSQL cluster started by the benchmark, as the tests do)
 and a fresh output directory, then
 
@@ -57,7 +58,7 @@ def make_fleet(directory: Path, text: str, hosts: int) -> None:
     hostname = json.loads(text)["host"]["hostname"]
     for n in range(hosts):
         (facts / f"hv{n:05d}.json").write_text(
-            text.replace("bench-", f"hv{n:05d}-g").replace("6b0e6f9a-0000-4000-8000-", f"6b0e6f9a-{n:04x}-4000-8000-")
+            text.replace("bench-", f"hv{n:05d}-g").replace(">grp", f">hv{n // 2:05d}-grp").replace("6b0e6f9a-0000-4000-8000-", f"6b0e6f9a-{n:04x}-4000-8000-")
                 .replace(f'"hostname": "{hostname}"', f'"hostname": "hv{n:05d}"'))
 
 

@@ -60,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lowest severity of an unwaived fail that makes the exit status 1 (default: low)")
 
 
+def _shared_strings(value: Any) -> Any:
+    """A host's fleet-report entry with its keys and short values (statuses, measures, zones) as
+    interned strings: a worker's result arrives with its own copy of each, kept for the whole run."""
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _shared_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared_strings(v) for v in value]
+    if isinstance(value, str) and len(value) <= 32:
+        return sys.intern(value)
+    return value
+
+
 def _private_dir(path: str) -> None:
     """A directory vmaudit creates: 0750 whatever the umask (findings are sensitive)."""
     if not os.path.isdir(path):
@@ -174,6 +186,8 @@ def main(args: argparse.Namespace) -> int:
     for host, done in evaluate_hosts(hosts, task, settings, jobs):
         if done.error:
             log.error("%s: cannot evaluate or write its report: %s", host.name, done.error)
+        done.entry = _shared_strings(done.entry)
+        done.slim.outcome.host = host  # not the worker's copy
         entries.append(done.entry)
         views.append(done.slim)
         if writer is not None:
@@ -191,6 +205,7 @@ def main(args: argparse.Namespace) -> int:
     sync_tree(os.path.join(out_dir, "hosts"))  # the host reports, durable before the fleet report names them
     fleet = FleetView(views, peers, policy.inventory)
     findings = evaluate_fleet(fleet, policy)
+    del fleet, views  # the fleet checks' inputs: not needed for the reports
     report = fleet_report(entries, findings, policy, started_at=started, interrupted=False,
                           inventory_source=inv.source)
     report["source"] = {"facts": args.facts} if args.facts else {"store": store.display}
@@ -206,7 +221,8 @@ def main(args: argparse.Namespace) -> int:
         store.close()
     if store_error:
         report["store_error"] = store_error
-    _write(os.path.join(out_dir, "fleet.json"), json.dumps(report, indent=1))
+    # written piece by piece: the fleet report of thousands of hosts is never one string in memory
+    _write(os.path.join(out_dir, "fleet.json"), json.JSONEncoder(indent=1).iterencode(report))
     if not args.no_html:
         from vmaudit.fleet.html import render
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmaudit.checks.fleet import PARITY_MEASURES
 from vmaudit.facts import EvidenceMissing
 from vmaudit.policy import PolicyError
 
@@ -91,6 +91,13 @@ class SlimGuest:
         self._zone = sys.intern(zone) if isinstance(zone, str) else zone
         self._redundancy = sys.intern(group) if isinstance(group, str) else group
 
+    def __getstate__(self):
+        return None, {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state) -> None:  # from a worker process: shared strings for shared values
+        for k, v in state[1].items():
+            setattr(self, k, sys.intern(v) if k in ("state", "_zone", "_redundancy") and isinstance(v, str) else v)
+
     @property
     def labels(self) -> dict:
         if self._error is not None:
@@ -127,24 +134,57 @@ class SlimHost:
         return self._guests or []
 
 
-def _slim_report(report: dict | None) -> dict | None:
-    if report is None:
-        return None
-    kept = []
-    for f in report["findings"]:
-        if f["measure"] not in PARITY_MEASURES or f["resource"].startswith("guest:"):
-            continue
-        slim: dict[str, Any] = {"check_id": f["check_id"], "measure": f["measure"], "status": f["status"],
-                                "resource": f["resource"]}
-        if f["check_id"] == "M6-ADMINS":
-            slim["evidence"] = f.get("evidence")
-        kept.append(slim)
-    return {"host": {"hostname": (report.get("host") or {}).get("hostname")}, "findings": kept}
+class SlimReport(Mapping):
+    """What F-MIGRATION-PARITY reads of a host report, compactly: the hostname, per host-level check of
+    the parity measures its worst status (vmaudit.checks.fleet._worst_by_check) and the administrators
+    M6-ADMINS names. Read as the report it stands for: `report["findings"]` gives one finding per check
+    with that worst status, which the fleet checks judge exactly as the full list."""
+
+    __slots__ = ("hostname", "checks", "admins")
+
+    def __init__(self, report: dict):
+        from vmaudit.checks.fleet import _admins, _worst_by_check
+
+        measures = {f["check_id"]: f["measure"] for f in report["findings"]}
+        self.hostname = (report.get("host") or {}).get("hostname")
+        self.checks = tuple((sys.intern(c), sys.intern(measures[c]), sys.intern(st))
+                            for c, st in sorted(_worst_by_check(report).items()))
+        self.admins = _admins(report)
+
+    def __setstate__(self, state) -> None:  # from a worker process: one string per check and status
+        _, slots = state
+        self.hostname, self.admins = slots["hostname"], slots["admins"]
+        self.checks = tuple(tuple(sys.intern(x) for x in c) for c in slots["checks"])
+
+    def __getstate__(self):
+        return None, {"hostname": self.hostname, "checks": self.checks, "admins": self.admins}
+
+    def _findings(self) -> list[dict]:
+        out = []
+        for check_id, measure, status in self.checks:
+            f: dict = {"check_id": check_id, "measure": measure, "status": status, "resource": "host"}
+            if check_id == "M6-ADMINS" and self.admins is not None:
+                f["evidence"] = {"admins": list(self.admins)}
+            out.append(f)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "host":
+            return {"hostname": self.hostname}
+        if key == "findings":
+            return self._findings()
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(("host", "findings"))
+
+    def __len__(self) -> int:
+        return 2
 
 
 def slim(view: Any) -> SlimHost:
     """What the fleet checks need of an evaluated host view (its facts and full report may go)."""
-    out = SlimHost(view.name, view.zone, view.outcome, _slim_report(view.report))
+    out = SlimHost(view.name, view.zone, view.outcome, SlimReport(view.report) if view.report is not None else None)
     try:
         out._guests = [SlimGuest(g) for g in view.guests()]
     except EvidenceMissing as exc:

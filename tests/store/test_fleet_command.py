@@ -65,6 +65,17 @@ def test_fleet_from_facts_equals_the_collect_evaluation(tmp_path):
     assert oct((out / "hosts").stat().st_mode & 0o777) == "0o750" and oct(out.stat().st_mode & 0o777) == "0o750"
 
 
+def test_in_process_and_worker_evaluation_give_the_same_reports(tmp_path):
+    facts = write_fleet(tmp_path / "f", count=12)
+    (tmp_path / "inv.ini").write_text("[all]\n" + "".join(f"h{i:04d} vmaudit_migration_group=g{i % 3}\n"
+                                                          for i in range(12)))
+    runs = [fleet_run(tmp_path, "--facts", str(facts), "-i", str(tmp_path / "inv.ini"), "--no-store", "-j", j,
+                      name=f"j{j}") for j in ("1", "3")]
+    assert runs[0][0] == runs[1][0] == 1
+    assert stable(runs[0][1]) == stable(runs[1][1])
+    assert any(f["check_id"] == "F-MIGRATION-PARITY" and f["status"] == "pass" for f in runs[0][1]["findings"])
+
+
 def test_fleet_without_inventory_uses_the_files_and_stale_facts_are_reported(tmp_path):
     old = (datetime.now(timezone.utc) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     facts = write_fleet(tmp_path / "f")
