@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.evaluate import FleetView, evaluate_fleet, fleet_report, peer_map
     from vmaudit.fleet.hosts import load_hosts
     from vmaudit.policy import PolicyError, load_policy
-    from vmaudit.store import StoreError, open_store
+    from vmaudit.store import StoreError, is_postgresql, open_store
 
     if not args.facts and not args.store:
         raise PolicyError("give --facts DIR or --store URL: where the fleet's facts are")
@@ -111,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
     out_dir = args.output
 
     # the source of facts, and the store the run is recorded in (may be the same)
+    if args.store and not args.facts and not is_postgresql(args.store) and not os.path.isfile(args.store):
+        raise PolicyError(f"store {args.store}: no such SQLite file (nothing to evaluate)")
     store = None
     target = args.store or (None if args.no_store else os.path.join(out_dir, "fleet-history.sqlite"))
     try:

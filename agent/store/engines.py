@@ -159,6 +159,11 @@ class PostgresStore(FleetStore):
         extra: dict = {"application_name": "vmaudit"}
         if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = 10
+        # a server or network gone silent mid-run is noticed within about a minute, not TCP's hours
+        for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10),
+                           ("keepalives_count", 3)):
+            if key not in params:
+                extra[key] = value
         try:
             self.db = psycopg.connect(url, autocommit=False, **extra)
         except psycopg.Error as exc:

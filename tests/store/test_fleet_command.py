@@ -105,6 +105,8 @@ def test_fleet_bad_usage_exits_2_in_one_line(tmp_path):
     assert done.returncode == 2 and "--facts DIR or --store URL" in done.stderr
     done = vmaudit("fleet", "--facts", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--no-store")
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+    done = vmaudit("fleet", "--store", str(tmp_path / "none.sqlite"), "--output", str(tmp_path / "o"))
+    assert done.returncode == 2 and "no such SQLite file" in done.stderr and not (tmp_path / "none.sqlite").exists()
     facts = write_fleet(tmp_path / "f")
     done = vmaudit("fleet", "--facts", str(facts), "--shard", "5/4", "--no-store", "--output", str(tmp_path / "o"))
     assert done.returncode == 2 and "--shard" in done.stderr
