@@ -129,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.ssh import Connector, SSHOptions
     from vmaudit.fleet.zipapp import build_zipapp
     from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.store import StoreError, open_store, utc_text
 
     # paramiko logs every connection (INFO) and each failed one with a traceback (ERROR); the reason of
     # a failure is reported per host by vmaudit itself
@@ -163,8 +164,6 @@ def main(args: argparse.Namespace) -> int:
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     store = writer = None
     store_error: str | None = None
-    from vmaudit.store import StoreError, open_store, utc_text
-
     if not args.no_store:
         try:
             store = open_store(args.store or os.path.join(out_dir, "fleet-history.sqlite"))

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="facts older than this are stale (default: [fleet] facts_max_age_days, 7)")
     p.add_argument("--no-html", action="store_true", help="write JSON reports only")
     p.add_argument("-j", "--jobs", metavar="N", type=int,
-                   help="hosts evaluated at once, in worker processes (default: the number of CPUs)")
+                   help="hosts evaluated at once, in worker processes (default: the number of CPUs, at most 4)")
     p.add_argument("--fail-on", metavar="SEV", default="low", choices=SEVERITIES,
                    help="lowest severity of an unwaived fail that makes the exit status 1 (default: low)")
 
@@ -179,7 +179,8 @@ def main(args: argparse.Namespace) -> int:
                     t.why = f"its facts cannot be used: {exc}"
         return t
 
-    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(hosts)))
+    # each worker holds a policy, the check catalogue and one host at a time: about 55 MiB
+    jobs = max(1, min(args.jobs or min(os.cpu_count() or 1, 4), len(hosts)))
     settings = WorkerSettings(policy_path=args.policy, out_dir=out_dir, html=not args.no_html, max_age=max_age,
                               now=datetime.now(timezone.utc), pack=bool(args.facts and writer is not None))
     views = []

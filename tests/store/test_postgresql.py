@@ -182,3 +182,19 @@ def test_postgresql_stopped_mid_run(own_cluster, tmp_path):
     assert cluster.psql_admin("SELECT count(*) FROM runs", db) == "0"
     assert cluster.psql_admin("SELECT count(*) FROM hosts", db) == "0"
     assert cluster.psql_admin("SELECT count(*) FROM host_facts", db) == "0"
+
+
+def test_libpq_service_file_and_password_file(pg, tmp_path, monkeypatch):
+    """`?service=NAME` from PGSERVICEFILE, the password from PGPASSFILE: nothing secret on the command line."""
+    cluster, url = pg
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[fleet]\nhost={cluster.sock}\nport={cluster.port}\nuser=vmaudit_i14\n"
+                        f"dbname={_dbname(url)}\n")
+    env = cluster.env() | {"PGSERVICEFILE": str(services)}
+    facts = write_fleet(tmp_path / "f")
+    done = vmaudit("fleet", "--facts", str(facts), "--store", "postgresql:///?service=fleet", "--no-html",
+                   "--output", str(tmp_path / "o"), env=env)
+    assert done.returncode == 1, done.stderr
+    assert cluster.psql_admin("SELECT count(*), sum(complete) FROM runs", _dbname(url)) == "1|1"
+    report = json.loads((tmp_path / "o" / "fleet.json").read_text())
+    assert report["run"] == 1 and report["summary"]["reached"] == 4
