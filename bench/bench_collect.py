@@ -91,7 +91,7 @@ def floor_main(args: argparse.Namespace) -> int:
         c.close()
         return len(data) if status == 0 else -1
 
-    with ThreadPoolExecutor(args.concurrency) as pool:
+    with ThreadPoolExecutor(args.concurrency[0]) as pool:
         sizes = list(pool.map(one, hosts))
     bad = sum(1 for s in sizes if s < 0)
     print(json.dumps({"hosts": len(sizes), "failed": bad, "bytes": sum(s for s in sizes if s > 0)}))
