@@ -227,9 +227,9 @@ def main(args: argparse.Namespace) -> int:
     # written piece by piece: the fleet report of thousands of hosts is never one string in memory
     _write(os.path.join(out_dir, "fleet.json"), json.JSONEncoder(indent=1).iterencode(report))
     if not args.no_html:
-        from vmaudit.fleet.html import render
+        from vmaudit.fleet.html import render_chunks
 
-        _write(os.path.join(out_dir, "fleet.html"), render(report))
+        _write(os.path.join(out_dir, "fleet.html"), render_chunks(report))
     s = report["summary"]
     stale = sum(1 for e in entries if e.get("stage") == "stale")
     print(f"vmaudit fleet: {s['hosts']} hosts, {s['reached']} evaluated, {stale} stale, "
