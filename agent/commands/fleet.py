@@ -81,45 +81,46 @@ def _private_dir(path: str) -> None:
 
 def _facts_files(root: str) -> dict[str, str]:
     """Host name (file stem) -> snapshot path, from DIR/facts/ (a collect output) or DIR itself."""
-    from vmaudit.policy import PolicyError
+    from vmaudit.errors import UsageError
 
     base = os.path.join(root, "facts") if os.path.isdir(os.path.join(root, "facts")) else root
     try:
         names = sorted(os.listdir(base))
     except OSError as exc:
-        raise PolicyError(f"--facts {root}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(f"--facts {root}: cannot read: {exc.strerror or exc}") from None
     return {n[:-5]: os.path.join(base, n) for n in names if n.endswith(".json") and not n.startswith(".")}
 
 
 def main(args: argparse.Namespace) -> int:
     from vmaudit.audit import now_rfc3339
+    from vmaudit.errors import UsageError
     from vmaudit.fleet.central import exit_status_of, host_meta, inventory_from_meta, select_shard
     from vmaudit.fleet.evaluate import FleetView, evaluate_fleet, fleet_report, peer_map
     from vmaudit.fleet.hosts import load_hosts
-    from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.policy import load_policy
     from vmaudit.store import StoreError, is_postgresql, open_store
 
     if not args.facts and not args.store:
-        raise PolicyError("give --facts DIR or --store URL: where the fleet's facts are")
+        raise UsageError("give --facts DIR or --store URL: where the fleet's facts are")
     if args.store is None and args.no_store and not args.facts:
-        raise PolicyError("--no-store without --facts: no facts to evaluate")
+        raise UsageError("--no-store without --facts: no facts to evaluate")
     policy = load_policy(args.policy)
     max_age = args.max_age if args.max_age is not None else policy.get("fleet", "facts_max_age_days")
     if max_age <= 0:
-        raise PolicyError("--max-age must be positive")
+        raise UsageError("--max-age must be positive")
     history_days = policy.get("fleet", "history_days") or policy.get("agent", "history_days")
     out_dir = args.output
 
     # the source of facts, and the store the run is recorded in (may be the same)
     if args.store and not args.facts and not is_postgresql(args.store) and not os.path.isfile(args.store):
-        raise PolicyError(f"store {args.store}: no such SQLite file (nothing to evaluate)")
+        raise UsageError(f"store {args.store}: no such SQLite file (nothing to evaluate)")
     store = None
     target = args.store or (None if args.no_store else os.path.join(out_dir, "fleet-history.sqlite"))
     try:
         if target is not None and not (args.no_store and args.facts):
             store = open_store(target)
     except StoreError as exc:
-        raise PolicyError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
     files: dict[str, str] = {}
     stored: dict = {}
@@ -132,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
             stored = {h.name: h for h in store.latest_hosts()}
         except StoreError as exc:
             store.close()
-            raise PolicyError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         source = store.display
         found_meta = {name: h.meta for name, h in stored.items()}
     limit = [p.strip() for item in (args.limit or []) for p in item.split(",") if p.strip()]
@@ -141,11 +142,11 @@ def main(args: argparse.Namespace) -> int:
     if not hosts:
         if store is not None:
             store.close()
-        raise PolicyError(f"{inv.source}: no hosts to evaluate" + (f" in shard {args.shard}" if args.shard else ""))
+        raise UsageError(f"{inv.source}: no hosts to evaluate" + (f" in shard {args.shard}" if args.shard else ""))
     peers = peer_map(hosts, policy)
     names = {h.name: safe_name(h.name) for h in hosts}
     if len(set(names.values())) != len(names):
-        raise PolicyError(f"{inv.source}: host names that differ only in unusual characters map to the same "
+        raise UsageError(f"{inv.source}: host names that differ only in unusual characters map to the same "
                           f"report file; rename them")
 
     for d in (out_dir, os.path.join(out_dir, "hosts")):
@@ -159,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
                                      shard=args.shard)
         except StoreError as exc:
             store.close()
-            raise PolicyError(str(exc)) from None
+            raise UsageError(str(exc)) from None
 
     def task(host) -> Task:
         """What a worker needs for one host: the snapshot's path, or (from the store) the facts."""
@@ -174,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
                 t.why = f"no facts for it in the store {store.display}"
             else:
                 try:
-                    t.facts = store.facts_of(ref)
+                    t.facts = store.facts_json_of(ref)
                 except StoreError as exc:
                     t.why = f"its facts cannot be used: {exc}"
         return t
@@ -250,7 +251,7 @@ class Task:
     peers: list
     fname: str
     path: str | None = None     # the snapshot file (--facts)
-    facts: dict | None = None   # or the facts themselves (--store)
+    facts: bytes | None = None  # or the facts themselves, as JSON (--store)
     why: str | None = None      # or why there are none
 
 
@@ -294,34 +295,33 @@ def _init_worker(settings: WorkerSettings) -> None:
         _WORKER["html"] = render
 
 
-def _usable(t: Task, settings: WorkerSettings) -> tuple[dict | None, str | None, str | None]:
-    """(facts, collected_at, why not) of one host: loaded, validated, not stale."""
-    from vmaudit.audit import load_snapshot
-    from vmaudit.facts import Facts, SnapshotError
-    from vmaudit.policy import PolicyError
+def _usable(t: Task, settings: WorkerSettings) -> tuple[dict | None, dict | None, str | None, str | None]:
+    """(snapshot as read, the same held to the facts contract, collected_at, why not) of one host:
+    parsed and validated as `vmaudit run --facts` does (vmaudit.facts), and not stale."""
+    from vmaudit.errors import InputError
+    from vmaudit.facts import EvidenceMissing, Facts, load_snapshot_file, parse_snapshot
     from vmaudit.store import utc_text
 
     if t.why:
-        return None, None, t.why
+        return None, None, None, t.why
     try:
         if t.path is not None:
-            data = load_snapshot(t.path)
+            data = load_snapshot_file(t.path)
         else:
-            data = t.facts
-            Facts(data)
-    except PolicyError as exc:
-        return None, None, f"its facts cannot be used: {exc}"
-    except SnapshotError as exc:
-        return None, None, f"its stored facts are not a usable snapshot: {exc}"
-    when = utc_text(data.get("collected_at"))
-    if when is None:
-        return None, None, "its snapshot has no valid collected_at time: its age is unknown"
-    age = (settings.now - datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)).total_seconds()
+            data = parse_snapshot(t.facts, f"the store's facts of host {t.host.name}")
+        facts = Facts(data)
+        when = facts.collected_at
+    except InputError as exc:
+        return None, None, None, f"its facts cannot be used: {exc}"
+    except EvidenceMissing as exc:
+        return None, None, None, f"its facts cannot be used: {exc}: their age is unknown"
+    when_text = utc_text(when.isoformat())
+    age = (settings.now - when).total_seconds()
     if age > settings.max_age * 86400:
-        return None, when, (f"stale: its latest facts were collected at {when}, {age / 86400:.1f} days ago, "
-                            f"more than the {settings.max_age:g} days allowed ([fleet] facts_max_age_days); "
-                            f"not evaluated")
-    return data, when, None
+        return None, None, when_text, (f"stale: its latest facts were collected at {when_text}, {age / 86400:.1f} days "
+                                 f"ago, more than the {settings.max_age:g} days allowed ([fleet] "
+                                 f"facts_max_age_days); not evaluated")
+    return data, facts.data, when_text, None
 
 
 def evaluate_task(t: Task) -> Done:
@@ -333,7 +333,7 @@ def evaluate_task(t: Task) -> Done:
 
     settings, policy = _WORKER["settings"], _WORKER["policy"]
     host, out_dir, fname = t.host, settings.out_dir, t.fname
-    facts, when, why = _usable(t, settings)
+    raw, facts, when, why = _usable(t, settings)
     t.facts = None
     paths: dict = {"report": None, "html": None, "facts": None}
     done = Done({}, None)
@@ -350,7 +350,7 @@ def evaluate_task(t: Task) -> Done:
                 _write_host_file(os.path.join(out_dir, "hosts", f"{fname}.html"), _WORKER["html"]("html", view.report))
                 paths["html"] = f"hosts/{fname}.html"
             if settings.pack:
-                done.packed = pack_facts(facts)
+                done.packed = pack_facts(raw)  # as read: the validated copy holds markers
         except Exception as exc:  # one host's bad snapshot or a full disk must not lose the others
             done.error = f"{type(exc).__name__}: {exc}"
             outcome = Outcome(host, reason=f"cannot evaluate or write its report: {exc}", stage="internal")

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmaudit.errors import UsageError
 from vmaudit.facts import EvidenceMissing
-from vmaudit.policy import PolicyError
 
 from .collect import Outcome
 from .hosts import FleetHost, Group, HostInventory
@@ -34,9 +34,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise PolicyError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+        raise UsageError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
     if not 1 <= k <= n:
-        raise PolicyError(f"--shard {text!r}: K must be between 1 and N")
+        raise UsageError(f"--shard {text!r}: K must be between 1 and N")
     return k, n
 
 
@@ -143,13 +143,14 @@ class SlimReport(Mapping):
     __slots__ = ("hostname", "checks", "admins")
 
     def __init__(self, report: dict):
-        from vmaudit.checks.fleet import _admins, _worst_by_check
+        from vmaudit.checks.fleet import _worst_by_check
+        from vmaudit.checks.m6_admins import admins_of
 
         measures = {f["check_id"]: f["measure"] for f in report["findings"]}
         self.hostname = (report.get("host") or {}).get("hostname")
         self.checks = tuple((sys.intern(c), sys.intern(measures[c]), sys.intern(st))
                             for c, st in sorted(_worst_by_check(report).items()))
-        self.admins = _admins(report)
+        self.admins = admins_of(report)
 
     def __setstate__(self, state) -> None:  # from a worker process: one string per check and status
         _, slots = state
@@ -164,7 +165,9 @@ class SlimReport(Mapping):
         for check_id, measure, status in self.checks:
             f: dict = {"check_id": check_id, "measure": measure, "status": status, "resource": "host"}
             if check_id == "M6-ADMINS" and self.admins is not None:
-                f["evidence"] = {"admins": list(self.admins)}
+                from vmaudit.checks.m6_admins import ADMINS_EVIDENCE
+
+                f["evidence"] = {ADMINS_EVIDENCE: list(self.admins)}
             out.append(f)
         return out
 

@@ -97,10 +97,6 @@ def pack_facts(facts: dict) -> bytes:
     return zlib.compress(json.dumps(facts, separators=(",", ":")).encode("utf-8", "surrogatepass"), 6)
 
 
-def unpack_facts(blob: bytes) -> dict:
-    return json.loads(zlib.decompress(bytes(blob)).decode("utf-8", "surrogatepass"))
-
-
 class FleetStore:
     """A migrated, open store. Engines subclass it with their connection handling (engines.py)."""
 
@@ -226,13 +222,18 @@ class FleetStore:
                 in rows]
 
     def facts_of(self, host: StoredHost) -> dict:
+        """One host's facts (parse them with vmaudit.facts.parse_snapshot to have them checked)."""
+        return json.loads(self.facts_json_of(host))
+
+    def facts_json_of(self, host: StoredHost) -> bytes:
+        """One host's facts as the JSON text they were stored as."""
         rows = self._query("SELECT facts FROM host_facts WHERE run_id = ? AND name = ?", (host.run_id, host.name))
         if not rows:
             raise StoreError(f"store {self.display}: the facts of host {host.name} (run {host.run_id}) "
                              f"are no longer there (pruned by another writer?)")
         try:
-            return unpack_facts(rows[0][0])
-        except (zlib.error, ValueError) as exc:
+            return zlib.decompress(bytes(rows[0][0]))
+        except zlib.error as exc:
             raise StoreError(f"store {self.display}: the facts of host {host.name} (run {host.run_id}) "
                              f"are damaged: {exc}") from None
 
@@ -327,5 +328,5 @@ class RunWriter:
 
 
 __all__ = ["FleetStore", "RunWriter", "StoredHost", "StoreError", "StoreTooNew", "check_rows", "utc_text",
-           "pack_facts", "unpack_facts",
+           "pack_facts",
            "schema"]
