@@ -15,7 +15,7 @@ from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable,
 from vmaudit.policy import parse_size
 
 
-@check("M2-TCG-GUEST", severity="high", scope="guest",
+@check("M2-TCG-GUEST", severity="high", scope="guest", definitions="both",
        title="Guest runs under binary translation (TCG) instead of KVM",
        remediation="Define the guest with <domain type='kvm'> on a host with hardware virtualization.",
        sources="/domain/@type")
@@ -26,6 +26,7 @@ def tcg_guest(guest, facts, policy):
 
     Rule: per guest, /domain/@type = 'qemu' -> fail; 'kvm' -> pass.
     Source: the guest's libvirt domain XML.
+    Definitions: both (a type changed in the persistent definition counts from the next start).
     """
     dtype = guest.domain_type
     evidence = {"domain_type": dtype}
@@ -314,7 +315,8 @@ def iommu(facts, policy):
                          f"{evidence['iommu_groups']} groups)", "host", evidence, "active IOMMU", "active")
         return
     try:
-        with_hostdev = sorted(g.name for g in facts.guests() if g.has_hostdev)
+        with_hostdev = sorted(g.name for g in facts.guests()
+                              if any(d.has_hostdev for d in g.definitions().values()))
         severity = "high" if with_hostdev else "medium"
         evidence["guests_with_hostdev"] = with_hostdev
     except (EvidenceMissing, NotApplicable) as exc:
@@ -375,7 +377,7 @@ def vfio_unsafe(facts, policy):
         yield Result("pass", "no unsafe VFIO switch is on", "host", evidence, "N", "N")
 
 
-@check("M2-PASSTHROUGH-GROUP", severity="high", scope="guest",
+@check("M2-PASSTHROUGH-GROUP", severity="high", scope="guest", definitions="both",
        title="A passed-through device shares its IOMMU group with devices the host still uses",
        remediation="Pass whole IOMMU groups to vfio-pci (or park the other members on pci-stub); use "
                    "ACS-capable slots so that each device gets its own group.",
@@ -391,6 +393,8 @@ def passthrough_group(guest, facts, policy):
     any driver, e.g. pcieport); a member bound to a host driver or passed to another guest -> fail; a
     passed device without an IOMMU group -> fail; a device not present on the host -> warn; otherwise
     pass with the groups as evidence. Guests without PCI passthrough -> skip.
+    Definitions: both, and every definition of the other guests (a device a guest takes at its next
+    start is taken).
     """
     devices = _guest_pci(guest)
     if not devices:
@@ -403,8 +407,9 @@ def passthrough_group(guest, facts, policy):
         if other.name == guest.name:
             continue
         try:
-            for bdf in _guest_pci(other):
-                others[bdf] = other.name
+            for definition in other.definitions().values():
+                for bdf in _guest_pci(definition):
+                    others[bdf] = other.name
         except EvidenceMissing:
             continue
     evidence: dict = {"pci_devices": devices, "groups": {}}
@@ -562,7 +567,7 @@ def host_services(facts, policy):
 
 # --- statically allocated resources ---------------------------------------------------------------
 
-@check("M2-BALLOON", severity="medium", scope="guest",
+@check("M2-BALLOON", severity="medium", scope="guest", definitions="both",
        title="Guest memory is ballooned (dynamically allocated)",
        remediation="<memballoon model='none'/> and currentMemory equal to memory.",
        sources="/domain/devices/memballoon/@model, @autodeflate, @freePageReporting; /domain/currentMemory")
@@ -571,8 +576,11 @@ def balloon(guest, facts, policy):
     the host, and is one more paravirtual device talking to the host. Memory should be assigned
     statically.
 
-    Rule: per guest, currentMemory < memory -> fail (the guest is ballooned down now); a balloon device
+    Rule: per guest, currentMemory < memory -> fail (ballooned down, or booting with a lower target); a balloon device
     present (libvirt adds a virtio one unless <memballoon model='none'/>) -> warn; else pass.
+    Definitions: both. The live currentMemory is the guest's actual memory (full until its balloon
+    driver inflates); the persistent one is the target it boots with, so a target below memory fails
+    "after the next start" while the running guest still looks full.
     """
     node = guest.find("devices/memballoon")
     model = node.get("model") if node is not None else "virtio (implicit: libvirt adds one by default)"
@@ -583,7 +591,9 @@ def balloon(guest, facts, policy):
             if node.get(attr):
                 evidence[attr] = node.get(attr)
     if guest.current_memory_kib < guest.memory_kib:
-        yield Result("fail", f"guest is ballooned down to {_mib(guest.current_memory_kib)} MiB of "
+        what = ("guest is ballooned down to" if guest.definition == "live"
+                else "guest's balloon target (currentMemory) is")
+        yield Result("fail", f"{what} {_mib(guest.current_memory_kib)} MiB of "
                      f"{_mib(guest.memory_kib)} MiB", guest.resource, evidence,
                      "currentMemory = memory", f"{guest.current_memory_kib} < {guest.memory_kib} KiB")
     elif node is None or model != "none":
@@ -607,7 +617,9 @@ def mem_overcommit(facts, policy):
     Rule: the sum of /domain/memory over running guests and autostart guests must not exceed host RAM
     (MemTotal, else libvirt's node info) minus the reserve (policy host_memory_reserve, default 10 %,
     at least host_memory_reserve_min, default 2 GiB) -> else fail. A guest whose autostart flag is
-    unknown decides the verdict -> error.
+    unknown decides the verdict -> error. The sum is taken now (running guests' live memory) and after
+    their next start (their persistent definitions); the larger counts. Under --root (an image) no
+    guest is known to run: its autostart guests are what runs when it boots.
     """
     meminfo, meminfo_gap = facts.lookup("meminfo")
     total_mib, source = None, None
@@ -628,22 +640,36 @@ def mem_overcommit(facts, policy):
     available = total_mib - reserve
     counted, unknown = [], []
     for g in facts.guests():
+        # what runs now (the live definition) and what runs after the next start (the persistent one)
+        now, later = _mib(g.memory_kib), _mib(g.will_run.memory_kib)
         autostart, gap = g.lookup("autostart")
-        entry = {"name": g.name, "memory_mib": _mib(g.memory_kib), "state": g.state,
+        running = g.runs  # an image under --root: none known to run, its autostart guests will
+        entry = {"name": g.name, "memory_mib": now, "state": g.state if g.state_marker is None else "unknown",
                  "autostart": _evidence(autostart, gap)}
-        if g.active or autostart is True:
+        if later != now:
+            entry["memory_mib_after_next_start"] = later
+        if running or autostart is True:
             counted.append(entry)
         elif gap is not None:
             unknown.append(entry)
-    used = sum(e["memory_mib"] for e in counted)
-    maybe = used + sum(e["memory_mib"] for e in unknown)
+
+    def total(entries: list) -> int:
+        return max(sum(e["memory_mib"] for e in entries),
+                   sum(e.get("memory_mib_after_next_start", e["memory_mib"]) for e in entries))
+
+    used = total(counted)
+    maybe = total(counted + unknown)
+    when = ("after the next start of the running guests"
+            if used > sum(e["memory_mib"] for e in counted) else "")
     evidence = {"host_ram_mib": int(total_mib), "ram_source": source, "reserve_mib": int(reserve),
                 "available_mib": int(available), "guests_mib": used, "guests": counted}
+    if when:
+        evidence["guests_mib_now"] = sum(e["memory_mib"] for e in counted)
     if unknown:
         evidence["autostart_unknown"] = unknown
     if used > available:
-        yield Result("fail", f"running and autostart guests need {used} MiB, more than the "
-                     f"{int(available)} MiB left after the host reserve", "host", evidence,
+        yield Result("fail", f"running and autostart guests need {used} MiB{' ' + when if when else ''}, "
+                     f"more than the {int(available)} MiB left after the host reserve", "host", evidence,
                      f"<= {int(available)} MiB", f"{used} MiB")
     elif maybe > available:
         yield Result("error", "cannot tell: guests whose autostart flag is unknown would exceed host RAM "
@@ -685,7 +711,7 @@ def _legacy_devices(guest: Guest) -> list[str]:
     return found
 
 
-@check("M2-LEGACY-DEVICES", severity="medium", scope="guest",
+@check("M2-LEGACY-DEVICES", severity="medium", scope="guest", definitions="both",
        title="Guest uses emulated legacy devices instead of virtio",
        remediation="Use virtio disks and NICs; remove floppy, sound, USB redirection and smartcard devices "
                    "the guest does not need.",
@@ -698,6 +724,7 @@ def legacy_devices(guest, facts, policy):
 
     Rule: per guest, any floppy/fdc, IDE disk, non-virtio NIC model (or none given: the emulated
     default), <sound>, <redirdev> or <smartcard> -> warn, listing them; else pass.
+    Definitions: both.
     """
     found = _legacy_devices(guest)
     evidence = {"legacy_devices": found}
@@ -709,7 +736,7 @@ def legacy_devices(guest, facts, policy):
                      "virtio devices only", "virtio devices only")
 
 
-@check("M2-RAW-QEMU-ARGS", severity="high", scope="guest",
+@check("M2-RAW-QEMU-ARGS", severity="high", scope="guest", definitions="both",
        title="Guest passes raw arguments to QEMU, bypassing libvirt",
        remediation="Model the setting in domain XML and remove <qemu:commandline> / <qemu:override>.",
        sources="/domain/qemu:commandline, /domain/qemu:override (http://libvirt.org/schemas/domain/qemu/1.0)")
@@ -721,6 +748,8 @@ def raw_qemu_args(guest, facts, policy):
     Rule: per guest, any <qemu:commandline> or <qemu:override> -> fail (arguments and the names of
     environment variables as evidence; values of variables are left out, they may hold secrets);
     else pass.
+    Definitions: both (qemu:commandline written into a running guest's saved definition applies at
+    its next start).
     """
     cmd = guest.findall(f"{{{NS_QEMU}}}commandline")
     override = guest.findall(f"{{{NS_QEMU}}}override")

@@ -318,7 +318,8 @@ def security_driver(facts, policy):
 
     Rule: security_driver 'none' (string or list), security_default_confined = 0, or no selinux/apparmor
     model in libvirt's capabilities (the effective probe result) -> fail; security_require_confined
-    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn.
+    != 1 (default 0: a guest may still be defined with <seclabel type='none'/>) -> warn. Auditing an
+    image (--root without --connect) the capabilities are not examined: qemu.conf alone decides.
     """
     values, present = qemu_conf(facts)
     driver = values.get("security_driver")
@@ -329,6 +330,7 @@ def security_driver(facts, policy):
                       "security_default_confined": default_confined,
                       "security_require_confined": require_confined}
     problems = []
+    note = ""
     if "none" in drivers:
         problems.append(f"security_driver = {driver!r}")
     if default_confined == 0:
@@ -338,7 +340,10 @@ def security_driver(facts, policy):
         evidence["secmodels"] = models
         if not any(m in LSM_MODELS for m in models):
             problems.append(f"libvirt reports no SELinux/AppArmor security model (models: {models or 'none'})")
-    except (EvidenceMissing, NotApplicable) as exc:
+    except NotApplicable as exc:  # an image under --root: only a running libvirt reports its models
+        evidence["secmodels"] = f"not examined: {exc}"
+        note = " (libvirt's security models not examined: only a running libvirt reports them)"
+    except EvidenceMissing as exc:
         evidence["secmodels"] = f"unavailable: {exc}"
         if not problems:
             yield Result("error", f"evidence missing: {exc}", "host", {**evidence, "reason": str(exc)})
@@ -348,8 +353,11 @@ def security_driver(facts, policy):
                      "an SELinux/AppArmor security driver confining every guest", "; ".join(problems))
     elif require_confined != 1:
         yield Result("warn", "security_require_confined is not 1: a guest may still opt out with "
-                     "<seclabel type='none'/>", "host", evidence, "security_require_confined = 1",
+                     f"<seclabel type='none'/>{note}", "host", evidence, "security_require_confined = 1",
                      f"security_require_confined = {require_confined}")
+    elif note:
+        yield Result("pass", f"qemu.conf confines and requires confinement for every guest{note}", "host",
+                     evidence)
     else:
         yield Result("pass", f"sVirt active ({', '.join(m for m in evidence['secmodels'] if m in LSM_MODELS)})"
                      " and required for every guest", "host", evidence)
@@ -377,6 +385,28 @@ def _security_view(tree: ET.Element) -> dict:
     return {"seclabels": seclabels, "disks": disks}
 
 
+def _configured_seclabel_problems(view: dict) -> dict:
+    """What a definition configures (not live labels): type/model none, relabel='no' on every disk, and
+    its static LSM labels as {(model, label)} for the shared-label rule."""
+    problems, static = [], set()
+    domain_norelabel = False
+    for sl in view["seclabels"]:
+        model, stype = sl["model"], sl["type"]
+        if stype == "none":
+            problems.append(f"seclabel type='none'{f' (model {model})' if model else ''}")
+        if model == "none":
+            problems.append("seclabel model='none'")
+        applies_lsm = model is None or model in LSM_MODELS
+        if applies_lsm and sl["relabel"] == "no" and stype != "none":
+            domain_norelabel = True
+        if sl["label"] and applies_lsm and stype == "static":
+            static.add((model or "?", sl["label"]))
+    disks = view["disks"]
+    if disks and (domain_norelabel or all(relabel_no for _, relabel_no in disks)):
+        problems.append("relabel='no' on every disk: images keep a label other guests may share")
+    return {"problems": problems, "static": static}
+
+
 @check("M3-GUEST-SECLABEL", severity="high",
        title="Guest runs without its own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
@@ -393,6 +423,8 @@ def guest_seclabel(facts, policy):
     live label of a running guest) as another guest, or a running guest whose live XML carries no
     SELinux/AppArmor label while libvirt offers such a model; every guest when libvirt's capabilities
     offer no SELinux/AppArmor model at all (it runs, or will start, confined by DAC alone).
+    Definitions: a running guest's live labels from its live definition; what its persistent definition
+    configures (type/model none, relabel='no', static labels) is judged too, "after the next start".
     """
     guests = facts.guests()
     try:
@@ -433,8 +465,21 @@ def guest_seclabel(facts, policy):
                             "without an LSM label")
         elif g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
             problems.append(f"running without an {'/'.join(lsm_models)} label in its live XML")
-        per_guest[g.name] = {"guest": g, "problems": problems, "seclabels": seen,
-                             "disks_relabel_no": norelabel, "active": g.active}
+        entry = {"guest": g, "problems": problems, "seclabels": seen, "disks_relabel_no": norelabel,
+                 "active": g.active}
+        persistent = g.definition_of("persistent") if g.active else None
+        if persistent is not None:  # what the running guest is confined by after its next start
+            try:
+                later = _configured_seclabel_problems(persistent.view(_security_view))
+            except EvidenceMissing as exc:  # a live problem still fails; else the guest is unproven
+                entry["persistent_error"] = str(exc)
+            else:
+                problems += [f"after the next start: {p}" for p in later["problems"] if p not in problems]
+                for key in later["static"]:
+                    if g.name not in labels.get(key, []):
+                        labels.setdefault(key, []).append(g.name)
+                entry["seclabels_after_next_start"] = persistent.view(_security_view)["seclabels"]
+        per_guest[g.name] = entry
     for (model, label), names in labels.items():
         if len(set(names)) > 1:
             for name in set(names):
@@ -449,6 +494,9 @@ def guest_seclabel(facts, policy):
         if info["problems"]:
             yield Result("fail", "guest not confined by its own label: " + "; ".join(info["problems"]),
                          g.resource, evidence, "a dynamic label of its own", "; ".join(info["problems"]))
+        elif "persistent_error" in info:
+            reason = f"after the next start: {info['persistent_error']}"
+            yield Result("error", f"evidence missing: {reason}", g.resource, {**evidence, "reason": reason})
         elif caps_error is not None:  # without libvirt's security models no label can be confirmed
             yield Result("error", f"evidence missing: {caps_error}", g.resource,
                          {**evidence, "reason": caps_error})
@@ -476,6 +524,8 @@ def lsm_enforcing(facts, policy):
     virtqemud, virt-aa-helper, libvirt-<uuid>) in complain mode, no libvirt daemon profile loaded at
     all, or a running guest without its libvirt-<uuid> profile loaded -> fail; neither SELinux nor
     AppArmor enabled -> fail. The effective state is read from /sys; /etc/selinux/config only explains.
+    On a host without libvirt (host.libvirt "absent") the libvirt profiles are not judged: AppArmor
+    enabled -> pass.
     """
     lsm = facts.source("lsm")
     se, aa = lsm.get("selinux") or {}, lsm.get("apparmor") or {}
@@ -492,6 +542,12 @@ def lsm_enforcing(facts, policy):
         return
     # an unreadable AppArmor switch is missing evidence, not "no LSM"
     need(aa.get("enabled"), "/sys/module/apparmor/parameters/enabled")
+    if aa.get("enabled") == "Y" and facts.libvirt_absent:
+        # no libvirt, no libvirt profiles to judge: a Proxmox node confines QEMU its own way
+        evidence["libvirt_profiles"] = "not judged: libvirt is not installed on this host"
+        yield Result("pass", "AppArmor is enabled (libvirt is not installed: its profiles are not judged)",
+                     "host", evidence, "AppArmor enabled", "enabled")
+        return
     if aa.get("enabled") == "Y":
         profiles = need(aa.get("profiles"), "AppArmor profiles")
         libvirt = [p for p in profiles
@@ -712,8 +768,8 @@ def ksm(facts, policy):
         evidence["guests"] = f"unavailable: {guests_error}"
     else:
         for g in facts.guests():
-            try:
-                if g.find("memoryBacking/nosharepages") is None:
+            try:  # merged now (live definition) or after its next start (persistent one)
+                if any(d.find("memoryBacking/nosharepages") is None for d in g.definitions().values()):
                     sharing.append(g.name)
             except EvidenceMissing:
                 sharing.append(f"{g.name} (XML unavailable)")
@@ -724,7 +780,7 @@ def ksm(facts, policy):
                  f"{listed}", "host", evidence, "KSM off (run 0 or 2)", "run = 1", severity=severity)
 
 
-@check("M3-SHARED-MEMORY", severity="medium", scope="guest",
+@check("M3-SHARED-MEMORY", severity="medium", scope="guest", definitions="both",
        title="Guest shares memory or host files with the host or other guests",
        remediation="Remove <shmem>, shared memoryBacking access and <filesystem> passthrough unless required.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared'], /domain/devices/filesystem")
@@ -734,6 +790,7 @@ def shared_memory(guest, facts, policy):
     guests that bypass the usual virtual-hardware boundary.
 
     Rule: per guest, any <shmem>, memoryBacking/access mode='shared' or <filesystem> -> warn, listing them.
+    Definitions: both.
     """
     found = []
     for shm in guest.findall("devices/shmem"):
@@ -949,7 +1006,7 @@ SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "
 
 
 
-@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
+@check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Guest console (VNC/SPICE) reachable from the network without TLS",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
@@ -965,6 +1022,8 @@ def graphics_exposed(guest, facts, policy):
     non-loopback) without TLS (vnc_tls = 1; spice_tls = 1 with defaultMode='secure') -> fail; with
     vnc_sasl or a qemu.conf default password but no TLS -> warn. A read-only libvirt connection never
     returns the passwd attribute, so a per-guest password cannot be seen and never makes this pass.
+    Definitions: both (the live listener is what is reachable now, the persistent one after the next
+    start).
     """
     graphics = [g for g in guest.findall("devices/graphics") if g.get("type") in ("vnc", "spice")]
     if not graphics:

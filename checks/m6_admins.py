@@ -580,7 +580,9 @@ def polkit(facts, policy):
     /etc/group under a directory -> warn; a file that is not a valid key file -> warn. An unreadable
     rules or localauthority directory -> error.
     Sources: the polkit rules and localauthority directories; /etc/passwd and /etc/group.
+    On a host without libvirt (host.libvirt "absent") -> skip.
     """
+    facts.require_libvirt("libvirt's polkit actions")
     src = need(facts.source("polkit_rules"), "polkit_rules")
     for d, state in src.get("dirs", {}).items():
         need(state, d)

@@ -87,3 +87,13 @@ def with_sources(facts: dict, **overrides) -> dict:
     for name, value in overrides.items():
         out["sources"][name] = value
     return out
+
+
+def set_xml(domain: dict, xml) -> dict:
+    """Give a guest record of a snapshot this XML (or marker) as every definition it has: the live one
+    and, for a running persistent guest, the persistent one (`xml_inactive`) too."""
+    domain["xml"] = xml
+    if "xml_inactive" in domain:
+        domain["xml_inactive"] = xml
+    return domain
+

@@ -12,7 +12,7 @@ import functools
 import gzip
 
 import pytest
-from vmtest import audit, findings, host_root, one, test_uri, with_sources
+from vmtest import audit, findings, host_root, one, set_xml, test_uri, with_sources
 
 from vmaudit.audit import collect_facts
 from vmaudit.checks.m3_host import kernel_flavour, parse_cpuset, version_key
@@ -578,8 +578,8 @@ def _spice_channels(channels: str, default_mode: str | None = None) -> dict:
     facts = qemu_conf(snap("debian-broken"), spice_tls=1)
     dom = next(d for d in facts["sources"]["libvirt"]["domains"] if d["name"] == "lab02")
     mode = f" defaultMode='{default_mode}'" if default_mode else ""
-    dom["xml"] = dom["xml"].replace("<graphics type='spice' autoport='yes'>",
-                                    f"<graphics type='spice' autoport='yes'{mode}>{channels}")
+    set_xml(dom, dom["xml"].replace("<graphics type='spice' autoport='yes'>",
+                                    f"<graphics type='spice' autoport='yes'{mode}>{channels}"))
     return one(run(facts), "M3-GRAPHICS-EXPOSED", "guest:lab02")
 
 
