@@ -188,7 +188,7 @@ class Context:
 # Sources that only mean something where libvirt is installed: on a host without any libvirt (a
 # Proxmox node runs QEMU without it) they are `not_collected`, so the checks reading them say `skip`.
 LIBVIRT_SOURCES = ("libvirt", "libvirt_config", "daemon_env", "systemd_units", "guest_files",
-                   "libvirt_hooks", "libvirt_sockets")
+                   "libvirt_hooks", "libvirt_sockets", "guest_paths")
 
 # What an installed libvirt leaves under a root: its daemons, their units, its configuration, its sockets.
 LIBVIRT_TRACES = (
