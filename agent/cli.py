@@ -25,6 +25,7 @@ COMMANDS = {
     "history": ("vmaudit.commands.history", "list past runs kept in the state directory"),
     "agent": ("vmaudit.commands.agent", "audit on a schedule, for hosts without systemd timers"),
     "collect": ("vmaudit.commands.collect", "collect and audit many hosts over SSH"),
+    "fleet": ("vmaudit.commands.fleet", "evaluate the fleet's latest facts (a directory or the store) offline"),
 }
 
 

@@ -55,7 +55,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "snapshots": {"max_age_days": (int, 30), "max_count": (int, 3)},
     "saved_state": {"max_age_days": (int, 30)},
     "agent": {"interval": ((str, int), "1d"), "history_days": (int, 90), "state_dir": (str, None)},
-    "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300)},
+    "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300),
+              "facts_max_age_days": (int, 7),    # vmaudit fleet: older facts are reported stale, not used
+              "history_days": (int, None)},      # the fleet store's retention; None: [agent] history_days
 }
 WAIVER_KEYS = {"check": str, "resource": str, "reason": str, "expires": date, "ticket": str}
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the system packages vmaudit and its test suite need on Debian/Ubuntu (run as root).
 #   scripts/install-deps.sh          runtime only: libvirt client library + build deps for libvirt-python
-#   scripts/install-deps.sh --test   also a real libvirtd with QEMU, OpenSSH server, Chromium, systemd tools
+#   scripts/install-deps.sh --test   also a real libvirtd with QEMU, OpenSSH server, Chromium, systemd tools,
+#                                    PostgreSQL (the fleet store's tests start their own cluster) and libpq
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients
-         openssh-server sudo passwd chromium iproute2 systemd python3-libvirt)
+         openssh-server sudo passwd chromium iproute2 systemd python3-libvirt postgresql libpq5)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
