@@ -10,9 +10,9 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.capacity import counts_for_memory, host_memory
 from vmaudit.engine import Result, check
 from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, is_marker, pci_bdf
-from vmaudit.policy import parse_size
 
 
 @check("M2-TCG-GUEST", severity="high", scope="guest",
@@ -623,26 +623,13 @@ def mem_overcommit(facts, policy):
     at least host_memory_reserve_min, default 2 GiB) -> else fail. A guest whose autostart flag is
     unknown decides the verdict -> error.
     """
-    meminfo = facts.raw("meminfo")
-    total_mib, source = None, None
-    if isinstance(meminfo, dict) and not is_marker(meminfo) and meminfo.get("MemTotal"):
-        total_mib, source = meminfo["MemTotal"] / 1024, "/proc/meminfo MemTotal"
-    else:
-        lv = facts.raw("libvirt")
-        node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else None
-        if isinstance(node, dict) and not is_marker(node) and node.get("memory_mib"):
-            total_mib, source = float(node["memory_mib"]), "libvirt getInfo()"
-    if total_mib is None:
-        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_evidence(meminfo)}) and libvirt node info "
-                              "are both unavailable")
-    reserve = max(parse_size(policy.get("limits", "host_memory_reserve"), total_mib),
-                  parse_size(policy.get("limits", "host_memory_reserve_min"), total_mib))
-    available = total_mib - reserve
+    memory = host_memory(facts, policy)
+    total_mib, source, reserve, available = memory.total_mib, memory.source, memory.reserve_mib, memory.available_mib
     counted, unknown = [], []
     for g in facts.guests():
         entry = {"name": g.name, "memory_mib": _mib(g.memory_kib), "state": g.state,
                  "autostart": g.autostart if not is_marker(g.autostart) else _evidence(g.autostart)}
-        if g.active or g.autostart is True:
+        if counts_for_memory(g):
             counted.append(entry)
         elif is_marker(g.autostart):
             unknown.append(entry)

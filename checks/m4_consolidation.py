@@ -3,8 +3,9 @@ overcommit, and keep redundant pairs and many independent services off the same 
 
 from __future__ import annotations
 
+from vmaudit.capacity import host_cpus
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, is_marker
+from vmaudit.facts import EvidenceMissing
 
 from ._guests import try_labels
 
@@ -45,19 +46,6 @@ def guest_count(facts, policy):
                      "host", evidence, expected=f"<= {limit} running", actual=str(len(running)))
 
 
-def _host_cpus(facts) -> tuple[int, str]:
-    """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
-    node = facts.libvirt.get("nodeinfo")
-    if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("cpus"), int) and node["cpus"] > 0:
-        return node["cpus"], "libvirt nodeinfo"
-    cpu = facts.raw("cpu")
-    if isinstance(cpu, dict) and not is_marker(cpu) and cpu.get("logical_cpus"):
-        return int(cpu["logical_cpus"]), "/proc/cpuinfo"
-    reasons = [r for r in (node.get("unavailable") if isinstance(node, dict) else "no node info",
-                           cpu.get("unavailable") if isinstance(cpu, dict) else None) if r]
-    raise EvidenceMissing(f"number of host CPUs: {'; '.join(map(str, reasons)) or 'unknown'}")
-
-
 @check("M4-CPU-OVERCOMMIT", severity="medium",
        title="vCPUs of running guests overcommit the host's CPUs",
        remediation="Lower the overcommit: fewer or smaller guests per host, or raise [limits] cpu_overcommit "
@@ -75,7 +63,7 @@ def cpu_overcommit(facts, policy):
     libvirt's node info, else /proc/cpuinfo.
     """
     guests = [g for g in facts.guests() if g.active]
-    cpus, cpu_source = _host_cpus(facts)
+    cpus, cpu_source = host_cpus(facts)
     limit = float(policy.get("limits", "cpu_overcommit"))
     total = 0
     per_guest: dict[str, int] = {}
