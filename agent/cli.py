@@ -24,6 +24,7 @@ COMMANDS = {
     "history": ("vmaudit.commands.history", "list past runs kept in the state directory"),
     "agent": ("vmaudit.commands.agent", "audit on a schedule, for hosts without systemd timers"),
     "collect": ("vmaudit.commands.collect", "collect and audit many hosts over SSH"),
+    "plan": ("vmaudit.commands.plan", "the fewest migrations that make a collected fleet meet M1, M4 and M7"),
 }
 
 

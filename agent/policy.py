@@ -53,6 +53,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "saved_state": {"max_age_days": (int, 30)},
     "agent": {"interval": ((str, int), "1d"), "history_days": (int, 90), "state_dir": (str, None)},
     "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300)},
+    # vmaudit plan: guests (name or UUID globs) that never move; hosts (names or globs) every guest leaves
+    "plan": {"pinned": ([str], []), "drain": ([str], [])},
 }
 WAIVER_KEYS = {"check": str, "resource": str, "reason": str, "expires": date, "ticket": str}
 

@@ -177,8 +177,8 @@ def _package_files() -> list[tuple[str, Path]]:
     agent = Path(vmaudit.__file__).resolve().parent
     for f in sorted(agent.rglob("*.py")):
         rel = f.relative_to(agent)
-        if rel.parts[0] in ("fleet", "__pycache__") or "__pycache__" in rel.parts:
-            continue  # the fleet code (paramiko) never runs on the audited host
+        if rel.parts[0] in ("fleet", "plan", "__pycache__") or "__pycache__" in rel.parts:
+            continue  # the fleet code (paramiko) and the planner (OR-Tools) never run on the audited host
         out.append(("vmaudit/" + rel.as_posix(), f))
     coll = Path(vmaudit.collectors.__file__).resolve().parent
     for f in sorted(coll.rglob("*")):

@@ -1,0 +1,323 @@
+"""The placement model, solved exactly with OR-Tools CP-SAT, one migration group at a time.
+
+Moves never leave a group of migration peers (the connected components of the peer relation over
+the hosts whose guests are known), so each group is its own model. Per group:
+
+* x[g,h] = 1 when guest g ends on host h, for h its current host or a peer of it (constraint 4).
+  A pinned guest, and a shut-off guest outside every redundancy group whose zone its host accepts
+  (moving it can never help: it takes no capacity and breaks nothing), keep their host: no variable.
+* zone (1): a host that declares a zone takes no guest of another zone; a host that declares none
+  gets z[h,k] (k: the zones of the guests that may end there) with at most one of them set.
+* redundancy (2): at most one member of a redundancy group per host.
+* capacity (3): over running and autostart guests, memory, vCPUs and guest count within the host's.
+* drain (5): no guest ends on a drained host.
+
+Objective: moved guests, then memory moved, lexicographically (moves x W + MiB moved, W larger than
+all the memory that can move). The group is solved hard first; when CP-SAT proves it infeasible, it
+is solved again with every constraint but 4 and pinning soft (each violation costs more than all
+moves together), which gives the placement that leaves the fewest violations, counted as the
+verifier counts them (vmaudit.plan.verify).
+
+The first-fit placement (vmaudit.plan.greedy) is the solver's hint, so a feasible plan is known from
+the start and the search only has to improve it and prove the bound.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .fleet import PlanFleet, PlanGuest, PlanHost
+from .greedy import first_fit
+
+
+class SolverMissing(Exception):
+    """OR-Tools is not installed (the optional extra vmaudit[plan])."""
+
+
+def _cp_model():
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        raise SolverMissing("vmaudit plan needs OR-Tools: pip install 'vmaudit[plan]' "
+                            "(or: pip install ortools)") from None
+    return cp_model
+
+
+@dataclass
+class GroupResult:
+    hosts: list[str]
+    status: str                    # optimal, feasible, infeasible (soft placement), unsolved
+    placement: dict                # guest key -> host
+    moves: int = 0
+    memory_mib: int = 0
+    lower_bound: int = 0           # on moves (for the hard model; for a soft one, 0 unless optimal)
+    seconds: float = 0.0
+    violations: int = 0            # left by the soft placement, as the model counts them
+    soft: bool = False
+    optimal: bool = False          # proved: fewest moves (soft: fewest violations, then moves)
+    notes: list[str] = field(default_factory=list)
+
+
+def groups(fleet: PlanFleet) -> list[list[str]]:
+    """Connected components of the migration peer relation over the hosts whose guests are known."""
+    known = {n for n, h in fleet.hosts.items() if h.known}
+    seen: set = set()
+    out = []
+    for name in fleet.hosts:
+        if name not in known or name in seen:
+            continue
+        stack, comp = [name], []
+        seen.add(name)
+        while stack:
+            n = stack.pop()
+            comp.append(n)
+            for p in fleet.hosts[n].peers:
+                if p in known and p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        out.append(sorted(comp))
+    return out
+
+
+def _candidates(g: PlanGuest, host: PlanHost, fleet: PlanFleet, members: set, soft: bool) -> list[str]:
+    """Where g may end: its host, then the peers that could take it."""
+    out = [g.host]
+    for p in host.peers:
+        ph = fleet.hosts.get(p)
+        if p not in members or ph is None or ph.drained:
+            continue  # a drained host never receives; an unknown one is outside the plan
+        if not soft and g.zone and ph.zone and ph.zone != g.zone:
+            continue
+        if not soft and g.counted and (g.memory_mib > ph.memory_mib or g.vcpus > ph.vcpus or ph.max_guests < 1):
+            continue
+        out.append(p)
+    return out
+
+
+def _fixed(g: PlanGuest, host: PlanHost) -> bool:
+    """Moving g can never help: pinned, or shut off (no capacity), in no redundancy group, on a host that
+    is not drained and declares g's zone (or g has none). On a host declaring no zone a labelled guest
+    decides the host's zone, so it stays free to move."""
+    if g.pinned:
+        return True
+    return not g.counted and not g.redundancy and not host.drained and (not g.zone or host.zone == g.zone)
+
+
+def solve_group(fleet: PlanFleet, hosts: list[str], time_limit: float, workers: int,
+                hint: dict | None = None) -> GroupResult:
+    cp_model = _cp_model()
+    started = time.monotonic()
+    members = set(hosts)
+    guests = [g for g in fleet.guests if g.host in members]
+    hint = hint or {}
+    result = None
+    for soft in (False, True):
+        remaining = max(0.05, time_limit - (time.monotonic() - started))
+        result = _solve(cp_model, fleet, hosts, guests, remaining, workers, hint, soft)
+        if result is not None:
+            break
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> GroupResult | None:
+    members = set(hosts)
+    model = cp_model.CpModel()
+    x: dict[tuple, dict[str, object]] = {}
+    on: dict[str, list] = {h: [] for h in hosts}        # (guest, var or None when fixed there)
+    fixed_here = {}
+    for g in guests:
+        host = fleet.hosts[g.host]
+        cands = [g.host] if _fixed(g, host) else _candidates(g, host, fleet, members, soft)
+        if len(cands) == 1:
+            fixed_here[g.key] = g.host
+            on[g.host].append((g, None))
+            continue
+        vars_ = {h: model.NewBoolVar("") for h in cands}
+        model.AddExactlyOne(vars_.values())
+        x[g.key] = vars_
+        for h, v in vars_.items():
+            on[h].append((g, v))
+            if h == hint.get(g.key, g.host):
+                model.AddHint(v, 1)
+            else:
+                model.AddHint(v, 0)
+    penalties = []   # (weight-less) violation terms of the soft model
+    movable_mem = sum(g.memory_mib for g in guests if g.key in x)
+    W = movable_mem + 1
+
+    for h in hosts:
+        ph = fleet.hosts[h]
+        entries = on[h]
+        # (5) drain: nothing may end here but what is fixed (pinned) here
+        if ph.drained:
+            for g, v in entries:
+                if v is None:
+                    if g.pinned:
+                        if not soft:
+                            return _infeasible_now()
+                        penalties.append(1)
+                elif soft:
+                    penalties.append(v)
+                else:
+                    model.Add(v == 0)
+        # (1) zone
+        zones: dict[str, list] = {}
+        for g, v in entries:
+            if g.zone:
+                zones.setdefault(g.zone, []).append(v)
+        if ph.zone:
+            for k, vs in zones.items():
+                if k == ph.zone:
+                    continue
+                if any(v is None for v in vs):
+                    if not soft:
+                        return _infeasible_now()
+                    penalties.append(1)
+                    continue
+                if soft:
+                    z = model.NewBoolVar("")
+                    for v in vs:
+                        model.AddImplication(v, z)
+                    penalties.append(z)
+                else:
+                    for v in vs:
+                        model.Add(v == 0)
+        elif len(zones) > 1:
+            zvars = {}
+            for k, vs in zones.items():
+                z = model.NewBoolVar("")
+                zvars[k] = z
+                for v in vs:
+                    if v is None:
+                        model.Add(z == 1)
+                    else:
+                        model.AddImplication(v, z)
+            if soft:
+                extra = model.NewIntVar(0, len(zvars), "")
+                model.Add(extra >= sum(zvars.values()) - 1)
+                penalties.append(extra)
+            else:
+                model.Add(sum(zvars.values()) <= 1)
+        # (2) redundancy
+        groups_here: dict[str, list] = {}
+        for g, v in entries:
+            if g.redundancy:
+                groups_here.setdefault(g.redundancy, []).append(v)
+        for vs in groups_here.values():
+            if len(vs) < 2:
+                continue
+            fixed = sum(1 for v in vs if v is None)
+            terms = [v for v in vs if v is not None]
+            if soft:
+                extra = model.NewIntVar(0, len(vs), "")
+                model.Add(extra >= fixed + sum(terms) - 1)
+                penalties.append(extra)
+            else:
+                if fixed > 1:
+                    return _infeasible_now()
+                model.Add(sum(terms) <= 1 - fixed)
+        # (3) capacity
+        counted = [(g, v) for g, v in entries if g.counted]
+        for attr, cap in ((lambda g: g.memory_mib, ph.memory_mib), (lambda g: g.vcpus, ph.vcpus),
+                          (lambda g: 1, ph.max_guests)):
+            fixed = sum(attr(g) for g, v in counted if v is None)
+            terms = [(attr(g), v) for g, v in counted if v is not None]
+            top = fixed + sum(a for a, _ in terms)
+            if top <= cap:
+                continue
+            expr = sum(a * v for a, v in terms)
+            if soft:
+                b = model.NewBoolVar("")
+                model.Add(expr + fixed <= cap + (top - cap) * b)
+                penalties.append(b)
+            else:
+                if fixed > cap:
+                    return _infeasible_now()
+                model.Add(expr <= cap - fixed)
+
+    stay = {k: vs[k[0]] for k, vs in x.items()}   # k[0]: the guest's current host
+    mem_of = {g.key: g.memory_mib for g in guests}
+    moved_terms = [(1 - v) for v in stay.values()]
+    objective = sum(W * m for m in moved_terms) + sum(mem_of[k] * (1 - v) for k, v in stay.items())
+    V = W * (len(x) + 1)
+    if soft:
+        objective = objective + sum(V * p for p in penalties)
+    model.Minimize(objective)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.05, time_limit)
+    solver.parameters.num_workers = workers
+    status = solver.Solve(model)
+    if status == cp_model.INFEASIBLE:
+        return None if not soft else GroupResult(hosts, "unsolved", _current(guests), soft=True)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        # no placement found in time: the guests stay where they are
+        res = GroupResult(hosts, "unsolved", _current(guests), soft=soft)
+        res.notes.append("no placement found within the time limit; nothing moves in this group")
+        if not soft:
+            res.lower_bound = int(max(0, solver.BestObjectiveBound()) // W) if x else 0
+        return res
+    placement = dict(fixed_here)
+    moves = mem = 0
+    for k, vs in x.items():
+        dest = next(h for h, v in vs.items() if solver.Value(v))
+        placement[k] = dest
+        if dest != k[0]:
+            moves += 1
+            mem += mem_of[k]
+    optimal = status == cp_model.OPTIMAL
+    viol = sum(solver.Value(p) if not isinstance(p, int) else p for p in penalties) if soft else 0
+    bound = int(round(solver.BestObjectiveBound())) if x else 0
+    if soft:
+        lb = moves if optimal else 0
+        st = "infeasible"
+    else:
+        lb = moves if optimal else max(0, bound) // W
+        st = "optimal" if optimal else "feasible"
+    return GroupResult(hosts, st, placement, moves=moves, memory_mib=mem, lower_bound=lb, violations=viol,
+                       soft=soft, optimal=optimal, notes=[] if optimal or not x else ["not proved optimal within the time limit"])
+
+
+def _infeasible_now():
+    return None
+
+
+def _current(guests: list[PlanGuest]) -> dict:
+    return {g.key: g.host for g in guests}
+
+
+@dataclass
+class Solution:
+    placement: dict                    # guest key -> host (every known host's guests)
+    groups: list[GroupResult]
+    seconds: float
+
+    @property
+    def proved(self) -> bool:
+        return all(r.optimal for r in self.groups)
+
+
+def solve(fleet: PlanFleet, time_limit: float = 60.0, workers: int | None = None) -> Solution:
+    """The placement with the fewest moves (then memory moved) per migration group."""
+    _cp_model()
+    started = time.monotonic()
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    comps = groups(fleet)
+    sizes = [sum(1 for g in fleet.guests if g.host in set(c)) + len(c) for c in comps]
+    left = sum(sizes)
+    results = []
+    placement: dict = {}
+    for comp, size in zip(comps, sizes):
+        remaining = max(0.0, time_limit - (time.monotonic() - started))
+        budget = remaining * size / max(left, 1)
+        left -= size
+        hint = first_fit(fleet, comp)
+        res = solve_group(fleet, comp, max(0.1, budget), workers, hint)
+        results.append(res)
+        placement.update(res.placement)
+    return Solution(placement, results, round(time.monotonic() - started, 3))
+
+
+__all__ = ["SolverMissing", "GroupResult", "Solution", "groups", "solve", "solve_group"]
