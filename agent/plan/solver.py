@@ -86,8 +86,10 @@ def _candidates(g: PlanGuest, host: PlanHost, fleet: PlanFleet, members: set, so
     out = [g.host]
     for p in host.peers:
         ph = fleet.hosts.get(p)
-        if p not in members or ph is None or ph.drained:
-            continue  # a drained host never receives; an unknown one is outside the plan
+        if p not in members or ph is None:
+            continue  # an unknown host is outside the plan
+        if ph.drained and not soft:
+            continue  # (a soft plan may park a guest there if that leaves fewer violations)
         if not soft and g.zone and ph.zone and ph.zone != g.zone:
             continue
         if not soft and g.counted and (g.memory_mib > ph.memory_mib or g.vcpus > ph.vcpus or ph.max_guests < 1):
