@@ -247,6 +247,9 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
     V = W * (len(x) + 1)
     if soft:
         objective = objective + sum(V * p for p in penalties)
+        # reached only after the hard model was proved infeasible: at least one violation is left,
+        # which CP-SAT cannot see by itself and which tightens its bound
+        model.Add(sum(penalties) >= 1)
     model.Minimize(objective)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.05, time_limit)
@@ -273,7 +276,8 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
     viol = sum(solver.Value(p) if not isinstance(p, int) else p for p in penalties) if soft else 0
     bound = int(round(solver.BestObjectiveBound())) if x else 0
     if soft:
-        lb = moves if optimal else 0
+        # the bound proves the violations minimal once it reaches them; it then bounds the moves too
+        lb = moves if optimal else (max(0, bound - V * viol) // W if bound >= V * viol else 0)
         st = "infeasible"
     else:
         lb = moves if optimal else max(0, bound) // W
