@@ -71,3 +71,27 @@ def test_solver_matches_brute_force(tmp_path, seed):
     assert rc == (1 if want[0] else 0)
     if not want[0]:
         assert doc["status"] == "optimal" and doc["lower_bound"]["moves"] == want[1]
+
+
+def _order_problems(fleet, doc: dict, moves: list[dict]) -> int:
+    from vmaudit.plan.verify import check_plan
+
+    trial = dict(doc, moves=[{k: v for k, v in m.items() if k != "spare_room"} for m in moves])
+    return sum(1 for p in check_plan(fleet, trial)[0] if p.constraint == "order")
+
+
+@pytest.mark.parametrize("seed", range(100, 160))
+def test_spare_room_only_when_no_order_fits(tmp_path, seed):
+    """A step is marked as needing spare room only when no order of the plan's moves avoids it."""
+    rng = random.Random(seed)
+    hosts, policy = random_fleet(rng)
+    for h in hosts:   # full hosts: tight memory makes orders matter
+        h.ram = rng.choice([1024, 2048])
+    f = write_fleet(tmp_path / "f", hosts, collect=False, policy_text=policy)
+    fleet = load_fleet(str(f), load_policy(str(f / "policy.toml")))
+    _, doc = plan_checked(f)
+    marked = [m for m in doc["moves"] if m.get("spare_room")]
+    if not marked or len(doc["moves"]) > 6:
+        return
+    best = min(_order_problems(fleet, doc, list(p)) for p in itertools.permutations(doc["moves"]))
+    assert best > 0, (seed, doc["moves"])
