@@ -20,6 +20,11 @@ class HostMemory:
         return self.total_mib - self.reserve_mib
 
 
+def _number(value: object) -> bool:
+    """A positive number of the snapshot (a bool is not one, though Python says it is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def _marker_text(value: object) -> str:
     if isinstance(value, dict) and is_marker(value):
         return str(value.get("unavailable") or value.get("not_collected"))
@@ -31,14 +36,12 @@ def host_memory(facts: Facts, policy: Policy) -> HostMemory:
     (default 10 %), at least host_memory_reserve_min (default 2 GiB). EvidenceMissing without RAM."""
     meminfo = facts.raw("meminfo")
     total_mib, source = None, None
-    if isinstance(meminfo, dict) and not is_marker(meminfo) and isinstance(meminfo.get("MemTotal"), (int, float)) \
-            and meminfo["MemTotal"] > 0:
+    if isinstance(meminfo, dict) and not is_marker(meminfo) and _number(meminfo.get("MemTotal")):
         total_mib, source = meminfo["MemTotal"] / 1024, "/proc/meminfo MemTotal"
     else:
         lv = facts.raw("libvirt")
         node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else None
-        if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("memory_mib"), (int, float)) \
-                and node["memory_mib"] > 0:
+        if isinstance(node, dict) and not is_marker(node) and _number(node.get("memory_mib")):
             total_mib, source = float(node["memory_mib"]), "libvirt getInfo()"
     if total_mib is None:
         raise EvidenceMissing(f"host RAM: /proc/meminfo ({_marker_text(meminfo)}) and libvirt node info "
@@ -52,12 +55,11 @@ def host_cpus(facts: Facts) -> tuple[int, str]:
     """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
     lv = facts.raw("libvirt")
     node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else lv
-    if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("cpus"), int) \
-            and not isinstance(node["cpus"], bool) and node["cpus"] > 0:
+    if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("cpus"), int) and _number(node["cpus"]):
         return node["cpus"], "libvirt nodeinfo"
     cpu = facts.raw("cpu")
     if isinstance(cpu, dict) and not is_marker(cpu) and isinstance(cpu.get("logical_cpus"), int) \
-            and not isinstance(cpu["logical_cpus"], bool) and cpu["logical_cpus"] > 0:
+            and _number(cpu["logical_cpus"]):
         return cpu["logical_cpus"], "/proc/cpuinfo"
     reasons = [r for r in (node.get("unavailable") if isinstance(node, dict) else "no node info",
                            cpu.get("unavailable") if isinstance(cpu, dict) else None) if r]
