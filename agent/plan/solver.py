@@ -311,7 +311,10 @@ def solve(fleet: PlanFleet, time_limit: float = 60.0, workers: int | None = None
     started = time.monotonic()
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     comps = groups(fleet)
-    sizes = [sum(1 for g in fleet.guests if g.host in set(c)) + len(c) for c in comps]
+    per_host: dict[str, int] = {}
+    for g in fleet.guests:
+        per_host[g.host] = per_host.get(g.host, 0) + 1
+    sizes = [sum(per_host.get(h, 0) for h in c) + len(c) for c in comps]
     left = sum(sizes)
     results = []
     placement: dict = {}
