@@ -85,3 +85,18 @@ def test_zipapp_carries_no_planner():
     names = zipfile.ZipFile(io.BytesIO(build_zipapp(include_native=False))).namelist()
     assert "vmaudit/facts.py" in names and "vmaudit/capacity.py" in names
     assert not [n for n in names if n.startswith("vmaudit/plan/") or "ortools" in n]
+
+
+@pytest.mark.parametrize("xml", [{"unavailable": "virDomainGetXMLDesc: permission denied"}, 42,
+                                 "<domain><name>x</name><memory>lots</memory></domain>", "<domain"])
+def test_a_guest_without_usable_xml_makes_its_host_unplanned(tmp_path, xml):
+    import json
+
+    f = write_fleet(tmp_path / "f", [H("a", zone="int", group="g", guests=[G("i1", zone="int"), G("i2", zone="int")]),
+                                    H("b", zone="int", group="g")], collect=False)
+    facts = json.loads((f / "facts" / "a.json").read_text())
+    facts["sources"]["libvirt"]["domains"][1]["xml"] = xml
+    (f / "facts" / "a.json").write_text(json.dumps(facts))
+    rc, doc = plan_checked(f)
+    assert rc == 3 and doc["unaudited"][0]["host"] == "a" and "guest i2" in doc["unaudited"][0]["reason"]
+    assert not doc["moves"]
