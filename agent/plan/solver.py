@@ -120,6 +120,8 @@ def solve_group(fleet: PlanFleet, hosts: list[str], time_limit: float, workers: 
         result = _solve(cp_model, fleet, hosts, guests, remaining, workers, hint, soft)
         if result is not None:
             break
+    if result is None:  # the soft model cannot be infeasible; should CP-SAT say so, nothing moves
+        result = _unsolved(hosts, guests, True)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -244,25 +246,37 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
     mem_of = {g.key: g.memory_mib for g in guests}
     moved_terms = [(1 - v) for v in stay.values()]
     objective = sum(W * m for m in moved_terms) + sum(mem_of[k] * (1 - v) for k, v in stay.items())
-    V = W * (len(x) + 1)
-    if soft:
-        objective = objective + sum(V * p for p in penalties)
-        # reached only after the hard model was proved infeasible: at least one violation is left,
-        # which CP-SAT cannot see by itself and which tightens its bound
-        model.Add(sum(penalties) >= 1)
-    model.Minimize(objective)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.05, time_limit)
     solver.parameters.num_workers = workers
+    started = time.monotonic()
+    violations_proved = True
+    if soft:
+        # lexicographic in two solves: the fewest violations first, then the fewest moves keeping them.
+        # Reached only after the hard model was proved infeasible: at least one violation is left.
+        total = model.NewIntVar(0, len(penalties) * (len(guests) + 1), "violations")
+        model.Add(total == sum(penalties))
+        model.Add(total >= 1)
+        model.Minimize(total)
+        solver.parameters.max_time_in_seconds = max(0.05, time_limit / 3)
+        status = solver.Solve(model)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return _unsolved(hosts, guests, soft)
+        violations_proved = status == cp_model.OPTIMAL
+        least = int(round(solver.ObjectiveValue()))
+        model.Add(total <= least)
+        model.ClearHints()
+        for vs in x.values():
+            for v in vs.values():
+                model.AddHint(v, solver.Value(v))
+    model.Minimize(objective)
+    solver.parameters.max_time_in_seconds = max(0.05, time_limit - (time.monotonic() - started))
     status = solver.Solve(model)
     if status == cp_model.INFEASIBLE:
-        return None if not soft else GroupResult(hosts, "unsolved", _current(guests), soft=True)
+        return None
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        # no placement found in time: the guests stay where they are
-        res = GroupResult(hosts, "unsolved", _current(guests), soft=soft)
-        res.notes.append("no placement found within the time limit; nothing moves in this group")
-        if not soft:
-            res.lower_bound = int(max(0, solver.BestObjectiveBound()) // W) if x else 0
+        res = _unsolved(hosts, guests, soft)
+        if not soft and x:
+            res.lower_bound = int(max(0, solver.BestObjectiveBound()) // W)
         return res
     placement = dict(fixed_here)
     moves = mem = 0
@@ -272,18 +286,19 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
         if dest != k[0]:
             moves += 1
             mem += mem_of[k]
-    optimal = status == cp_model.OPTIMAL
+    optimal = status == cp_model.OPTIMAL and violations_proved
     viol = sum(solver.Value(p) if not isinstance(p, int) else p for p in penalties) if soft else 0
     bound = int(round(solver.BestObjectiveBound())) if x else 0
-    if soft:
-        # the bound proves the violations minimal once it reaches them; it then bounds the moves too
-        lb = moves if optimal else (max(0, bound - V * viol) // W if bound >= V * viol else 0)
-        st = "infeasible"
-    else:
-        lb = moves if optimal else max(0, bound) // W
-        st = "optimal" if optimal else "feasible"
+    lb = moves if optimal else (max(0, bound) // W if violations_proved else 0)
+    st = "infeasible" if soft else ("optimal" if optimal else "feasible")
     return GroupResult(hosts, st, placement, moves=moves, memory_mib=mem, lower_bound=lb, violations=viol,
                        soft=soft, optimal=optimal, notes=[] if optimal or not x else ["not proved optimal within the time limit"])
+
+
+def _unsolved(hosts: list[str], guests: list[PlanGuest], soft: bool) -> GroupResult:
+    res = GroupResult(hosts, "unsolved", _current(guests), soft=soft)
+    res.notes.append("no placement found within the time limit; nothing moves in this group")
+    return res
 
 
 def _infeasible_now():
