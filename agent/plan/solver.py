@@ -14,9 +14,9 @@ the hosts whose guests are known), so each group is its own model. Per group:
 
 Objective: moved guests, then memory moved, lexicographically (moves x W + MiB moved, W larger than
 all the memory that can move). The group is solved hard first; when CP-SAT proves it infeasible, it
-is solved again with every constraint but 4 and pinning soft (each violation costs more than all
-moves together), which gives the placement that leaves the fewest violations, counted as the
-verifier counts them (vmaudit.plan.verify).
+is solved again with every constraint but 4 and pinning soft, in two steps: the fewest violations
+(counted as the verifier counts them, vmaudit.plan.verify), then the fewest moves and memory keeping
+that many.
 
 The first-fit placement (vmaudit.plan.greedy) is the solver's hint, so a feasible plan is known from
 the start and the search only has to improve it and prove the bound.
