@@ -6,7 +6,9 @@
 Each fleet: migration groups of 20 peer hosts (256 GiB RAM, 64 CPUs; the default policy: 10 % memory
 reserve, cpu_overcommit 4, max_running_guests raised to 50), hosts declaring one of three zones, 40
 guests per host using 70-90 % of its RAM (the fullest up to the reserve), redundancy pairs on distinct hosts,
-and 10 % of the guests misplaced (labelled with another zone than their host's). The fleet is built in
+and 10 % of the guests misplaced (labelled with another zone than their host's). `--undeclared F`: a
+fraction of the hosts declares no zone (legacy hosts: they serve whichever one zone the plan leaves
+them), `--used LO HI` changes the memory in use. The fleet is built in
 memory (vmaudit.plan.fleet objects, as load_fleet returns them), so the figures are the planner's:
 model, CP-SAT, ordering and the independent verifier; not JSON/XML loading.
 
@@ -37,7 +39,7 @@ RAM_MIB = 256 * 1024
 CPUS = 64
 
 
-def build(hosts: int, seed: int, used: tuple = (0.70, 0.90)):
+def build(hosts: int, seed: int, used: tuple = (0.70, 0.90), undeclared: float = 0.0):
     from vmaudit.plan.fleet import PlanFleet, PlanGuest, PlanHost
 
     rng = random.Random(seed)
@@ -48,7 +50,9 @@ def build(hosts: int, seed: int, used: tuple = (0.70, 0.90)):
     for gi in range(0, hosts, GROUP):
         names = [f"hv{i:04d}" for i in range(gi, min(gi + GROUP, hosts))]
         for k, name in enumerate(names):
-            fleet_hosts[name] = PlanHost(name=name, address=name, port=None, zone=ZONES[k % len(ZONES)],
+            # a host declaring no zone serves the zone of most of its guests (legacy hosts)
+            declared = None if rng.random() < undeclared else ZONES[k % len(ZONES)]
+            fleet_hosts[name] = PlanHost(name=name, address=name, port=None, zone=declared,
                                          peers=[n for n in names if n != name], known=True, ram_mib=RAM_MIB,
                                          memory_mib=cap, cpus=CPUS, vcpus=4 * CPUS, max_guests=50)
         pair = 0
@@ -71,13 +75,13 @@ def build(hosts: int, seed: int, used: tuple = (0.70, 0.90)):
     return PlanFleet(source=f"synthetic-{hosts}", sha256="", hosts=fleet_hosts, guests=guests)
 
 
-def one(hosts: int, time_limit: float, seed: int, used: tuple) -> dict:
+def one(hosts: int, time_limit: float, seed: int, used: tuple, undeclared: float) -> dict:
     from vmaudit.plan.greedy import first_fit
     from vmaudit.plan.order import order_moves
     from vmaudit.plan.solver import solve
     from vmaudit.plan.verify import evaluate
 
-    fleet = build(hosts, seed, used)
+    fleet = build(hosts, seed, used, undeclared)
     before = len(evaluate(fleet))
     t0 = time.monotonic()
     sol = solve(fleet, time_limit=time_limit)
@@ -115,16 +119,18 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--used", type=float, nargs=2, default=[0.70, 0.90], metavar=("LO", "HI"),
                     help="memory in use per host, fractions of its RAM (default 0.70 0.90)")
+    ap.add_argument("--undeclared", type=float, default=0.0, metavar="F",
+                    help="fraction of hosts that declare no zone (default 0)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(one(args.hosts[0], args.time_limit, args.seed, tuple(args.used))))
+        print(json.dumps(one(args.hosts[0], args.time_limit, args.seed, tuple(args.used), args.undeclared)))
         return 0
     rows = []
     for n in args.hosts:
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, __file__, "--child", "--hosts", str(n), "--time-limit",
-                               str(args.time_limit), "--seed", str(args.seed), "--used", *map(str, args.used)], stdout=subprocess.PIPE, text=True)
+                               str(args.time_limit), "--seed", str(args.seed), "--used", *map(str, args.used), "--undeclared", str(args.undeclared)], stdout=subprocess.PIPE, text=True)
         out = proc.stdout
         wall = time.monotonic() - t0
         if proc.returncode:
