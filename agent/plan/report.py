@@ -85,9 +85,10 @@ def build_plan(fleet: PlanFleet, policy, solution: Solution, time_limit: float) 
     for r in solution.groups:
         if r.status == "unsolved":
             infeasible.append({"constraint": "time_limit", "resource": f"group:{', '.join(r.hosts)}",
-                               "message": f"no placement found for migration group {', '.join(r.hosts)} within "
-                                          f"the time limit ({r.seconds:.1f} s of {time_limit:g} s): its guests "
-                                          f"stay; raise --time-limit"})
+                               "message": f"the solver found no placement for migration group "
+                                          f"{', '.join(r.hosts)} within its share of the time limit "
+                                          f"({r.seconds:.1f} s of {time_limit:g} s); the first-fit placement "
+                                          f"is used (never worse than the fleet as it is): raise --time-limit"})
         if r.soft:
             infeasible.extend(why_infeasible(fleet, r.hosts))
     unaudited = [{"host": h.name, "reason": h.reason} for h in fleet.hosts.values() if not h.known]

@@ -122,6 +122,13 @@ def solve_group(fleet: PlanFleet, hosts: list[str], time_limit: float, workers: 
             break
     if result is None:  # the soft model cannot be infeasible; should CP-SAT say so, nothing moves
         result = _unsolved(hosts, guests, True)
+    if result.status == "unsolved" and hint:
+        # first-fit only moves a guest that breaks a rule to where it breaks none: never worse than
+        # the fleet as it is
+        result.placement = {g.key: hint.get(g.key, g.host) for g in guests}
+        result.moves = sum(1 for g in guests if result.placement[g.key] != g.host)
+        result.memory_mib = sum(g.memory_mib for g in guests if result.placement[g.key] != g.host)
+        result.notes = ["no better placement found within the time limit: the first-fit placement is used"]
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -149,8 +156,14 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
             else:
                 model.AddHint(v, 0)
     penalties = []   # (weight-less) violation terms of the soft model
+    penalty_hint = [0]  # their sum under the hint
     movable_mem = sum(g.memory_mib for g in guests if g.key in x)
     W = movable_mem + 1
+
+    def hinted(g: PlanGuest, v, h: str) -> bool:
+        """Whether the hint puts g on h (so the soft model's auxiliary variables can be hinted too: a
+        complete hint is a solution CP-SAT takes at once)."""
+        return v is None or hint.get(g.key, g.host) == h
 
     for h in hosts:
         ph = fleet.hosts[h]
@@ -163,15 +176,19 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                         if not soft:
                             return _infeasible_now()
                         penalties.append(1)
+                        penalty_hint[0] += 1
                 elif soft:
                     penalties.append(v)
+                    penalty_hint[0] += hinted(g, v, h)
                 else:
                     model.Add(v == 0)
         # (1) zone
         zones: dict[str, list] = {}
+        present: dict[str, bool] = {}
         for g, v in entries:
             if g.zone:
                 zones.setdefault(g.zone, []).append(v)
+                present[g.zone] = present.get(g.zone, False) or hinted(g, v, h)
         if ph.zone:
             for k, vs in zones.items():
                 if k == ph.zone:
@@ -180,12 +197,15 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                     if not soft:
                         return _infeasible_now()
                     penalties.append(1)
+                    penalty_hint[0] += 1
                     continue
                 if soft:
                     z = model.NewBoolVar("")
+                    model.AddHint(z, present[k])
                     for v in vs:
                         model.AddImplication(v, z)
                     penalties.append(z)
+                    penalty_hint[0] += present[k]
                 else:
                     for v in vs:
                         model.Add(v == 0)
@@ -193,6 +213,7 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
             zvars = {}
             for k, vs in zones.items():
                 z = model.NewBoolVar("")
+                model.AddHint(z, present[k])
                 zvars[k] = z
                 for v in vs:
                     if v is None:
@@ -201,24 +222,30 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                         model.AddImplication(v, z)
             if soft:
                 extra = model.NewIntVar(0, len(zvars), "")
+                model.AddHint(extra, max(0, sum(present.values()) - 1))
                 model.Add(extra >= sum(zvars.values()) - 1)
                 penalties.append(extra)
+                penalty_hint[0] += max(0, sum(present.values()) - 1)
             else:
                 model.Add(sum(zvars.values()) <= 1)
         # (2) redundancy
         groups_here: dict[str, list] = {}
+        members_here: dict[str, int] = {}
         for g, v in entries:
             if g.redundancy:
                 groups_here.setdefault(g.redundancy, []).append(v)
-        for vs in groups_here.values():
+                members_here[g.redundancy] = members_here.get(g.redundancy, 0) + hinted(g, v, h)
+        for grp, vs in groups_here.items():
             if len(vs) < 2:
                 continue
             fixed = sum(1 for v in vs if v is None)
             terms = [v for v in vs if v is not None]
             if soft:
                 extra = model.NewIntVar(0, len(vs), "")
+                model.AddHint(extra, max(0, members_here[grp] - 1))
                 model.Add(extra >= fixed + sum(terms) - 1)
                 penalties.append(extra)
+                penalty_hint[0] += max(0, members_here[grp] - 1)
             else:
                 if fixed > 1:
                     return _infeasible_now()
@@ -235,8 +262,11 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
             expr = sum(a * v for a, v in terms)
             if soft:
                 b = model.NewBoolVar("")
+                over = sum(attr(g) for g, v in counted if hinted(g, v, h)) > cap
+                model.AddHint(b, over)
                 model.Add(expr + fixed <= cap + (top - cap) * b)
                 penalties.append(b)
+                penalty_hint[0] += over
             else:
                 if fixed > cap:
                     return _infeasible_now()
@@ -256,8 +286,9 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
         total = model.NewIntVar(0, len(penalties) * (len(guests) + 1), "violations")
         model.Add(total == sum(penalties))
         model.Add(total >= 1)
+        model.AddHint(total, penalty_hint[0])
         model.Minimize(total)
-        solver.parameters.max_time_in_seconds = max(0.05, time_limit / 3)
+        solver.parameters.max_time_in_seconds = max(0.05, time_limit / 2)
         status = solver.Solve(model)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return _unsolved(hosts, guests, soft)
@@ -331,17 +362,38 @@ def solve(fleet: PlanFleet, time_limit: float = 60.0, workers: int | None = None
         per_host[g.host] = per_host.get(g.host, 0) + 1
     sizes = [sum(per_host.get(h, 0) for h in c) + len(c) for c in comps]
     left = sum(sizes)
-    results = []
-    placement: dict = {}
+    results: list[GroupResult] = []
     for comp, size in zip(comps, sizes):
         remaining = max(0.0, time_limit - (time.monotonic() - started))
         budget = remaining * size / max(left, 1)
         left -= size
-        hint = first_fit(fleet, comp)
-        res = solve_group(fleet, comp, max(0.1, budget), workers, hint)
-        results.append(res)
-        placement.update(res.placement)
+        results.append(solve_group(fleet, comp, max(0.1, budget), workers, first_fit(fleet, comp)))
+    # the time the quick groups left goes to the groups not proved yet, starting from their best plan
+    open_groups = [i for i, r in enumerate(results) if not r.optimal]
+    left = sum(sizes[i] for i in open_groups)
+    for i in open_groups:
+        remaining = time_limit - (time.monotonic() - started)
+        budget = remaining * sizes[i] / max(left, 1)
+        left -= sizes[i]
+        if budget < 1.0:
+            continue
+        old = results[i]
+        new = solve_group(fleet, old.hosts, budget, workers, old.placement)
+        new.seconds = round(new.seconds + old.seconds, 3)
+        if _better(new, old):
+            results[i] = new
+    placement: dict = {}
+    for r in results:
+        placement.update(r.placement)
     return Solution(placement, results, round(time.monotonic() - started, 3))
+
+
+def _better(new: GroupResult, old: GroupResult) -> bool:
+    if new.status == "unsolved":
+        return False
+    if old.status == "unsolved" or new.optimal:
+        return True
+    return (new.violations, new.moves, new.memory_mib) <= (old.violations, old.moves, old.memory_mib)
 
 
 __all__ = ["SolverMissing", "GroupResult", "Solution", "groups", "solve", "solve_group"]
