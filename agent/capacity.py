@@ -1,11 +1,11 @@
-"""A host's capacity for guests, by the rules the checks use (M2-MEM-OVERCOMMIT, M4-CPU-OVERCOMMIT,
-M4-GUEST-COUNT), shared with `vmaudit plan` so that a plan fits exactly what the checks accept."""
+"""A host's capacity for guests, by the rules the checks use (M2-MEM-OVERCOMMIT, M4-CPU-OVERCOMMIT),
+shared with `vmaudit plan` so that a plan fits exactly what the checks accept."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .facts import EvidenceMissing, Facts, Guest, is_marker
+from .facts import EvidenceMissing, Facts, Guest, NotApplicable, lookup
 from .policy import Policy, parse_size
 
 
@@ -20,32 +20,29 @@ class HostMemory:
         return self.total_mib - self.reserve_mib
 
 
-def _number(value: object) -> bool:
-    """A positive number of the snapshot (a bool is not one, though Python says it is an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
-def _marker_text(value: object) -> str:
-    if isinstance(value, dict) and is_marker(value):
-        return str(value.get("unavailable") or value.get("not_collected"))
-    return "missing" if value is None else "not a value"
+def _gap_text(value: object, gap: Exception | None) -> str:
+    if gap is None:
+        return "no MemTotal" if value is not None else "missing"
+    return f"{'not collected' if isinstance(gap, NotApplicable) else 'unavailable'}: {gap}"
 
 
 def host_memory(facts: Facts, policy: Policy) -> HostMemory:
     """Host RAM (MemTotal, else libvirt's node info) and the policy's reserve: host_memory_reserve
     (default 10 %), at least host_memory_reserve_min (default 2 GiB). EvidenceMissing without RAM."""
-    meminfo = facts.raw("meminfo")
+    meminfo, meminfo_gap = facts.lookup("meminfo")
+    mem_total, _ = lookup(meminfo, "MemTotal") if meminfo_gap is None else (None, meminfo_gap)
     total_mib, source = None, None
-    if isinstance(meminfo, dict) and not is_marker(meminfo) and _number(meminfo.get("MemTotal")):
-        total_mib, source = meminfo["MemTotal"] / 1024, "/proc/meminfo MemTotal"
+    if mem_total:
+        total_mib, source = mem_total / 1024, "/proc/meminfo MemTotal"
     else:
-        lv = facts.raw("libvirt")
-        node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else None
-        if isinstance(node, dict) and not is_marker(node) and _number(node.get("memory_mib")):
-            total_mib, source = float(node["memory_mib"]), "libvirt getInfo()"
+        lv, gap = facts.lookup("libvirt")
+        node, gap = lookup(lv, "nodeinfo") if gap is None else (None, gap)
+        memory_mib, gap = lookup(node, "memory_mib") if node is not None else (None, gap)
+        if memory_mib:
+            total_mib, source = float(memory_mib), "libvirt getInfo()"
     if total_mib is None:
-        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_marker_text(meminfo)}) and libvirt node info "
-                              "are both unavailable")
+        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_gap_text(meminfo, meminfo_gap)}) and libvirt "
+                              "node info are both unavailable")
     reserve = max(parse_size(policy.get("limits", "host_memory_reserve"), total_mib),
                   parse_size(policy.get("limits", "host_memory_reserve_min"), total_mib))
     return HostMemory(total_mib, source, reserve)
@@ -53,22 +50,24 @@ def host_memory(facts: Facts, policy: Policy) -> HostMemory:
 
 def host_cpus(facts: Facts) -> tuple[int, str]:
     """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
-    lv = facts.raw("libvirt")
-    node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else lv
-    if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("cpus"), int) and _number(node["cpus"]):
-        return node["cpus"], "libvirt nodeinfo"
-    cpu = facts.raw("cpu")
-    if isinstance(cpu, dict) and not is_marker(cpu) and isinstance(cpu.get("logical_cpus"), int) \
-            and _number(cpu["logical_cpus"]):
-        return cpu["logical_cpus"], "/proc/cpuinfo"
-    reasons = [r for r in (node.get("unavailable") if isinstance(node, dict) else "no node info",
-                           cpu.get("unavailable") if isinstance(cpu, dict) else None) if r]
+    lv, gap = facts.lookup("libvirt")
+    node, node_gap = lookup(lv, "nodeinfo", {}) if gap is None else (None, gap)
+    cpus = lookup(node, "cpus")[0] if node is not None else None
+    if cpus:
+        return cpus, "libvirt nodeinfo"
+    cpu, cpu_gap = facts.lookup("cpu")
+    logical, logical_gap = lookup(cpu, "logical_cpus") if cpu_gap is None else (None, cpu_gap)
+    if logical:
+        return logical, "/proc/cpuinfo"
+    reasons = [str(r) for r in (node_gap or (None if node else "no node info"), logical_gap) if r]
     raise EvidenceMissing(f"number of host CPUs: {'; '.join(map(str, reasons)) or 'unknown'}")
 
 
-def counts_for_memory(guest: Guest) -> bool:
-    """A guest whose memory the host must hold: running, or started at boot (M2-MEM-OVERCOMMIT)."""
-    return guest.active or guest.autostart is True
+def counts_for_memory(guest: Guest) -> tuple[bool, Exception | None]:
+    """(whether the host must hold the guest's memory: running, or started at boot; the reason its
+    autostart flag is unknown, if it is). EvidenceMissing when its state is unknown."""
+    autostart, gap = guest.lookup("autostart")
+    return guest.active or autostart is True, gap
 
 
 __all__ = ["HostMemory", "host_memory", "host_cpus", "counts_for_memory"]

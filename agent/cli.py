@@ -31,8 +31,7 @@ COMMANDS = {
 ONE_SHOT = ("run", "facts")  # commands that audit once and exit (not agent/collect, which run long)
 
 
-class UsageError(Exception):
-    """Bad usage or bad input file: exit status 2 with a one-line message."""
+from .errors import InputError, UsageError  # noqa: E402,F401 - UsageError re-exported
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -68,11 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         # A one-shot audit allocates hundreds of thousands of acyclic objects (XML trees, findings) and
         # exits: the cyclic garbage collector would only rescan them (about 15 % of a large run).
         gc.disable()
-    from .policy import PolicyError
-
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
-    except (UsageError, PolicyError) as exc:
+    except InputError as exc:
         print(f"vmaudit {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,9 +20,7 @@ else:  # RHEL 9 ships Python 3.9
 DEFAULT_PATH = "/etc/vmaudit/policy.toml"
 
 
-class PolicyError(ValueError):
-    """A policy, inventory or snapshot that cannot be used; str() is the one-line message for the user."""
-
+from .errors import PolicyError  # noqa: E402 - re-exported for callers of load_policy()
 
 # Section -> key -> (type or tuple of types, default). A list type is written [type].
 _NUM = (int, float)

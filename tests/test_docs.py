@@ -23,3 +23,9 @@ def test_readme_links_resolve():
         if target.startswith("../shared/"):
             continue  # the shared specs sit beside the repository, not in it
         assert (REPO / target).exists(), f"README links to missing {target}"
+
+
+def test_source_table_is_generated_from_the_declared_schemas():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/gen-facts-doc.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + " (run: .venv/bin/python scripts/gen-facts-doc.py)"

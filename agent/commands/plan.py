@@ -34,16 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args, fleet) -> int:
+    from vmaudit.errors import InputError
     from vmaudit.plan.verify import check_plan
-    from vmaudit.policy import PolicyError
 
     try:
         with open(args.check, "rb") as f:
             plan = json.loads(f.read())
     except OSError as exc:
-        raise PolicyError(f"{args.check}: cannot read the plan: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{args.check}: the plan is not JSON: {exc}") from None
+        raise InputError(f"{args.check}: cannot read the plan: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"{args.check}: the plan is not JSON: {exc}") from None
     problems, _ = check_plan(fleet, plan)
     if args.format == "json":
         text = json.dumps({"plan": args.check, "valid": not problems,
@@ -61,13 +61,14 @@ def _check(args, fleet) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from vmaudit.errors import UsageError
     from vmaudit.plan.fleet import load_fleet
-    from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.policy import load_policy
 
     if not args.time_limit > 0:
-        raise PolicyError("--time-limit must be a positive number of seconds")
+        raise UsageError("--time-limit must be a positive number of seconds")
     if args.check and args.format in ("html", "sh"):
-        raise PolicyError("--check writes text or json")
+        raise UsageError("--check writes text or json")
     policy = load_policy(args.policy)
     fleet = load_fleet(args.fleet, policy)
     if args.check:

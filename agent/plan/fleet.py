@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass, field
 
 from vmaudit.capacity import counts_for_memory, host_cpus, host_memory
-from vmaudit.facts import EvidenceMissing, Facts, SnapshotError
-from vmaudit.policy import Policy, PolicyError
+from vmaudit.errors import InputError, SnapshotError
+from vmaudit.facts import EvidenceMissing, Facts, NotApplicable, load_snapshot_file
+from vmaudit.policy import Policy
 
 FLEET_SCHEMA = "vmaudit-fleet/1"
 
@@ -86,11 +87,11 @@ def _read_json(path: str, what: str) -> tuple[object, bytes]:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise PolicyError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
         return json.loads(data), data
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: {what} is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: {what} is not JSON: {exc}") from None
 
 
 def _facts_path(directory: str, rel: object) -> str | None:
@@ -127,58 +128,57 @@ def _host_from_facts(host: PlanHost, facts: Facts, policy: Policy, pinned: list[
     host.vcpus = math.floor(float(policy.get("limits", "cpu_overcommit")) * cpus + 1e-9)
     host.max_guests = int(policy.get("limits", "max_running_guests"))
     guests = []
-    for g in facts.guests():
-        if policy.inventory is not None:
-            g.inventory_labels = policy.inventory.labels_for(g.uuid, g.name)
+    for g in facts.labelled_guests(policy.inventory):
         try:
             memory_mib = int(round(g.memory_kib / 1024))
             vcpus = g.vcpus
             labels = g.labels
-        except (EvidenceMissing, ValueError) as exc:
+            counted, unknown = counts_for_memory(g)
+            live = g.active
+        except (EvidenceMissing, NotApplicable, ValueError) as exc:
             raise EvidenceMissing(f"guest {g.name}: {exc}") from None
-        # an unknown autostart flag counts: the plan must not leave a host that might overflow at boot
-        counted = counts_for_memory(g) or not isinstance(g.autostart, bool)
         guests.append(PlanGuest(
             name=g.name, uuid=g.uuid, host=host.name, zone=labels.get("zone"),
-            redundancy=labels.get("redundancy"), memory_mib=memory_mib, vcpus=vcpus, counted=counted,
-            live=g.active, pinned=_matches(pinned, g.name, g.uuid)))
+            redundancy=labels.get("redundancy"), memory_mib=memory_mib, vcpus=vcpus,
+            # an unknown autostart flag counts: the plan must not leave a host that might overflow at boot
+            counted=counted or unknown is not None, live=live, pinned=_matches(pinned, g.name, g.uuid)))
         g.release()
     return guests
 
 
 def load_fleet(source: str, policy: Policy) -> PlanFleet:
-    """The fleet of a `vmaudit collect` output directory (fleet.json + facts/). PolicyError (exit 2) for
+    """The fleet of a `vmaudit collect` output directory (fleet.json + facts/). InputError (exit 2) for
     input that cannot be used at all; a host that cannot be planned is kept with known = False."""
     directory = source
     path = os.path.join(directory, "fleet.json")
     if not os.path.isdir(directory):
-        raise PolicyError(f"{directory}: not a directory (give the output directory of vmaudit collect)")
+        raise InputError(f"{directory}: not a directory (give the output directory of vmaudit collect)")
     report, raw = _read_json(path, "the fleet report")
     if not isinstance(report, dict) or report.get("schema") != FLEET_SCHEMA:
         found = report.get("schema") if isinstance(report, dict) else type(report).__name__
-        raise PolicyError(f"{path}: not a vmaudit fleet report (schema {found!r}, expected {FLEET_SCHEMA!r})")
+        raise InputError(f"{path}: not a vmaudit fleet report (schema {found!r}, expected {FLEET_SCHEMA!r})")
     entries = report.get("hosts")
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
                                                 and e["name"] for e in entries):
-        raise PolicyError(f"{path}: 'hosts' is not a list of host entries with names")
+        raise InputError(f"{path}: 'hosts' is not a list of host entries with names")
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
-        raise PolicyError(f"{path}: a host name appears twice")
+        raise InputError(f"{path}: a host name appears twice")
     for e in entries:
         for key, kind in (("zone", str), ("migration_group", str), ("address", str), ("reason", str)):
             if e.get(key) is not None and not isinstance(e[key], kind):
-                raise PolicyError(f"{path}: host {e['name']}: '{key}' must be a string")
+                raise InputError(f"{path}: host {e['name']}: '{key}' must be a string")
         mp = e.get("migration_peers")
         if mp is not None and not (isinstance(mp, list) and all(isinstance(p, str) for p in mp)):
-            raise PolicyError(f"{path}: host {e['name']}: 'migration_peers' must be a list of host names")
+            raise InputError(f"{path}: host {e['name']}: 'migration_peers' must be a list of host names")
         if e.get("port") is not None and (not isinstance(e["port"], int) or isinstance(e["port"], bool)):
-            raise PolicyError(f"{path}: host {e['name']}: 'port' must be an integer")
+            raise InputError(f"{path}: host {e['name']}: 'port' must be an integer")
     peers = _peers(entries, policy)
     pinned = list(policy.get("plan", "pinned"))
     drain = list(policy.get("plan", "drain"))
     for pattern in drain:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise PolicyError(f"{policy.source}: [plan] drain names {pattern!r}, which matches no host of "
+            raise InputError(f"{policy.source}: [plan] drain names {pattern!r}, which matches no host of "
                               f"the fleet {directory}")
     hosts: dict[str, PlanHost] = {}
     guests: list[PlanGuest] = []
@@ -195,9 +195,8 @@ def load_fleet(source: str, policy: Policy) -> PlanFleet:
             host.reason = "no facts snapshot inside the fleet directory's facts/"
             continue
         try:
-            data, _ = _read_json(facts_file, "the facts snapshot")
-            host_guests = _host_from_facts(host, Facts(data), policy, pinned)
-        except (PolicyError, SnapshotError, EvidenceMissing) as exc:
+            host_guests = _host_from_facts(host, Facts(load_snapshot_file(facts_file)), policy, pinned)
+        except (SnapshotError, EvidenceMissing, NotApplicable) as exc:
             host.reason = f"{os.path.relpath(facts_file, directory)}: {exc}"
             continue
         host.known = True

@@ -16,9 +16,12 @@ from vmaudit.facts import EvidenceMissing, Facts
 from vmaudit.policy import Policy, PolicyError, parse_policy
 
 
-def _facts(**sources) -> Facts:
+def _facts(nodeinfo: object = None, **sources) -> Facts:
+    """A snapshot held to the facts contract when it is read (as Facts() does with every snapshot)."""
     data = synth_facts(H("a"))
     data["sources"].update(sources)
+    if nodeinfo is not None:
+        data["sources"]["libvirt"]["nodeinfo"] = nodeinfo
     return Facts(data)
 
 
@@ -35,19 +38,15 @@ def test_host_memory_prefers_meminfo_and_applies_the_reserve():
     ({"MemTotal": True}, {"memory_mib": None}),
 ])
 def test_host_memory_wrong_types_are_missing_evidence(meminfo, nodeinfo):
-    facts = _facts(meminfo=meminfo)
-    facts.data["sources"]["libvirt"]["nodeinfo"] = nodeinfo
+    facts = _facts(nodeinfo, meminfo=meminfo)
     with pytest.raises(EvidenceMissing):
         host_memory(facts, Policy())
 
 
 def test_host_cpus_falls_back_to_cpuinfo_and_refuses_junk():
-    facts = _facts(cpu={"logical_cpus": 12})
-    facts.data["sources"]["libvirt"]["nodeinfo"] = {"unavailable": "no"}
-    assert host_cpus(facts) == (12, "/proc/cpuinfo")
-    facts.data["sources"]["cpu"] = {"logical_cpus": "12"}
+    assert host_cpus(_facts({"unavailable": "no"}, cpu={"logical_cpus": 12})) == (12, "/proc/cpuinfo")
     with pytest.raises(EvidenceMissing):
-        host_cpus(facts)
+        host_cpus(_facts({"unavailable": "no"}, cpu={"logical_cpus": "12"}))
 
 
 def test_plan_policy_keys_are_typed():
