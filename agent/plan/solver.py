@@ -123,8 +123,8 @@ def solve_group(fleet: PlanFleet, hosts: list[str], time_limit: float, workers: 
     if result is None:  # the soft model cannot be infeasible; should CP-SAT say so, nothing moves
         result = _unsolved(hosts, guests, True)
     if result.status == "unsolved" and hint:
-        # first-fit only moves a guest that breaks a rule to where it breaks none: never worse than
-        # the fleet as it is
+        # the hint is first-fit's placement (it only moves a guest that breaks a rule to where it
+        # breaks none: never worse than the fleet as it is) or, on a second try, the best one so far
         result.placement = {g.key: hint.get(g.key, g.host) for g in guests}
         result.moves = sum(1 for g in guests if result.placement[g.key] != g.host)
         result.memory_mib = sum(g.memory_mib for g in guests if result.placement[g.key] != g.host)
@@ -174,7 +174,7 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                 if v is None:
                     if g.pinned:
                         if not soft:
-                            return _infeasible_now()
+                            return None  # infeasible already: guests that cannot move break it
                         penalties.append(1)
                         penalty_hint[0] += 1
                 elif soft:
@@ -195,7 +195,7 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                     continue
                 if any(v is None for v in vs):
                     if not soft:
-                        return _infeasible_now()
+                        return None  # infeasible already: guests that cannot move break it
                     penalties.append(1)
                     penalty_hint[0] += 1
                     continue
@@ -248,7 +248,7 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                 penalty_hint[0] += max(0, members_here[grp] - 1)
             else:
                 if fixed > 1:
-                    return _infeasible_now()
+                    return None  # infeasible already: guests that cannot move break it
                 model.Add(sum(terms) <= 1 - fixed)
         # (3) capacity
         counted = [(g, v) for g, v in entries if g.counted]
@@ -269,7 +269,7 @@ def _solve(cp_model, fleet, hosts, guests, time_limit, workers, hint, soft) -> G
                 penalty_hint[0] += over
             else:
                 if fixed > cap:
-                    return _infeasible_now()
+                    return None  # infeasible already: guests that cannot move break it
                 model.Add(expr <= cap - fixed)
 
     stay = {k: vs[k[0]] for k, vs in x.items()}   # k[0]: the guest's current host
@@ -330,10 +330,6 @@ def _unsolved(hosts: list[str], guests: list[PlanGuest], soft: bool) -> GroupRes
     res = GroupResult(hosts, "unsolved", _current(guests), soft=soft)
     res.notes.append("no placement found within the time limit; nothing moves in this group")
     return res
-
-
-def _infeasible_now():
-    return None
 
 
 def _current(guests: list[PlanGuest]) -> dict:
