@@ -67,7 +67,9 @@ def counts_for_memory(guest: Guest) -> tuple[bool, Exception | None]:
     """(whether the host must hold the guest's memory: running, or started at boot; the reason its
     autostart flag is unknown, if it is). EvidenceMissing when its state is unknown."""
     autostart, gap = guest.lookup("autostart")
-    return guest.active or autostart is True, gap
+    # runs: active per libvirt (under --root an image's guests are not known to run; its autostart
+    # guests are what runs when it boots)
+    return guest.runs or autostart is True, gap
 
 
 __all__ = ["HostMemory", "host_memory", "host_cpus", "counts_for_memory"]

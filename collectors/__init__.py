@@ -80,7 +80,7 @@ class Context:
     """Where and how to collect: the audited root, whether the system is live, the libvirt URI."""
 
     root: Path = Path("/")
-    uri: str = "qemu:///system"
+    uri: str | None = "qemu:///system"  # None: contact no libvirt (--root without --connect)
     live: bool = True
     online: bool = False  # --online: collectors may ask the package manager (slow, may use the network)
     _conn: Any = field(default=None, repr=False)
@@ -159,6 +159,8 @@ class Context:
 
     def libvirt(self) -> Any:
         """The read-only libvirt connection, opened once; raises ConnectionError with the reason."""
+        if self.uri is None:  # auditing an image: the auditing host's libvirt is not the image's
+            raise ConnectionError(f"no libvirt is contacted when auditing root {self.root} without --connect")
         if self._conn is None and self._conn_error is None:
             try:
                 import libvirt
@@ -183,6 +185,53 @@ class Context:
             self._conn = None
 
 
+# Sources that only mean something where libvirt is installed: on a host without any libvirt (a
+# Proxmox node runs QEMU without it) they are `not_collected`, so the checks reading them say `skip`.
+LIBVIRT_SOURCES = ("libvirt", "libvirt_config", "daemon_env", "systemd_units", "guest_files",
+                   "libvirt_hooks", "libvirt_sockets", "guest_paths")
+
+# What an installed libvirt leaves under a root: its daemons, their units, its configuration, its sockets.
+LIBVIRT_TRACES = (
+    "/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/sbin/virtproxyd", "/usr/local/sbin/libvirtd",
+    "/usr/local/sbin/virtqemud", "/etc/libvirt", "/etc/init.d/libvirtd", "/etc/init.d/libvirt-bin",
+    *(f"{d}/{u}" for d in ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+      for u in ("libvirtd.service", "libvirtd.socket", "virtqemud.service", "virtqemud.socket",
+                "virtproxyd.socket")),
+    "/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock", "/var/run/libvirt/libvirt-sock",
+)
+
+
+def libvirt_traces(ctx: Context) -> list[str]:
+    """The paths of LIBVIRT_TRACES present under the root (empty: libvirt is not installed there)."""
+    found = []
+    for path in LIBVIRT_TRACES:
+        try:
+            if ctx.exists(path):
+                found.append(path)
+        except OSError:
+            found.append(path)  # unreadable is not proof of absence
+    return found
+
+
+def _local_uri(uri: str | None) -> bool:
+    """A URI served by a daemon of the audited host itself (qemu:///system, not qemu+ssh://host/ nor
+    the in-process test driver): only then does its absence say anything about the host."""
+    if uri is None:
+        return True
+    scheme, sep, rest = uri.partition("://")
+    return bool(sep) and scheme in ("qemu", "qemu+unix") and rest.startswith("/")
+
+
+def libvirt_state(ctx: Context, libvirt_value: Any) -> str:
+    """host.libvirt where libvirt is installed: "offline" (the image's definitions read from files,
+    no daemon contacted), "reachable" or "unreachable"."""
+    if ctx.uri is None:
+        return "offline"
+    if isinstance(libvirt_value, dict) and len(libvirt_value) == 1 and "unavailable" in libvirt_value:
+        return "unreachable"
+    return "reachable"
+
+
 def load_collectors() -> dict[str, Collector]:
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
@@ -198,6 +247,22 @@ def _error_reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+LIBVIRT_ABSENT = ("libvirt is not installed on this host (no daemon binary, unit, configuration or "
+                  "socket): nothing for libvirt's checks to judge")
+
+
+def _answers(ctx: Context) -> bool:
+    """Whether the (local) libvirt URI answers after all, when nothing of libvirt shows under the root
+    (a daemon installed somewhere unusual); never asked without a URI."""
+    if ctx.uri is None:
+        return False
+    try:
+        ctx.libvirt()
+    except ConnectionError:
+        return False
+    return True
 
 
 def _hostname(ctx: Context) -> str:
@@ -222,11 +287,15 @@ def collect(ctx: Context, only: list[str] | None = None) -> dict:
     started = time.time()
     sources: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    traces = libvirt_traces(ctx)
+    absent = not traces and _local_uri(ctx.uri) and not _answers(ctx)
     for name, col in collectors.items():
         if only is not None and name not in only:
             continue
         t0 = time.perf_counter()
-        if col.live and not ctx.live:
+        if absent and name in LIBVIRT_SOURCES:
+            sources[name] = not_collected(LIBVIRT_ABSENT)
+        elif col.live and not ctx.live:
             sources[name] = not_collected(f"live fact, not collected when auditing root {ctx.root}")
         else:
             try:
@@ -241,7 +310,8 @@ def collect(ctx: Context, only: list[str] | None = None) -> dict:
         "tool": {"name": "vmaudit", "version": __version__},
         "collected_at": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": {"hostname": hostname,
-                 "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri},
+                 "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri,
+                 "libvirt": "absent" if absent else libvirt_state(ctx, sources.get("libvirt"))},
         "sources": sources,
         "timings": timings,
     }

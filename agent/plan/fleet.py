@@ -130,8 +130,11 @@ def _host_from_facts(host: PlanHost, facts: Facts, policy: Policy, pinned: list[
     guests = []
     for g in facts.labelled_guests(policy.inventory):
         try:
-            memory_mib = int(round(g.memory_kib / 1024))
-            vcpus = g.vcpus
+            # what it holds now and after its next start (its persistent definition): the larger, as
+            # M2-MEM-OVERCOMMIT and M4-CPU-OVERCOMMIT count it
+            nxt = g.will_run
+            memory_mib = max(int(round(g.memory_kib / 1024)), int(round(nxt.memory_kib / 1024)))
+            vcpus = max(g.vcpus, nxt.vcpus)
             labels = g.labels
             counted, unknown = counts_for_memory(g)
             live = g.active

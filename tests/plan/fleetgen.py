@@ -82,7 +82,12 @@ def synth_facts(h: H) -> dict:
     domains = [{"name": g.name, "uuid": g.uuid, "id": i if g.running else -1,
                 "state": "running" if g.running else "shutoff", "persistent": True, "autostart": g.autostart,
                 "managed_save": False, "xml": domain_xml(g), "snapshots": []} for i, g in enumerate(h.guests, 1)]
-    return {"schema": "vmaudit-facts/1", "tool": {"name": "vmaudit", "version": "test"},
+    for d, g in zip(domains, h.guests):
+        if g.running:  # a running guest's persistent definition, as the collector reads it
+            d["xml_inactive"] = d["xml"]
+    from vmaudit.facts import SCHEMA
+
+    return {"schema": SCHEMA, "tool": {"name": "vmaudit", "version": "test"},
             "collected_at": "2026-12-05T07:00:00Z",
             "host": {"hostname": h.name, "root": "/", "live": False, "libvirt_uri": "test:///"},
             "sources": {"libvirt": {"uri": "test:///", "nodeinfo": {"model": "x86_64", "memory_mib": h.ram,
