@@ -26,6 +26,7 @@ COMMANDS = {
     "agent": ("vmaudit.commands.agent", "audit on a schedule, for hosts without systemd timers"),
     "collect": ("vmaudit.commands.collect", "collect and audit many hosts over SSH"),
     "fleet": ("vmaudit.commands.fleet", "evaluate the fleet's latest facts (a directory or the store) offline"),
+    "plan": ("vmaudit.commands.plan", "the fewest migrations that make a collected fleet meet M1, M4 and M7"),
 }
 
 

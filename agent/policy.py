@@ -58,6 +58,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300),
               "facts_max_age_days": (int, 7),    # vmaudit fleet: older facts are reported stale, not used
               "history_days": (int, None)},      # the fleet store's retention; None: [agent] history_days
+    # vmaudit plan: guests (name or UUID globs) that never move; hosts (names or globs) every guest leaves
+    "plan": {"pinned": ([str], []), "drain": ([str], [])},
 }
 WAIVER_KEYS = {"check": str, "resource": str, "reason": str, "expires": date, "ticket": str}
 

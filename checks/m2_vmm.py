@@ -9,10 +9,10 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.capacity import counts_for_memory, host_memory
 from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
 from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
-from vmaudit.policy import parse_size
 
 
 @check("M2-TCG-GUEST", severity="high", scope="guest", definitions="both",
@@ -651,34 +651,18 @@ def mem_overcommit(facts, policy):
     their next start (their persistent definitions); the larger counts. Under --root (an image) no
     guest is known to run: its autostart guests are what runs when it boots.
     """
-    meminfo, meminfo_gap = facts.lookup("meminfo")
-    total_mib, source = None, None
-    mem_total, gap = lookup(meminfo, "MemTotal") if meminfo_gap is None else (None, meminfo_gap)
-    if mem_total:
-        total_mib, source = mem_total / 1024, "/proc/meminfo MemTotal"
-    else:
-        lv, gap = facts.lookup("libvirt")
-        node, gap = lookup(lv, "nodeinfo") if gap is None else (None, gap)
-        memory_mib, gap = lookup(node, "memory_mib") if node is not None else (None, gap)
-        if memory_mib:
-            total_mib, source = float(memory_mib), "libvirt getInfo()"
-    if total_mib is None:
-        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_evidence(meminfo, meminfo_gap)}) and libvirt "
-                              "node info are both unavailable")
-    reserve = max(parse_size(policy.get("limits", "host_memory_reserve"), total_mib),
-                  parse_size(policy.get("limits", "host_memory_reserve_min"), total_mib))
-    available = total_mib - reserve
+    memory = host_memory(facts, policy)
+    total_mib, source, reserve, available = memory.total_mib, memory.source, memory.reserve_mib, memory.available_mib
     counted, unknown = [], []
     for g in facts.guests():
         # what runs now (the live definition) and what runs after the next start (the persistent one)
         now, later = _mib(g.memory_kib), _mib(g.will_run.memory_kib)
         autostart, gap = g.lookup("autostart")
-        running = g.runs  # an image under --root: none known to run, its autostart guests will
         entry = {"name": g.name, "memory_mib": now, "state": g.state if g.state_marker is None else "unknown",
                  "autostart": _evidence(autostart, gap)}
         if later != now:
             entry["memory_mib_after_next_start"] = later
-        if running or autostart is True:
+        if counts_for_memory(g)[0]:
             counted.append(entry)
         elif gap is not None:
             unknown.append(entry)

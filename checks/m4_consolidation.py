@@ -3,8 +3,9 @@ overcommit, and keep redundant pairs and many independent services off the same 
 
 from __future__ import annotations
 
+from vmaudit.capacity import host_cpus
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, lookup, need
+from vmaudit.facts import EvidenceMissing, need
 
 from ._guests import try_labels
 
@@ -57,21 +58,6 @@ def guest_count(facts, policy):
                      "host", evidence, expected=f"<= {limit} running", actual=str(len(running)))
 
 
-def _host_cpus(facts) -> tuple[int, str]:
-    """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
-    lv, gap = facts.lookup("libvirt")
-    node, node_gap = lookup(lv, "nodeinfo", {}) if gap is None else (None, gap)
-    cpus = lookup(node, "cpus")[0] if node is not None else None
-    if cpus:
-        return cpus, "libvirt nodeinfo"
-    cpu, cpu_gap = facts.lookup("cpu")
-    logical, logical_gap = lookup(cpu, "logical_cpus") if cpu_gap is None else (None, cpu_gap)
-    if logical:
-        return logical, "/proc/cpuinfo"
-    reasons = [str(r) for r in (node_gap or (None if node else "no node info"), logical_gap) if r]
-    raise EvidenceMissing(f"number of host CPUs: {'; '.join(map(str, reasons)) or 'unknown'}")
-
-
 @check("M4-CPU-OVERCOMMIT", severity="medium",
        title="vCPUs of running guests overcommit the host's CPUs",
        remediation="Lower the overcommit: fewer or smaller guests per host, or raise [limits] cpu_overcommit "
@@ -94,7 +80,7 @@ def cpu_overcommit(facts, policy):
         if g.state_marker is not None:  # an image under --root: which guests run is not known
             need(g.state_marker, "running guests")
     guests = [g for g in every if g.active]
-    cpus, cpu_source = _host_cpus(facts)
+    cpus, cpu_source = host_cpus(facts)
     limit = float(policy.get("limits", "cpu_overcommit"))
     now = later = 0
     per_guest: dict[str, int] = {}

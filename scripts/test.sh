@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then echo "test.sh: run as root (the tests start libvir
 scripts/install-deps.sh --test
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,plan]'
 scripts/start-libvirtd.sh
 .venv/bin/ruff check .
 exec .venv/bin/pytest "$@"
