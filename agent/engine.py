@@ -63,6 +63,7 @@ class Result:
     expected: str | None = None
     actual: str | None = None
     severity: str | None = None  # overrides the check's default severity for this finding
+    remediation: str | None = None  # a fix naming this resource (e.g. its seclabel); else the catalogue's
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -133,7 +134,7 @@ def make_finding(spec: CheckSpec, r: Result) -> dict:
         out["expected"] = r.expected
     if r.actual is not None:
         out["actual"] = r.actual
-    out["remediation"] = spec.remediation
+    out["remediation"] = r.remediation or spec.remediation
     return out
 
 
@@ -214,10 +215,11 @@ def _merge_pair(a: Result | None, b: Result | None) -> Result:
     if a is None or b is None:  # only one definition has this resource
         r, which = (a, "live") if b is None else (b, "persistent")
         return Result(r.status, f"{r.message} ({WHEN[which]})", r.resource,
-                      {**r.evidence, "definition": WHEN[which]}, r.expected, r.actual, r.severity)
+                      {**r.evidence, "definition": WHEN[which]}, r.expected, r.actual, r.severity,
+                      r.remediation)
     if a.status == b.status and a.message == b.message and a.evidence == b.evidence:
         return Result(a.status, f"{a.message} (now and after the next start)", a.resource, a.evidence,
-                      a.expected, a.actual, a.severity or b.severity)
+                      a.expected, a.actual, a.severity or b.severity, a.remediation or b.remediation)
     worst, other = (a, b) if _WORST[a.status] >= _WORST[b.status] else (b, a)
     w_when, o_when = (WHEN["live"], WHEN["persistent"]) if worst is a else (WHEN["persistent"], WHEN["live"])
     if a.status == b.status and a.message == b.message:
@@ -232,7 +234,8 @@ def _merge_pair(a: Result | None, b: Result | None) -> Result:
     severity = worst.severity
     if a.status == b.status and a.severity and b.severity:
         severity = min(a.severity, b.severity, key=SEVERITIES.index)
-    return Result(worst.status, message, worst.resource, evidence, worst.expected, worst.actual, severity)
+    return Result(worst.status, message, worst.resource, evidence, worst.expected, worst.actual, severity,
+                  worst.remediation or other.remediation)
 
 
 def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = None,

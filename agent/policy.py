@@ -38,14 +38,17 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "host_memory_reserve_min": ((str, int), "2GiB"),
         "max_services": (int, None),            # None: no limit
     },
-    "patch": {"warn_days": (int, 14), "fail_days": (int, 30)},
+    "patch": {"warn_days": (int, 14), "fail_days": (int, 30),
+              "lists_max_age_days": (int, 7)},       # older package indexes: pending updates unknown
     "services": {"allow": ([str], []), "monitoring_agent": (str, None)},
-    "admins": {"max": (int, 3), "allow": ([str], None)},
+    "admins": {"max": (int, 3), "allow": ([str], None),
+               "root_equivalent_groups": ([str], None)},  # None: docker, lxd, incus-admin, disk
     "inventory": {"path": (str, None)},
     "guests": {
         "eol_os": ([str], None),                # None: the built-in list (checks/eol_os.toml)
         "idle_days": (int, 90),
         "never_started_days": (int, 30),
+        "sensitive_paths": ([str], []),         # added to the built-in list of M3-HOST-SHARE
     },
     "snapshots": {"max_age_days": (int, 30), "max_count": (int, 3)},
     "saved_state": {"max_age_days": (int, 30)},

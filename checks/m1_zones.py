@@ -69,7 +69,7 @@ def zone_mix(facts, policy):
     elif unlabelled:
         yield Result("warn", f"{len(unlabelled)} guest(s) have no zone, so the zone mix cannot be verified: "
                      f"{', '.join(unlabelled)}", "host", evidence,
-                     expected="every guest labelled with one zone")
+                     expected="every guest labelled with one zone", severity="medium")
     elif not zones:
         yield Result("pass", "no guests are defined on this host", "host", evidence)
     else:
@@ -240,7 +240,7 @@ def net_zone(facts, policy):
     or carrying a VLAN the policy does not map, or a guest without a zone whose networks are mapped
     -> warn. For the host: the guests' networks
     span more than one zone, or a zone other than the host's declared one -> fail. No [zones.networks]
-    in the policy -> one warn for the host (nothing to compare with).
+    in the policy -> one warn for the host (nothing to compare with). No guest defined -> pass.
     A libvirt network is resolved to what it attaches to: its bridge (forward mode='bridge' to a host
     bridge is that bridge), its forward devices, and its VLAN tags (the interface's own <vlan> over the
     portgroup's over the network's). A mapped VLAN decides over the bridge it rides on.
@@ -250,6 +250,10 @@ def net_zone(facts, policy):
     """
     zone_map = policy.get("zones", "networks") or {}
     guests = facts.guests()
+    if not guests:
+        yield Result("pass", "no guests are defined on this host: no network to place in a zone", "host",
+                     {"guests": 0, "zones.networks": zone_map})
+        return
     if not zone_map:
         yield Result("warn", "the policy maps no networks to zones ([zones.networks]): guests' networks "
                      "cannot be checked against their zones", "host", {"zones.networks": {}},

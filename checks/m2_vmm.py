@@ -285,7 +285,9 @@ def iommu(facts, policy):
     <hostdev>, else medium). Active, but host devices bypass translation (iommu=pt /
     iommu.passthrough=1, or groups with an 'identity' default domain) -> warn. The kernel command line
     and the ACPI DMAR/IVRS tables only explain the verdict: recent kernels enable the Intel IOMMU
-    without a parameter, and amd_iommu=on is not a valid switch.
+    without a parameter, and amd_iommu=on is not a valid switch. On a host that is itself a VM (CPU flag
+    'hypervisor') the firmware is the outer hypervisor's: the finding says to give the VM a virtual
+    IOMMU there, not to enable VT-d.
     """
     info = facts.source("iommu")
     cmdline, cmdline_gap = facts.lookup("cmdline")
@@ -323,8 +325,19 @@ def iommu(facts, policy):
         severity = "high"  # cannot rule out passthrough
         evidence["guests_with_hostdev"] = f"unknown: {exc}"
     off = _iommu_switched_off(params)
+    flags, _vendor = _cpu_flags(facts)
+    nested = flags is not None and "hypervisor" in flags
+    remediation = None
+    if nested:
+        evidence["nested"] = "CPU flag 'hypervisor': this host is itself a virtual machine"
+        # firmware switches are the outer hypervisor's: only it can give this VM an IOMMU
+        remediation = ("This host is a virtual machine: give it a virtual IOMMU in the outer hypervisor (for "
+                       "a libvirt/QEMU outer host <iommu model='intel'><driver intremap='on'/></iommu> with "
+                       "the q35 machine type and <ioapic driver='qemu'/>), or run the VMM on bare metal.")
     if off:
         why = f"switched off on the kernel command line ({', '.join(off)})"
+    elif nested and not (tables is not None and (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT"))):
+        why = "this host is a virtual machine whose hypervisor offers it no virtual IOMMU"
     elif tables is not None and not (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT")):
         why = "the firmware describes no IOMMU (no ACPI DMAR/IVRS/IORT table): enable VT-d/AMD-Vi in the firmware"
     elif tables is not None:
@@ -334,7 +347,7 @@ def iommu(facts, policy):
     else:
         why = "no IOMMU device and no IOMMU groups"
     yield Result("fail", f"no active IOMMU: {why}", "host", evidence, "active IOMMU", "none",
-                 severity=severity)
+                 severity=severity, remediation=remediation)
 
 
 @check("M2-VFIO-UNSAFE", severity="critical",
@@ -391,7 +404,8 @@ def passthrough_group(guest, facts, policy):
     Rule: per guest with PCI passthrough, every other member of each device's IOMMU group must be idle
     (no driver), bound to vfio-pci / pci-stub, or a PCI bridge (the kernel's VFIO accepts bridges with
     any driver, e.g. pcieport); a member bound to a host driver or passed to another guest -> fail; a
-    passed device without an IOMMU group -> fail; a device not present on the host -> warn; otherwise
+    passed device without an IOMMU group -> fail; a device not present on the host -> warn; a group
+    the snapshot does not hold (or that does not list the device) -> error; otherwise
     pass with the groups as evidence. Guests without PCI passthrough -> skip.
     Definitions: both, and every definition of the other guests (a device a guest takes at its next
     start is taken).
@@ -426,8 +440,15 @@ def passthrough_group(guest, facts, policy):
         if group is None:
             problems.append(f"{bdf} has no IOMMU group (no DMA isolation)")
             continue
-        members = groups.get(group, {}).get("devices", [])
+        if group not in groups:
+            # sysfs links a device only to a group that exists: its members are unknown, not none
+            unknown.append(f"iommu.groups: no group {group}, which {bdf} belongs to")
+            continue
+        members = groups[group]["devices"]
         evidence["groups"][group] = members
+        if not any(m["bdf"] == bdf for m in members):
+            unknown.append(f"iommu.groups.{group}: does not list {bdf}, which belongs to it")
+            continue
         for m in members:
             if m["bdf"] in devices:
                 continue  # passed to this guest too (libvirt rebinds managed devices at start)
@@ -547,11 +568,20 @@ def host_services(facts, policy):
             continue
         offenders += 1
         addr = f"[{sock['address']}]" if ":" in sock["address"] else sock["address"]
-        who = (f"{name} (pid {sock['pid']})" if sock.get("pid") is not None
-               else "an unidentified owner (kernel socket or another namespace)")
+        hidden = [h for _i, h, gap in partial(sock.get("hidden_owners") or []) if gap is None]
+        if sock.get("pid") is not None:
+            who = f"{name} (pid {sock['pid']})"
+        elif hidden:
+            # psutil matches sockets to processes through /proc/<pid>/fd: one it may not read (a PID 1
+            # protected by another user namespace) owns a socket of this namespace as likely as the kernel
+            cands = ", ".join(f"{h.get('name') or '?'} (pid {h.get('pid')})" for h in hidden[:3])
+            who = f"an owner vmaudit cannot see (the open files of {cands} could not be read)"
+        else:
+            who = "an unidentified owner (kernel socket or another namespace)"
         yield Result("fail", f"{who} listens on {sock['proto']} {addr}:{sock['port']}",
                      f"socket:{sock['proto']}:{addr}:{sock['port']}",
-                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe")},
+                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe", "hidden_owners")
+                      if k in sock},
                      "no non-virtualization listener", who)
     evidence = {"running_services": checked_units, "exposed_listeners": len(exposed),
                 "policy_allow": extra}

@@ -28,11 +28,15 @@ def unregistered(facts, policy):
     registry is how an organisation knows what runs where (and which zone it belongs to).
 
     Rule: per guest, its UUID not in the inventory -> fail. No inventory configured in the policy -> one
-    warn for the host (registration cannot be verified).
+    warn for the host (registration cannot be verified); no guest defined -> pass.
     Sources: each defined guest's UUID; the inventory (CSV or JSON, matched by uuid, case-insensitive).
     """
     guests = facts.guests()
     inv = policy.inventory
+    if not guests:
+        yield Result("pass", "no guests are defined on this host: nothing to register", "host",
+                     {"inventory": inv.source if inv is not None else None, "guests": 0})
+        return
     if inv is None:
         yield Result("warn", "no inventory is configured ([inventory] path): guest registration cannot be "
                      "verified", "host", {"inventory": None, "guests": len(guests)},

@@ -50,6 +50,12 @@ BREAKS = {
                           "<size unit='M'>4</size></shmem>"}, "warn"),
     "M3-GRAPHICS-EXPOSED": ({"extra": "<graphics type='vnc' port='-1' autoport='yes' listen='0.0.0.0'/>"},
                             "fail"),
+    "M3-IMAGE-PERMS": ({"extra": "<disk type='file' device='disk'><source file='/srv/open.qcow2'/>"
+                                 "<target dev='vdb' bus='virtio'/></disk>"}, "fail"),
+    "M3-CHARDEV-EXPOSED": ({"extra": "<serial type='tcp'><source mode='bind' host='0.0.0.0' service='4555'/>"
+                                     "<target port='0'/></serial>"}, "fail"),
+    "M3-HOST-SHARE": ({"extra": "<filesystem type='mount' accessmode='mapped'><source dir='/etc'/>"
+                                "<target dir='hostetc'/><readonly/></filesystem>"}, "fail"),
     "M5-GUEST-AGENT": ({"no_agent": True}, "warn"),
     "M5-GUEST-OS": ({"os": "http://example.org/eol-os/1"}, "fail"),
 }
@@ -69,9 +75,20 @@ def xml(**edit) -> str:
     return text
 
 
+# what guest_paths would record for the files these definitions name (their modes cannot live in git):
+# the good guest's 0600 image in libvirt's 0711 directory, a world-writable image, the host's /etc
+DIR = {"type": "dir", "mode": "0755", "uid": 0, "gid": 0}
+GUEST_PATHS = {"/var/lib/libvirt/images/g.qcow2": {"type": "file", "mode": "0600", "uid": 0, "gid": 0},
+               "/var/lib/libvirt/images": dict(DIR, mode="0711"), "/var/lib/libvirt": DIR, "/var/lib": DIR,
+               "/var": DIR, "/": DIR, "/srv": DIR, "/etc": DIR,
+               "/srv/open.qcow2": {"type": "file", "mode": "0666", "uid": 0, "gid": 0}}
+
+
 @pytest.fixture(scope="module")
 def base_facts():
-    return collect_facts(root=str(host_root("debian-hardened")), uri=test_uri("hardened"))
+    facts = collect_facts(root=str(host_root("debian-hardened")), uri=test_uri("hardened"))
+    facts["sources"]["guest_paths"]["paths"].update(GUEST_PATHS)
+    return facts
 
 
 def guest_report(base_facts, live: str | None, persistent: str | None, state: str = "running") -> dict:

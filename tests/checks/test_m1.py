@@ -55,6 +55,7 @@ def test_zone_mix_warns_when_unlabelled_guests_hide_the_answer(tmp_path):
     f = one(run(facts, MIXED_POLICY), "M1-ZONE-MIX")
     assert f["status"] == "warn"
     assert f["evidence"]["unlabelled"] == ["lab-old"]
+    assert f["severity"] == "medium"  # a review item, M1-ZONE-UNLABELLED's severity, never critical
 
 
 def test_zone_mix_takes_the_zone_from_the_inventory_when_metadata_has_none(tmp_path):
