@@ -56,6 +56,21 @@ def test_json_report_round_trips(side):
     assert json.loads(render("json", sample)) == sample
 
 
+def test_json_report_of_many_findings_is_one_finding_a_line():
+    """Findings are written in pieces of several hundred; the text is the same as one a line."""
+    from vmaudit.report import json_report
+
+    sample = load_sample("sample-new.json")
+    many = [dict(f, resource=f"guest:g{i:05d}") for i in range(1201) for f in sample["findings"][:1]]
+    text = render("json", {**sample, "findings": many})
+    assert json.loads(text)["findings"] == many
+    start = text.index('"findings": [\n') + len('"findings": [\n')
+    lines = text[start:text.index("\n ]", start)].split(",\n  ")
+    assert [json.loads(line) for line in lines] == many
+    assert "".join(json_report.render_chunks({"findings": many})) == (
+        '{\n "findings": [\n  ' + ",\n  ".join(json_report._dump(f) for f in many) + "\n ]\n}\n")
+
+
 # --- text -------------------------------------------------------------------------------------------
 
 def test_text_golden_plain():
