@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.ssh import Connector, SSHOptions
     from vmaudit.fleet.zipapp import build_zipapp
     from vmaudit.policy import load_policy
-    from vmaudit.store import StoreError, open_store, utc_text
+    from vmaudit.store import StoreError, open_store, record_run, utc_text
 
     # paramiko logs every connection (INFO) and each failed one with a traceback (ERROR); the reason of
     # a failure is reported per host by vmaudit itself
@@ -292,18 +292,7 @@ def main(args: argparse.Namespace) -> int:
     findings = evaluate_fleet(fleet, policy)
     report = fleet_report([entries[h.name] for h in hosts], findings, policy, started_at=started,
                           interrupted=interrupted, inventory_source=inv.source)
-    if writer is not None:
-        try:
-            report["run"] = writer.finish(report)
-            store.prune(policy.get("fleet", "history_days") or policy.get("agent", "history_days"))
-            report["trend"] = store.trend()
-        except StoreError as exc:
-            store_error = str(exc)
-            log.error("%s", store_error)
-    if store is not None:
-        store.close()
-    if store_error:
-        report["store_error"] = store_error
+    store_error = record_run(store, writer, report, policy.get("fleet", "history_days") or policy.get("agent", "history_days"), store_error)
     _write(os.path.join(out_dir, "fleet.json"), json.dumps(report, indent=1))
     if not args.no_html:
         from vmaudit.fleet.html import render

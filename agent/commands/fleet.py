@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.evaluate import FleetView, evaluate_fleet, fleet_report, peer_map
     from vmaudit.fleet.hosts import load_hosts
     from vmaudit.policy import load_policy
-    from vmaudit.store import StoreError, is_postgresql, open_store
+    from vmaudit.store import StoreError, is_postgresql, open_store, record_run
 
     if not args.facts and not args.store:
         raise UsageError("give --facts DIR or --store URL: where the fleet's facts are")
@@ -207,18 +207,7 @@ def main(args: argparse.Namespace) -> int:
     report = fleet_report(entries, findings, policy, started_at=started, interrupted=False,
                           inventory_source=inv.source)
     report["source"] = {"facts": args.facts} if args.facts else {"store": store.display}
-    if writer is not None:
-        try:
-            report["run"] = writer.finish(report)
-            store.prune(history_days)
-            report["trend"] = store.trend()
-        except StoreError as exc:
-            store_error = str(exc)
-            log.error("%s", store_error)
-    if store is not None:
-        store.close()
-    if store_error:
-        report["store_error"] = store_error
+    store_error = record_run(store, writer, report, history_days, store_error)
     # written piece by piece: the fleet report of thousands of hosts is never one string in memory
     _write(os.path.join(out_dir, "fleet.json"), json.JSONEncoder(indent=1).iterencode(report))
     if not args.no_html:

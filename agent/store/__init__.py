@@ -9,9 +9,9 @@ See base.py for the interface, engines.py for opening and migrating, schema.py f
 views, and docs/fleet-store.md.
 """
 
-from .base import FleetStore, RunWriter, StoredHost, StoreError, StoreTooNew, utc_text
+from .base import FleetStore, RunWriter, StoredHost, StoreError, StoreTooNew, record_run, utc_text
 from .engines import is_postgresql, open_store, redact
 from .schema import VERSION
 
 __all__ = ["open_store", "redact", "is_postgresql", "FleetStore", "RunWriter", "StoredHost", "StoreError",
-           "StoreTooNew", "utc_text", "VERSION"]
+           "StoreTooNew", "record_run", "utc_text", "VERSION"]

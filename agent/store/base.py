@@ -243,6 +243,26 @@ class FleetStore:
             yield host, self.facts_of(host)
 
 
+def record_run(store: FleetStore | None, writer: RunWriter | None, report: dict,
+               history_days: int | None, error: str | None = None) -> str | None:
+    """Close a command's run into the store (`writer`: None when recording stopped or never began) and
+    say so in the fleet report (`run`, `trend`, or `store_error`: the earlier `error` or this one; the
+    reports on disk are complete either way). Closes the store; returns the store error, if any."""
+    if writer is not None:
+        try:
+            report["run"] = writer.finish(report)
+            store.prune(history_days)
+            report["trend"] = store.trend()
+        except StoreError as exc:
+            error = str(exc)
+            log.error("%s", error)
+    if store is not None:
+        store.close()
+    if error:
+        report["store_error"] = error
+    return error
+
+
 class RunWriter:
     """One run being written: a single transaction from begin_run() to finish() (or abort())."""
 
@@ -327,6 +347,6 @@ class RunWriter:
         self.store._safe_rollback()
 
 
-__all__ = ["FleetStore", "RunWriter", "StoredHost", "StoreError", "StoreTooNew", "check_rows", "utc_text",
+__all__ = ["record_run", "FleetStore", "RunWriter", "StoredHost", "StoreError", "StoreTooNew", "check_rows", "utc_text",
            "pack_facts",
            "schema"]
