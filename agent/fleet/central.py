@@ -22,7 +22,7 @@ from typing import Any
 from vmaudit.errors import UsageError
 from vmaudit.facts import EvidenceMissing
 
-from .collect import Outcome
+from .evaluate import FleetCheckHost
 from .hosts import FleetHost, Group, HostInventory
 
 # the inventory variables central evaluation reads (zone, peers) and the fleet report shows
@@ -106,27 +106,12 @@ class SlimGuest:
 
 
 @dataclass
-class SlimHost:
-    """One host as the fleet checks see it (the interface of vmaudit.fleet.evaluate.HostView)."""
+class SlimHost(FleetCheckHost):
+    """One host as the fleet checks see it, its facts and full report gone (vmaudit.fleet.evaluate.HostView's
+    interface)."""
 
-    name: str
-    zone: str | None
-    outcome: Outcome
-    report: dict | None = None
     _guests: list | None = field(default=None, repr=False)
     _guest_error: str | None = field(default=None, repr=False)
-
-    @property
-    def reached(self) -> bool:
-        return self.outcome.reached
-
-    @property
-    def reason(self) -> str | None:
-        return self.outcome.reason
-
-    @property
-    def resource(self) -> str:
-        return f"host:{self.name}"
 
     def guests(self) -> list[SlimGuest]:
         if self._guest_error is not None:
