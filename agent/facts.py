@@ -293,7 +293,7 @@ def unguarded(value: Any) -> Any:
     return value
 
 
-_CONTAINERS = (dict, list, tuple, GuardedMap, GuardedList)
+_CONTAINERS = frozenset((dict, list, tuple, GuardedMap, GuardedList))  # a set: `type(v) in` hashes once
 
 
 def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:

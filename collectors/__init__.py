@@ -114,6 +114,7 @@ class Context:
     online: bool = False  # --online: collectors may ask the package manager (slow, may use the network)
     _conn: Any = field(default=None, repr=False)
     _conn_error: str | None = field(default=None, repr=False)
+    _resolved_dirs: dict = field(default_factory=dict, repr=False, compare=False)  # guest_paths' memo
 
     def path(self, path: str) -> Path:
         """`path` (absolute, as on the audited host) under the audited root, its directories' symlinks
