@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import stat
+import weakref
 from typing import Any
 
 from vmaudit.checks._net import loopback
@@ -122,6 +123,23 @@ def _ancestors(path: str) -> list[str]:
         path = parent
 
 
+_HOST_ACCOUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset]:
+    """(accounts, the QEMU account, uids and gids allowed to write images) of the host: the same for every guest of one
+    snapshot, so read once per Facts (parsing /etc/passwd and /etc/group per guest cost more than the rule)."""
+    cached = _HOST_ACCOUNTS.get(facts)
+    if cached is None:
+        accounts = Accounts(facts)
+        qemu = qemu_account(facts)
+        ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
+        ok_gids = {0} | {g for g in [accounts.gid_of(qemu["group"]),
+                                     accounts.gid_of("kvm") if qemu["debian"] else None] if g is not None}
+        cached = _HOST_ACCOUNTS[facts] = (accounts, qemu, frozenset(ok_uids), frozenset(ok_gids))
+    return cached
+
+
 @check("M3-IMAGE-PERMS", severity="high", scope="guest", definitions="both",
        title="Guest image, firmware or kernel files can be changed or read by others on the host",
        remediation="Keep images root- or QEMU-owned (root:<qemu group> 0660, or 0600) in a directory no one "
@@ -151,11 +169,7 @@ def image_perms(guest, facts, policy):
     gp = facts.source("guest_paths")
     paths = gp["paths"]
     volumes = gp["volumes"]
-    accounts = Accounts(facts)
-    qemu = qemu_account(facts)
-    ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
-    ok_gids = {0} | {g for g in [accounts.gid_of(qemu["group"]), accounts.gid_of("kvm") if qemu["debian"] else None]
-                     if g is not None}
+    accounts, qemu, ok_uids, ok_gids = _host_accounts(facts)
     refs = [(w, p) for w, p in guest_file_refs(guest.tree) if w != "filesystem"]
     read_only = _read_only_refs(guest)
     files: list[dict] = []

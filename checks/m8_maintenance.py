@@ -294,8 +294,10 @@ def _disk_refs(tree: ET.Element) -> tuple[set, set]:
             _source_refs(mirror.find("source"), paths, pool_vols)
     for fs in tree.findall("devices/filesystem"):
         _source_refs(fs.find("source"), paths, pool_vols)
-    for tag in ("os/loader", "os/nvram", "os/kernel", "os/initrd", "os/dtb"):
-        node = tree.find(tag)
+    # tree.find("os/<tag>") without ElementPath: the first <os> that has one (plain-tag find is C's)
+    os_els = [child for child in tree if child.tag == "os"]
+    for tag in ("loader", "nvram", "kernel", "initrd", "dtb"):
+        node = next((n for n in (o.find(tag) for o in os_els) if n is not None), None)
         if node is not None and (node.text or "").strip():
             paths.add(_norm(node.text.strip()))
     return paths, pool_vols
