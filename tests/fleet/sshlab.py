@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmtest import sshd_privsep_dir
+
 SSHD = "/usr/sbin/sshd"
 PORT = 2206
 VENV_BIN = str(Path(sys.executable).parent)
@@ -74,7 +76,7 @@ class SSHLab:
         self.known_hosts.write_text("")
         self.ssh_config = self.dir / "ssh_config"
         self.ssh_config.write_text("")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+        sshd_privsep_dir()
 
     def add(self, name: str, addresses: list[str] | str, kind: str = "installed", options: list | None = None,
             known: bool = True) -> Server:
