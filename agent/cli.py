@@ -24,6 +24,7 @@ COMMANDS = {
     "history": ("vmaudit.commands.history", "list past runs kept in the state directory"),
     "agent": ("vmaudit.commands.agent", "audit on a schedule, for hosts without systemd timers"),
     "collect": ("vmaudit.commands.collect", "collect and audit many hosts over SSH"),
+    "policy": ("vmaudit.commands.policy", "validate a policy file (vmaudit policy check FILE)"),
 }
 
 
