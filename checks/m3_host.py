@@ -140,7 +140,7 @@ def _proc_label(proc: dict) -> str:
 # --- patching -------------------------------------------------------------------------------------
 
 @check("M3-PATCH-AGE", severity="high",
-       title="Host packages have not been upgraded recently",
+       title="Age of the host's last package upgrade",
        remediation="Patch the host; enable unattended-upgrades (Debian/Ubuntu) or dnf-automatic (RHEL/Fedora).",
        sources="/var/log/apt/history.log*, /var/log/dpkg.log*, /var/log/dnf.rpm.log*, /var/log/yum.log*, "
                "/var/lib/dnf/history.sqlite, /usr/lib/sysimage/libdnf5/transaction_history.sqlite, "
@@ -207,7 +207,7 @@ def patch_age(facts, policy):
 
 
 @check("M3-PENDING-UPDATES", severity="high",
-       title="Security updates are pending on the host",
+       title="Pending security updates on the host",
        remediation="Install the pending security updates (apt-get dist-upgrade / dnf upgrade --security).",
        sources="apt-get -s dist-upgrade / dnf -q check-update --security (live, --online)")
 def pending_updates(facts, policy):
@@ -236,7 +236,7 @@ def pending_updates(facts, policy):
 
 
 @check("M3-STALE-BINARIES", severity="high",
-       title="QEMU/libvirt processes run deleted binaries, or a reboot is pending",
+       title="QEMU/libvirt binaries in use and pending reboot",
        remediation="Restart or migrate the guests whose QEMU maps deleted files, restart the libvirt "
                    "daemons; reboot into the newest kernel.",
        sources="processes (live: /proc/<pid>/maps '(deleted)'); /run/reboot-required; /proc/sys/kernel/"
@@ -309,7 +309,7 @@ def stale_binaries(facts, policy):
 # --- confinement ----------------------------------------------------------------------------------
 
 @check("M3-SECURITY-DRIVER", severity="critical",
-       title="libvirt's security driver (sVirt) is off or has no SELinux/AppArmor model",
+       title="libvirt's security driver (sVirt)",
        remediation="Enable SELinux or AppArmor and libvirt's security driver: remove security_driver = "
                    "\"none\", keep security_default_confined = 1, set security_require_confined = 1.",
        sources="qemu.conf security_driver / security_default_confined / security_require_confined; "
@@ -381,7 +381,7 @@ def _security_view(tree: ET.Element) -> dict:
 
 
 @check("M3-GUEST-SECLABEL", severity="high",
-       title="Guest runs without its own sVirt label",
+       title="Guest's own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
                    "shared static labels from the guest.",
        sources="/domain/seclabel, /domain/devices/disk/source/seclabel, the live XML of running guests")
@@ -463,7 +463,7 @@ LIBVIRT_DAEMON_PROFILES = ("libvirtd", "/usr/sbin/libvirtd", "virtqemud", "/usr/
 
 
 @check("M3-LSM-ENFORCING", severity="high",
-       title="No enforcing SELinux/AppArmor for libvirt",
+       title="SELinux/AppArmor enforcement for libvirt",
        remediation="Run SELinux in enforcing mode (SELINUX=enforcing, reboot or setenforce 1), or AppArmor "
                    "with libvirt's profiles in enforce mode (aa-enforce).",
        sources="/sys/fs/selinux/enforce; /sys/module/apparmor/parameters/enabled; "
@@ -526,7 +526,7 @@ def lsm_enforcing(facts, policy):
 
 
 @check("M3-SECCOMP", severity="high",
-       title="QEMU runs without its seccomp sandbox",
+       title="QEMU's seccomp sandbox",
        remediation="Remove seccomp_sandbox = 0 from qemu.conf (default 1) and restart the guests.",
        sources="qemu.conf seccomp_sandbox; (live) Seccomp: in /proc/<qemu pid>/status")
 def seccomp(facts, policy):
@@ -573,7 +573,7 @@ def _is_root(name: Any) -> bool:
 
 
 @check("M3-QEMU-USER", severity="critical",
-       title="QEMU runs as root",
+       title="Account QEMU runs as",
        remediation="Set user and group in qemu.conf to an unprivileged account (libvirt-qemu on Debian, qemu "
                    "on RHEL) and restart the guests.",
        sources="qemu.conf user/group (default: the distro's build default); (live) uid/gid of QEMU processes")
@@ -634,7 +634,7 @@ def qemu_user(facts, policy):
 
 
 @check("M3-QEMU-ISOLATION", severity="medium",
-       title="libvirt's per-guest isolation of QEMU is weakened in qemu.conf",
+       title="Per-guest isolation settings of QEMU in qemu.conf",
        remediation="Restore the defaults: dynamic_ownership = 1, namespaces = [\"mount\"], the default "
                    "cgroup_device_acl, cgroup_controllers with \"devices\", clear_emulator_capabilities = 1.",
        sources="qemu.conf dynamic_ownership, namespaces, cgroup_device_acl, cgroup_controllers, "
@@ -681,7 +681,7 @@ def qemu_isolation(facts, policy):
 # --- sharing between guests -----------------------------------------------------------------------
 
 @check("M3-KSM", severity="high",
-       title="Kernel same-page merging shares memory between guests",
+       title="Kernel same-page merging (KSM) between guests",
        remediation="echo 2 > /sys/kernel/mm/ksm/run; disable ksmtuned/ksm services; or give each guest "
                    "<memoryBacking><nosharepages/></memoryBacking>.",
        sources="/sys/kernel/mm/ksm/run; /domain/memoryBacking/nosharepages")
@@ -723,7 +723,7 @@ def ksm(facts, policy):
 
 
 @check("M3-SHARED-MEMORY", severity="medium", scope="guest",
-       title="Guest shares memory or host files with the host or other guests",
+       title="Guest's shared memory and host file shares",
        remediation="Remove <shmem>, shared memoryBacking access and <filesystem> passthrough unless required.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared'], /domain/devices/filesystem")
 def shared_memory(guest, facts, policy):
@@ -780,7 +780,7 @@ def _vulnerable(text: str) -> bool:
 
 
 @check("M3-CPU-VULNS", severity="high",
-       title="CPU side-channel vulnerabilities are not mitigated",
+       title="CPU side-channel mitigations",
        remediation="Update microcode and kernel, drop mitigations=off, and use nosmt (or core scheduling) "
                    "where the kernel reports 'SMT vulnerable'.",
        sources="/sys/devices/system/cpu/vulnerabilities/*, /proc/cmdline, /sys/devices/system/cpu/smt/control")
@@ -844,7 +844,7 @@ def _guest_cpus(g, all_cpus: set[int]) -> set[int]:
 
 
 @check("M3-CORE-SHARING", severity="medium",
-       title="Guests of different zones may share a physical core (SMT siblings)",
+       title="Physical cores (SMT siblings) shared across zones",
        remediation="Pin guests of each zone to separate physical cores (vcpupin/emulatorpin), or disable SMT.",
        sources="/domain/cputune/vcpupin, emulatorpin, vcpu/@cpuset; "
                "/sys/devices/system/cpu/cpu*/topology/thread_siblings_list")
@@ -909,7 +909,7 @@ def core_sharing(facts, policy):
 
 
 @check("M3-NESTED", severity="medium",
-       title="Nested virtualization is enabled",
+       title="Nested virtualization",
        remediation="Load kvm_intel/kvm_amd with nested=0 (options kvm_intel nested=0 in /etc/modprobe.d), "
                    "or set [host] allow_nested = true where it is needed.",
        sources="/sys/module/kvm_intel/parameters/nested, /sys/module/kvm_amd/parameters/nested")
@@ -954,7 +954,7 @@ def _loopback(address: str) -> bool:
 
 
 @check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
-       title="Guest console (VNC/SPICE) reachable from the network without TLS",
+       title="Network exposure of the guest console (VNC/SPICE)",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
        sources="/domain/devices/graphics (listen, <listen>, autoport, passwd); qemu.conf vnc_listen, vnc_tls, "

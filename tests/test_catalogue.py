@@ -131,3 +131,15 @@ def test_nothing_is_registered_outside_the_catalogue(catalogue):
     known = {r["id"] for r in HOST_ROWS + FLEET_ROWS}
     extra = sorted(set(load_checks()) - known)
     assert not extra, f"registered but not in the catalogue: {extra}"
+
+
+# a verdict word in a title makes it wrong next to some status ("KVM is not usable" beside a green pass)
+VERDICT_WORDS = re.compile(r"\b(not|no|none|without|too|never|nobody|exceeds?|unsafe|stale|old|enabled|"
+                           r"disabled|weakened|open|fails?|missing|bypassing|instead|beyond|more than)\b", re.I)
+
+
+def test_titles_name_the_subject_not_the_verdict():
+    """A title is shown beside every status (pass, fail, warn, error, skip): it names what is checked;
+    the finding's message says what was found."""
+    bad = {c.id: c.title for c in load_checks().values() if VERDICT_WORDS.search(c.title)}
+    assert not bad, f"titles that state a verdict: {bad}"
