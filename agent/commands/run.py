@@ -49,11 +49,23 @@ class Outcome:
                 f"{counts} in {self.seconds:.1f} s; reports in {self.run_dir}")
 
 
-def stored_renders() -> dict:
-    """The formats a state directory keeps, rendered with the product's renderers."""
-    from vmaudit.report import render
+TREND_RUNS = 20  # runs of the state directory the HTML report's trend chart shows
 
-    return {"json": lambda report: render("json", report), "html": lambda report: render("html", report)}
+
+def stored_renders(state: Any = None) -> dict:
+    """The formats a state directory keeps, rendered with the product's renderers. With `state`, the
+    HTML report of a run being recorded gets the trend of the directory's last runs (that run included:
+    record() renders it after the run is in the history)."""
+    from vmaudit.report import html, render
+
+    def render_html(report: dict) -> str:
+        trend = None
+        if state is not None:
+            trend = [{"label": r["started_at"], "fail": r["summary"]["fail"], "warn": r["summary"]["warn"]}
+                     for r in reversed(state.runs(limit=TREND_RUNS))]
+        return html.render(report, trend=trend)
+
+    return {"json": lambda report: render("json", report), "html": render_html}
 
 
 def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/",
@@ -88,7 +100,7 @@ def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/"
         status = exit_status(report["findings"], fail_on)
         if emit is not None:
             emit(report)
-        run_id, run_dir = state.record(report, status, renders,
+        run_id, run_dir = state.record(report, status, stored_renders(state),
                                        history_days=policy.get("agent", "history_days"))
     return Outcome(report, status, run_id, str(run_dir), time.monotonic() - t0)
 
