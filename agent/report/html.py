@@ -41,8 +41,9 @@ from .view import (
 
 SEVERITY_KEYS = ("critical", "high", "medium", "low", "info")
 
-# One cause behind several checks' failures: when two or more of `checks` fail, "Fix first" shows them
-# as one item, fixed by the remediation of `root` (the first of them that failed, if `root` did not).
+# One cause behind several checks' failures: when `root` fails together with others of `checks`, "Fix
+# first" shows them as one item, fixed by the remediation of `root`. Without `root` failing the cause is
+# not established (security_driver = "none" on an SELinux host fails the others for another reason).
 CAUSES = (
     {"title": "Guests are not confined: the host enforces neither SELinux nor AppArmor, so libvirt's sVirt "
               "cannot label them",
@@ -193,11 +194,10 @@ def fix_first(findings: list[dict]) -> list[dict]:
     items = []
     for cause in CAUSES:
         failing = [c for c in cause["checks"] if c in by_check]
-        if len(failing) < 2:
+        if cause["root"] not in failing or len(failing) < 2:
             continue
         group = [f for c in failing for f in by_check.pop(c)]
-        root = cause["root"] if cause["root"] in failing else failing[0]
-        items.append(_fix_item(cause["title"], group, failing, root))
+        items.append(_fix_item(cause["title"], group, failing, cause["root"]))
     for cid, group in by_check.items():
         first = group[0]
         more = f" (and {len(group) - 1} more)" if len(group) > 1 else ""

@@ -243,6 +243,23 @@ def test_fix_first_lists_every_unwaived_failure_once_by_cause_worst_first():
     assert all(i["remediation"] for i in items)
 
 
+def test_a_cause_groups_only_when_its_root_check_fails():
+    """security_driver = "none" on a host whose SELinux enforces fails the driver and the labels, but
+    not for want of an LSM: those stay their own items, never under the "no SELinux/AppArmor" cause."""
+    from vmaudit.report.html import fix_first
+
+    def fail(cid, resource, sev):
+        return {"check_id": cid, "resource": resource, "status": "fail", "severity": sev, "title": cid,
+                "message": "m", "remediation": f"fix {cid}"}
+
+    findings = [fail("M3-SECURITY-DRIVER", "host", "critical"), fail("M3-GUEST-SECLABEL", "guest:a", "high"),
+                fail("M3-GUEST-SECLABEL", "guest:b", "high"),
+                {**fail("M3-LSM-ENFORCING", "host", "high"), "status": "pass"}]
+    items = fix_first(findings)
+    assert [i["checks"] for i in items] == [["M3-SECURITY-DRIVER"], ["M3-GUEST-SECLABEL"]]
+    assert items[1]["resources"] == ["guest:a", "guest:b"] and items[1]["remediation"] == "fix M3-GUEST-SECLABEL"
+
+
 def test_waived_failures_are_not_in_fix_first():
     page = render("html", load_sample("sample-new.json"))
     fix = page.split('id="fix-first"', 1)[1].split("</section>", 1)[0]
