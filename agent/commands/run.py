@@ -59,13 +59,21 @@ def stored_renders(state: Any = None) -> dict:
     from vmaudit.report import html, render
 
     def render_html(report: dict) -> str:
-        trend = None
-        if state is not None:
-            trend = [{"label": r["started_at"], "fail": r["summary"]["fail"], "warn": r["summary"]["warn"]}
-                     for r in reversed(state.runs(limit=TREND_RUNS))]
-        return html.render(report, trend=trend)
+        return html.render(report, trend=trend_of(state) if state is not None else None)
 
     return {"json": lambda report: render("json", report), "html": render_html}
+
+
+def trend_of(state: Any, current: dict | None = None) -> list[dict]:
+    """Fails and warnings of the state directory's last runs, oldest first, for the HTML trend chart;
+    `current`, a report not recorded yet, is added as the newest run."""
+    runs = [{"label": r["started_at"], "fail": r["summary"]["fail"], "warn": r["summary"]["warn"]}
+            for r in reversed(state.runs(limit=TREND_RUNS - (current is not None)))]
+    if current is not None:
+        summary = current.get("summary", {})
+        runs.append({"label": current.get("started_at", ""), "fail": summary.get("fail", 0),
+                     "warn": summary.get("warn", 0)})
+    return runs
 
 
 def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/",
@@ -145,8 +153,15 @@ def _main_state(args: argparse.Namespace) -> int:
     color = sys.stdout.isatty()
 
     def emit(report: dict) -> None:
+        from vmaudit.report import html
+        from vmaudit.state import StateDir
+
         for fmt, path in targets:
-            write_output(render(fmt, report, color=color and path == "-"), path)
+            if fmt == "html":  # the same page as the state directory's: with the trend of its runs
+                text = html.render(report, trend=trend_of(StateDir(args.state_dir), current=report))
+            else:
+                text = render(fmt, report, color=color and path == "-")
+            write_output(text, path)
 
     try:
         outcome = audit_into_state(args.state_dir, policy_path=args.policy, root=args.root, uri=args.connect,

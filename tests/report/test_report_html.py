@@ -313,6 +313,13 @@ def test_trend_chart_from_the_state_directory(tmp_path):
     svg = page.split('<section id="trend">', 1)[1].split("</svg>", 1)[0]
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 4
     assert "over the last 2 runs" in page and ' style="' not in page
+    # the report asked for on the command line of such a run is the same page, trend included
+    out = tmp_path / "asked.html"
+    proc = subprocess.run([sys.executable, "-m", "vmaudit", "run", "--root", str(HOSTS / "debian-broken"),
+                           "--connect", test_uri("guests-mixed"), "--state-dir", str(state),
+                           "--format", "html", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "over the last 3 runs" in out.read_text() and "over the last 3 runs" in (state / "latest.html").read_text()
     one_run = render("html", _bad_host_report())
     assert '<section id="trend">' not in one_run  # no history, no chart
 
