@@ -320,17 +320,17 @@ class GuestFactory:
         self.names.clear()
 
 
-def system_state() -> dict | None:
-    """What the host's own libvirtd holds (read-only): guests with state and snapshots, networks,
-    pools; None when it does not answer. Compared before and after a session to prove the suite
-    changed nothing there."""
+def system_state(uri: str = SYSTEM_URI) -> dict | None:
+    """What the host's own libvirtd (or the one at uri) holds, read-only: guests with state and
+    snapshots, networks, pools; None when it does not answer. Compared before and after a session to
+    prove the suite changed nothing there."""
     try:
         import libvirt
     except ImportError:
         return None
     libvirt.registerErrorHandler(lambda *_: None, None)  # a host without libvirtd is not an error here
     try:
-        conn = libvirt.openReadOnly(SYSTEM_URI)
+        conn = libvirt.openReadOnly(uri)
     except libvirt.libvirtError:
         return None
     try:

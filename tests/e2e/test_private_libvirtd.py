@@ -31,6 +31,24 @@ def test_vmaudit_reads_the_private_daemon_read_only_as_any_user(real_libvirtd):
     assert "vmaudit-e2e-kvm" in proc.stdout
 
 
+def test_the_before_and_after_listing_sees_a_guest_a_test_leaves_behind(libvirt_guests):
+    """The session hook's comparison (realenv.system_state) notices a guest, a snapshot or a state change,
+    shown here on the private daemon (the host's own one is never changed to prove it)."""
+    uri = realenv.daemon().ro_uri
+    before = realenv.system_state(uri)
+    assert before and "domain:vmaudit-e2e-off" in before
+    libvirt_guests.define("vmaudit-e2e-tmp-left", {"type": "kvm", "zone": "dmz"})
+    assert realenv.system_state(uri) != before
+    libvirt_guests.remove("vmaudit-e2e-tmp-left")
+    assert realenv.system_state(uri) == before
+    realenv.virsh("snapshot-create-as", "vmaudit-e2e-off", "tmp-snap")
+    try:
+        assert realenv.system_state(uri) != before
+    finally:
+        realenv.virsh("snapshot-delete", "vmaudit-e2e-off", "tmp-snap")
+    assert realenv.system_state(uri) == before
+
+
 def test_guests_of_a_failing_test_are_removed(real_libvirtd, request):
     """libvirt_guests removes what a test defined even when the test raises."""
     factory = realenv.GuestFactory()
