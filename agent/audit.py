@@ -14,9 +14,9 @@ from typing import Any
 
 from . import __version__
 from .engine import apply_waivers, evaluate, summarize
-from .facts import Facts, SnapshotError, iter_markers
-from .fsutil import read_json
-from .policy import Policy, PolicyError
+from .errors import RootError
+from .facts import Facts, iter_markers, load_snapshot_file
+from .policy import Policy
 
 REPORT_SCHEMA = "vmaudit-report/1"
 
@@ -45,7 +45,7 @@ def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] 
 
     root_path = Path(root)
     if not root_path.is_dir():
-        raise PolicyError(f"{root}: --root is not a directory")
+        raise RootError(f"{root}: --root is not a directory")
     ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"),
                   online=online)
     with gc_paused():
@@ -53,13 +53,9 @@ def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] 
 
 
 def load_snapshot(path: str) -> dict:
-    """Read a saved facts snapshot; PolicyError (exit 2) with a one-line reason if it is not one."""
-    data = read_json(path, "facts snapshot", PolicyError)
-    try:
-        Facts(data)
-    except SnapshotError as exc:
-        raise PolicyError(f"{path}: {exc}") from None
-    return data
+    """Read a saved facts snapshot; SnapshotError (exit 2) with a one-line reason if it is not one.
+    (Its sources are held to their schemas when it is evaluated: `Facts(data)`.)"""
+    return load_snapshot_file(path)
 
 
 def collector_errors(facts_data: dict) -> list[dict]:
@@ -75,7 +71,7 @@ def build_report(facts_data: dict, policy: Policy, started_at: str | None = None
                  checks: Any = None) -> dict:
     """Evaluate a snapshot under a policy into the JSON report of CONTRACT.md."""
     started_at = started_at or facts_data.get("collected_at") or now_rfc3339()
-    facts = Facts(facts_data)
+    facts = Facts(facts_data)  # held to the facts contract: wrong types become markers
     with gc_paused():
         findings = evaluate(facts, policy, checks)
     expired = apply_waivers(findings, policy.waivers)
@@ -90,7 +86,7 @@ def build_report(facts_data: dict, policy: Policy, started_at: str | None = None
         "policy": {"source": policy.source, "sha256": policy.sha256},
         "summary": summarize(findings),
         "findings": findings,
-        "collector_errors": collector_errors(facts_data),
+        "collector_errors": collector_errors(facts.data),
     }
     if expired:
         report["expired_waivers"] = expired

@@ -31,6 +31,8 @@ COMMANDS = {
 ONE_SHOT = ("run", "facts")  # commands that audit once and exit (not agent/collect, which run long)
 
 
+from .errors import InputError, UsageError  # noqa: E402,F401 - UsageError re-exported
+
 DESCRIPTION = """\
 Audit a KVM/libvirt hypervisor against eight hardening measures (security zones, a simple VMM, a
 hardened host, limited consolidation, guests' own measures, few administrators, restricted
@@ -59,10 +61,6 @@ exit status: 0 no unwaived failure at or above --fail-on and no error; 1 such fa
 an invalid policy, inventory or snapshot (nothing audited, a one-line reason); 3 no such failures, but
 some evidence could not be collected; with --state-dir: 4 the state directory's lock stayed busy
 longer than --wait, 5 the state directory cannot be written."""
-
-
-class UsageError(Exception):
-    """Bad usage or bad input file: exit status 2 with a one-line message."""
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -99,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         # A one-shot audit allocates hundreds of thousands of acyclic objects (XML trees, findings) and
         # exits: the cyclic garbage collector would only rescan them (about 15 % of a large run).
         gc.disable()
-    from .policy import PolicyError
-
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
-    except (UsageError, PolicyError) as exc:
+    except InputError as exc:
         print(f"vmaudit {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

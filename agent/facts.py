@@ -14,18 +14,34 @@ Each source value is whatever its collector returns, or one of two markers:
     {"unavailable": "reason"}   the evidence could not be read   -> checks that need it say `error`
     {"not_collected": "reason"} the evidence does not apply here -> checks that need it say `skip`
 
-Markers may also appear deeper inside a source (one guest's snapshot list, one sysfs file). Checks get
-values through `need()` / `Facts.source()`, which turn markers into exceptions the engine reports.
+Markers may also appear deeper inside a source (one guest's snapshot list, one sysfs file). The shape of
+every source is declared next to its collector (vmaudit.schema); `Facts(data)` holds the snapshot to it,
+turning a value of the wrong type into a marker naming its path. Checks read facts one way:
+
+    ksm = facts.source("ksm")        # the source, or EvidenceMissing / NotApplicable for its marker
+    run = ksm["run"]                 # a typed value, or EvidenceMissing naming "ksm.run" and why
+    ksm.get("pages_shared", 0)       # absent -> the default; a marker still raises
+    for name, value, missing in facts.source("vfio").partial(): ...   # per-item partial evidence
+
+Containers that hold a marker are GuardedMap / GuardedList (dict / list subclasses) whose item access,
+`get`, `items`, `values` and iteration raise instead of returning the marker; `partial()` (and the
+module function `partial(container)`, which also accepts plain containers) is the one explicit way
+to see which items are missing.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
+from .schema import MAX_SNAPSHOT_BYTES, Bool, Record, Str, conform_sources
+
+# The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts.
 SCHEMA = "vmaudit-facts/1"
+SUPPORTED_SCHEMAS = (SCHEMA,)
 
 # XML namespaces of the domain metadata vmaudit reads.
 NS_VMAUDIT = "urn:vmaudit:guest:1"
@@ -45,8 +61,170 @@ class NotApplicable(Exception):
     """Evidence does not exist in this kind of run (e.g. live facts under --root); the check says `skip`."""
 
 
-class SnapshotError(ValueError):
-    """A facts snapshot that is not one (wrong schema, wrong shape)."""
+from .errors import SnapshotError  # noqa: E402 - re-exported: a snapshot that is not one (exit 2)
+
+
+def _missing(marker: dict, what: str) -> Exception:
+    """The exception a marker at `what` (a path such as "ksm.run") stands for; `.reason` is the
+    marker's own reason, `.path` where it was."""
+    cls, reason = ((EvidenceMissing, marker["unavailable"]) if "unavailable" in marker
+                   else (NotApplicable, marker["not_collected"]))
+    exc = cls(reason if reason.startswith(what) else f"{what}: {reason}")
+    exc.reason, exc.path = reason, what
+    return exc
+
+
+def _marked(v: Any) -> bool:
+    return type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v)
+
+
+class GuardedMap(dict):
+    """A table of facts holding at least one marker: reading a marked entry raises (see module doc)."""
+
+    __slots__ = ("where",)
+
+    def __getitem__(self, key: Any) -> Any:
+        v = dict.__getitem__(self, key)
+        if _marked(v):
+            raise _missing(v, f"{self.where}.{key}" if self.where else str(key))
+        return v
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __iter__(self) -> Iterator[Any]:
+        # the same keys as dict's; defined so that dict(m), {**m} and dict.update(m) go through
+        # keys() and __getitem__ (and raise at a marker) instead of copying the markers out
+        return dict.__iter__(self)
+
+    def copy(self) -> GuardedMap:
+        out = GuardedMap(dict.items(self))
+        out.where = self.where
+        return out
+
+    def values(self) -> list:  # type: ignore[override]
+        return [self[k] for k in self]
+
+    def items(self) -> list:  # type: ignore[override]
+        return [(k, self[k]) for k in self]
+
+    def partial(self) -> Iterator[tuple[Any, Any, Exception | None]]:
+        """(key, value, None) for each entry with evidence, (key, None, EvidenceMissing|NotApplicable)
+        for each marked one."""
+        for k, v in dict.items(self):
+            if _marked(v):
+                yield k, None, _missing(v, f"{self.where}.{k}" if self.where else str(k))
+            else:
+                yield k, v, None
+
+    def plain(self) -> dict:
+        return dict(dict.items(self))
+
+    def __deepcopy__(self, memo: dict) -> GuardedMap:
+        import copy
+
+        out = GuardedMap({k: copy.deepcopy(v, memo) for k, v in dict.items(self)})
+        out.where = self.where
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (dict, (self.plain(),))
+
+
+class GuardedList(list):
+    """A list of facts holding at least one marker: reading a marked item raises."""
+
+    __slots__ = ("where",)
+
+    def __getitem__(self, index: Any) -> Any:
+        v = list.__getitem__(self, index)
+        if isinstance(index, slice):
+            for i, item in enumerate(v):
+                if _marked(item):
+                    raise _missing(item, f"{self.where}[{i}]")
+            return v
+        if _marked(v):
+            raise _missing(v, f"{self.where}[{index}]")
+        return v
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                raise _missing(v, f"{self.where}[{i}]")
+            yield v
+
+    def partial(self) -> Iterator[tuple[int, Any, Exception | None]]:
+        """(index, value, None) for each item with evidence, (index, None, exception) for a marked one."""
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                yield i, None, _missing(v, f"{self.where}[{i}]")
+            else:
+                yield i, v, None
+
+    def plain(self) -> list:
+        return list(list.__iter__(self))
+
+    def __deepcopy__(self, memo: dict) -> GuardedList:
+        import copy
+
+        out = GuardedList(copy.deepcopy(v, memo) for v in list.__iter__(self))
+        out.where = self.where
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (list, (self.plain(),))
+
+
+def unguarded(value: Any) -> Any:
+    """`value` with every guarded container inside replaced by a plain copy (markers shown as they are),
+    or `value` itself when it holds none: findings' evidence goes through this, so that a check putting
+    a source with a gap into its evidence cannot make json.dumps (which calls .items()) raise."""
+    t = type(value)
+    if t is GuardedMap or t is GuardedList:
+        value = value.plain()
+        t = type(value)
+    if t is dict:
+        out = None
+        for k, v in value.items():
+            if type(v) in _CONTAINERS:
+                p = unguarded(v)
+                if p is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = p
+        return value if out is None else out
+    if t is list:
+        out = None
+        for i, v in enumerate(value):
+            if type(v) in _CONTAINERS:
+                p = unguarded(v)
+                if p is not v:
+                    if out is None:
+                        out = list(value)
+                    out[i] = p
+        return value if out is None else out
+    return value
+
+
+_CONTAINERS = (dict, list, GuardedMap, GuardedList)
+
+
+def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """`container.partial()` for guarded containers; the same triples (never missing) for plain ones."""
+    if isinstance(container, (GuardedMap, GuardedList)):
+        return container.partial()
+    if isinstance(container, dict):
+        return ((k, v, None) for k, v in container.items())
+    return ((i, v, None) for i, v in enumerate(container))
+
+
+def lookup(container: Any, key: Any, default: Any = None) -> tuple[Any, Exception | None]:
+    """`(container[key], None)`, `(default, None)` if the key is absent, or `(None, exception)` when it
+    is a marker: for the few checks that report partial evidence instead of stopping at the first gap."""
+    try:
+        return (container[key] if key in container else default), None
+    except (EvidenceMissing, NotApplicable) as exc:
+        return None, exc
 
 
 def unavailable(reason: object) -> dict:
@@ -71,6 +249,54 @@ def need(value: Any, what: str) -> Any:
     return value
 
 
+_HOST = Record(optional={"hostname": Str(), "root": Str(), "live": Bool(), "libvirt_uri": Str()})
+
+
+def check_envelope(data: Any) -> None:
+    """SnapshotError unless `data` is a snapshot: a supported schema, a host record, a sources table."""
+    if not isinstance(data, dict) or data.get("schema") not in SUPPORTED_SCHEMAS:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
+    for key in ("host", "sources"):
+        if not isinstance(data.get(key), dict):
+            raise SnapshotError(f"snapshot has no '{key}' object")
+    host = _HOST.conform(data["host"], "host")
+    if host is not data["host"]:
+        bad = next(v for v in dict.values(host) if is_marker(v))
+        raise SnapshotError(f"snapshot's {bad['unavailable']}")
+
+
+def parse_snapshot(text: str | bytes, where: str) -> dict:
+    """A snapshot from JSON text; SnapshotError with one line naming `where` if it is not one."""
+    if len(text) > MAX_SNAPSHOT_BYTES:
+        raise SnapshotError(f"{where}: a facts snapshot over {MAX_SNAPSHOT_BYTES >> 20} MiB (the limit)")
+    import json
+
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise SnapshotError(f"{where}: not a facts snapshot: JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{where}, line {exc.lineno}: not a JSON facts snapshot: {exc.msg}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # e.g. an integer of more than 4300 digits
+        raise SnapshotError(f"{where}: not a JSON facts snapshot: {exc}") from None
+    try:
+        check_envelope(data)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{where}: {exc}") from None
+    return data
+
+
+def load_snapshot_file(path: str) -> dict:
+    """Read and parse a saved snapshot (SnapshotError, one line naming the file, if it is not one)."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_SNAPSHOT_BYTES + 1)
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
+    return parse_snapshot(text, path)
+
+
 # Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes
 # them while the tree is parsed for the guest checks, so a host check never parses the XML again.
 GUEST_VIEWS: list = []
@@ -86,13 +312,14 @@ class Facts:
     """Read access to a snapshot, with guests' XML parsed once and shared by every check."""
 
     def __init__(self, data: dict):
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise SnapshotError(f"not a vmaudit facts snapshot (schema {found!r}, expected {SCHEMA!r})")
-        for key, kind in (("host", dict), ("sources", dict)):
-            if not isinstance(data.get(key), kind):
-                raise SnapshotError(f"snapshot has no '{key}' object")
-        self.data = data
+        """`data` held to the facts contract (vmaudit.schema): SnapshotError if it is not a snapshot at
+        all; a value of the wrong type inside a source becomes a marker naming its path. `data` itself
+        is not modified (`self.data` shares every part that conformed)."""
+        check_envelope(data)
+        from vmaudit.collectors import source_schemas
+
+        sources = conform_sources(data["sources"], source_schemas())
+        self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 
     @property
@@ -110,7 +337,37 @@ class Facts:
         return self.data["sources"][name]
 
     def source(self, name: str) -> Any:
+        """The source's value (held to its schema), or EvidenceMissing / NotApplicable for its marker."""
         return need(self.raw(name), name)
+
+    def lookup(self, name: str) -> tuple[Any, Exception | None]:
+        """`(value, None)` or `(None, EvidenceMissing|NotApplicable)`: for checks that report what is
+        missing in their evidence and go on with the rest."""
+        try:
+            return self.source(name), None
+        except (EvidenceMissing, NotApplicable) as exc:
+            return None, exc
+
+    @cached_property
+    def collected_at(self) -> datetime:
+        """When the snapshot was collected (aware, UTC): ages are measured against it, never "now".
+        EvidenceMissing when the snapshot carries no valid RFC 3339 time."""
+        raw = self.data.get("collected_at")
+        if not isinstance(raw, str):
+            raise EvidenceMissing("the snapshot has no collected_at time to measure ages against")
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))  # 3.9's fromisoformat has no 'Z'
+        except ValueError:
+            raise EvidenceMissing(f"the snapshot's collected_at {raw!r} is not an RFC 3339 time") from None
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+
+    def labelled_guests(self, inventory: Any = None) -> list[Guest]:
+        """guests() with the inventory's labels applied (the one preparation engine and fleet share)."""
+        guests = self.guests()
+        if inventory is not None:
+            for guest in guests:
+                guest.inventory_labels = inventory.labels_for(guest.uuid, guest.name)
+        return guests
 
     @property
     def libvirt(self) -> dict:
@@ -140,8 +397,10 @@ class Guest:
 
     def __init__(self, record: dict):
         self.record = record
-        self.name: str = str(record.get("name", "?"))
-        self.uuid: str = str(record.get("uuid") or "")
+        # name and uuid label findings: a missing one is shown as such (dict.get sees past the guard)
+        name, uuid = dict.get(record, "name", "?"), dict.get(record, "uuid")
+        self.name: str = "?" if _marked(name) else str(name)
+        self.uuid: str = "" if _marked(uuid) or not uuid else str(uuid)
         self._tree: ET.Element | None = None
         self._views: dict = {}
         self._devices: dict | None = None  # <devices> children by tag, while the tree is held
@@ -204,19 +463,25 @@ class Guest:
     @property
     def state(self) -> str:
         """'running', 'paused', 'shutoff', … as libvirt reports it."""
-        return self.record.get("state", "unknown")
+        return self.record.get("state", "unknown")  # a marker raises: an unknown state decides nothing
 
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "unknown", "nostate")
 
     @property
-    def persistent(self) -> Any:
+    def persistent(self) -> bool | None:
+        """libvirt's flag (None: not in the record); EvidenceMissing when libvirt could not tell."""
         return self.record.get("persistent")
 
     @property
-    def autostart(self) -> Any:
+    def autostart(self) -> bool | None:
+        """libvirt's flag (None: not in the record); EvidenceMissing when libvirt could not tell."""
         return self.record.get("autostart")
+
+    def lookup(self, key: str, default: Any = None) -> tuple[Any, Exception | None]:
+        """`lookup(self.record, key, default)`: a record field or the reason it is missing."""
+        return lookup(self.record, key, default)
 
     # --- derived views shared by several checks -------------------------------------------------
     @cached_property
@@ -294,6 +559,15 @@ class Guest:
         return (self.tree.find("devices/hostdev") is not None
                 or self.tree.find("devices/interface[@type='hostdev']") is not None)
 
+    def settle(self) -> None:
+        """Compute the shared views, then drop the XML tree (a guest without readable XML keeps
+        raising EvidenceMissing from its views)."""
+        try:
+            self.precompute()
+            self.release()
+        except EvidenceMissing:
+            pass
+
     def precompute(self) -> None:
         """Fill the shared views so `release()` can drop the tree without later re-parsing."""
         for name in ("domain_type", "memory_kib", "current_memory_kib", "vcpus", "labels", "os_id",
@@ -327,5 +601,5 @@ def iter_markers(value: Any, path: str = "") -> Iterator[tuple[str, str, str]]:
         kind = "unavailable" if "unavailable" in value else "not_collected"
         yield path, kind, value[kind]
     elif isinstance(value, dict):
-        for k, v in value.items():
+        for k, v in dict.items(value):
             yield from iter_markers(v, f"{path}.{k}" if path else str(k))

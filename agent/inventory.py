@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .policy import PolicyError
+from .errors import InventoryError
 
 KEYS = ("uuid", "name", "zone", "service", "owner", "redundancy", "patch_group", "host")
 
@@ -36,33 +36,33 @@ def parse_inventory(text: str, source: str) -> Inventory:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PolicyError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+            raise InventoryError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
         if not isinstance(data, list):
-            raise PolicyError(f"{source}: the inventory must be a JSON list of objects")
+            raise InventoryError(f"{source}: the inventory must be a JSON list of objects")
         rows = []
         for i, item in enumerate(data, 1):
             if not isinstance(item, dict):
-                raise PolicyError(f"{source}: entry #{i} is not an object")
+                raise InventoryError(f"{source}: entry #{i} is not an object")
             rows.append((i, item))
         where = "entry #"
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "uuid" not in [f.strip() for f in reader.fieldnames]:
-            raise PolicyError(f"{source}, line 1: the CSV header must name a 'uuid' column")
+            raise InventoryError(f"{source}, line 1: the CSV header must name a 'uuid' column")
         rows = [(reader.line_num, {(k or "").strip(): v for k, v in row.items()}) for row in reader]
         where = "line "
     entries, seen = [], {}
     for no, row in rows:
         unknown = [k for k in row if k not in KEYS]
         if unknown:
-            raise PolicyError(f"{source}, {where}{no}: unknown key(s) {', '.join(map(repr, unknown))} "
+            raise InventoryError(f"{source}, {where}{no}: unknown key(s) {', '.join(map(repr, unknown))} "
                               f"(known: {', '.join(KEYS)})")
         entry = {k: (str(v).strip() if v is not None else "") for k, v in row.items()}
         if not entry.get("uuid"):
-            raise PolicyError(f"{source}, {where}{no}: 'uuid' is required")
+            raise InventoryError(f"{source}, {where}{no}: 'uuid' is required")
         key = entry["uuid"].lower()
         if key in seen:
-            raise PolicyError(f"{source}, {where}{no}: uuid {entry['uuid']} is listed twice "
+            raise InventoryError(f"{source}, {where}{no}: uuid {entry['uuid']} is listed twice "
                               f"(first at {where}{seen[key]})")
         seen[key] = no
         entries.append(entry)
@@ -73,5 +73,5 @@ def load_inventory(path: str) -> Inventory:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
+        raise InventoryError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_inventory(text, path)

@@ -20,9 +20,7 @@ else:  # RHEL 9 ships Python 3.9
 DEFAULT_PATH = "/etc/vmaudit/policy.toml"
 
 
-class PolicyError(ValueError):
-    """A policy, inventory or snapshot that cannot be used; str() is the one-line message for the user."""
-
+from .errors import PolicyError  # noqa: E402 - re-exported for callers of load_policy()
 
 # Section -> key -> (type or tuple of types, default, meaning). A list type is written [type].
 # docs/policy.md is generated from this table (scripts/gen-policy-doc.py): a key's meaning lives here only.

@@ -36,8 +36,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import PolicyError
 from .fsutil import atomic_write
-from .policy import PolicyError
 
 log = logging.getLogger("vmaudit")
 

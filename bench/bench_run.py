@@ -6,7 +6,10 @@ metadata; a tenth shut off), then runs, one after the other in this same run:
   vmaudit  `python -m vmaudit run --connect test:///node.xml --root <empty> --format json` (whole process)
   floor    a bare Python process that opens the same URI read-only, lists every guest and fetches and
            parses its XML, nothing else
-and prints wall time, CPU time (user+sys) and peak RSS of each, and the ratios vmaudit/floor.
+and prints wall time, CPU time (user+sys) and peak RSS of each, and the ratios vmaudit/floor. Then,
+from a snapshot saved with `vmaudit facts`, it measures `vmaudit run --facts` (the whole process) and
+the facts contract's share of it: validating the snapshot against the collectors' schemas (`Facts(data)`)
+and unguarding the findings' evidence, timed in one process, as a fraction of that run.
 
     .venv/bin/python bench/bench_run.py            # 1,000 and 10,000 guests
     .venv/bin/python bench/bench_run.py 500 2000   # other sizes
@@ -36,6 +39,30 @@ for dom in conn.listAllDomains(0):
     ET.fromstring(dom.XMLDesc(0))
     n += 1
 print(n)
+"""
+
+# The facts contract's cost on one snapshot: validation (Facts(data) holds it to the schemas) and the
+# evidence pass of make_finding (unguarded), each the best of 3, in seconds.
+CONTRACT = r"""
+import json, sys, time
+from vmaudit.collectors import source_schemas
+from vmaudit.engine import evaluate, load_checks
+from vmaudit.facts import Facts, unguarded
+from vmaudit.policy import Policy
+with open(sys.argv[1]) as fh:
+    data = json.load(fh)
+load_checks(); source_schemas()
+best = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter(); Facts(data); best = min(best, time.perf_counter() - t0)
+evidence = [f["evidence"] for f in evaluate(Facts(data), Policy())]
+unguard = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter()
+    for e in evidence:
+        unguarded(e)
+    unguard = min(unguard, time.perf_counter() - t0)
+print(best, unguard, len(evidence))
 """
 
 GUEST = """  <domain type='{dtype}'>
@@ -170,6 +197,18 @@ def main(sizes: list[int]) -> None:
             ratios = (vm["wall"] / floor["wall"], vm["cpu"] / floor["cpu"], vm["rss_mib"] / floor["rss_mib"])
             print(f"{n:>7} {'ratio':<8} {ratios[0]:>8.2f} {ratios[1]:>8.2f} {ratios[2]:>9.2f}")
             rows.append((n, vm, floor))
+            snap = Path(tmp) / f"facts-{n}.json"
+            subprocess.run([py, "-m", "vmaudit", "facts", "-q", "--connect", uri, "--root", str(EMPTY_ROOT),
+                            "--output", str(snap)], check=True)
+            saved = measure([py, "-m", "vmaudit", "run", "--facts", str(snap), "--format", "json"])
+            out = subprocess.run([py, "-c", CONTRACT, str(snap)], check=True, capture_output=True, text=True)
+            validate, unguard, count = out.stdout.split()
+            validate, unguard = float(validate), float(unguard)
+            print(f"{n:>7} {'--facts':<8} {saved['wall']:>8.2f} {saved['cpu']:>8.2f} {saved['rss_mib']:>9.1f} "
+                  f"{saved['out_bytes'] / 2**20:>10.1f}   ({snap.stat().st_size / 2**20:.1f} MiB snapshot)")
+            print(f"{n:>7} contract: validation {validate:.3f} s ({validate / saved['wall']:.1%} of run --facts, "
+                  f"{validate / vm['wall']:.1%} of run), evidence unguarding {unguard:.3f} s for {count} findings "
+                  f"({unguard / saved['wall']:.1%} of run --facts)")
     if len(rows) >= 2:
         (n1, a, _), (n2, b, _) = rows[0], rows[-1]
         print(f"vmaudit cost per guest: {a['wall'] / n1 * 1000:.2f} ms at {n1}, "

@@ -14,16 +14,7 @@ DAY = 86400.0
 
 def collected_at(facts: Facts) -> float:
     """The snapshot's collection time (epoch s): ages are measured against it, never against "now"."""
-    raw = facts.data.get("collected_at")
-    if not isinstance(raw, str):
-        raise EvidenceMissing("the snapshot has no collected_at time to measure ages against")
-    try:
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise EvidenceMissing(f"the snapshot's collected_at {raw!r} is not an RFC 3339 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    return facts.collected_at.timestamp()
 
 
 def days(seconds: float) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vmaudit.facts import EvidenceMissing, is_marker, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, need
 
 DAEMONS: dict[str, dict[str, Any]] = {
     "libvirtd": {
@@ -44,10 +44,12 @@ TCP_PORT, TLS_PORT = 16509, 16514
 
 def live_sockets(facts) -> dict | None:
     """The live socket stats, None when not collected (--root); raises when they could not be read."""
-    raw = facts.raw("libvirt_sockets")
-    if isinstance(raw, dict) and "not_collected" in raw and len(raw) == 1:
+    sockets, gap = facts.lookup("libvirt_sockets")
+    if isinstance(gap, NotApplicable):
         return None
-    return need(raw, "libvirt_sockets")
+    if gap is not None:
+        raise gap
+    return sockets
 
 
 def daemons_in_use(facts) -> list[tuple[str, str]]:
@@ -67,8 +69,8 @@ def daemons_in_use(facts) -> list[tuple[str, str]]:
         return out
     conf = need(facts.source("libvirt_config"), "libvirt_config")
     for name, d in DAEMONS.items():
-        entry = conf.get(d["conf"])
-        if isinstance(entry, dict) and not is_marker(entry) and entry.get("present"):
+        entry = conf.get(d["conf"])  # a marker raises: an unreadable file may be the daemon in use
+        if entry is not None and entry["present"]:
             out.append((name, f"/etc/libvirt/{d['conf']} present (no enabled unit or live socket seen)"))
     if not out:
         raise EvidenceMissing("no libvirt daemon found: no enabled libvirtd/virtqemud/virtproxyd unit, "
@@ -101,11 +103,10 @@ def daemon_args(facts, daemon: str) -> tuple[str | None, str | None]:
     env = need(facts.source("daemon_env"), "daemon_env")
     for base in ("/etc/sysconfig", "/etc/default"):
         path = f"{base}/{daemon}"
-        entry = env.get(path)
+        entry = env.get(path)  # a marker (or a null the schema turned into one) raises
         if entry is None:
             continue
-        entry = need(entry, path)
-        values = entry.get("values", {}) if entry.get("present") else {}
+        values = entry["values"] if entry["present"] else {}
         found = [values[var] for var in DAEMONS[daemon]["env_vars"] if var in values]
         if found:
             return " ".join(found), path
@@ -143,14 +144,8 @@ def remote_access(facts) -> dict:
     """
     in_use = dict(daemons_in_use(facts))
     enabled = enabled_units(facts)
-    raw_listeners = facts.raw("listeners")
-    listeners = None
-    listeners_error = None
-    if not (isinstance(raw_listeners, dict) and "not_collected" in raw_listeners):
-        try:
-            listeners = need(raw_listeners, "listeners")
-        except EvidenceMissing as exc:
-            listeners_error = str(exc)
+    listeners, gap = facts.lookup("listeners")
+    listeners_error = str(gap) if isinstance(gap, EvidenceMissing) else None
     out: dict = {"daemons": {}, "listeners_error": listeners_error,
                  "live": None if listeners is None else []}
     for name in in_use:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing
 
+from .m6_admins import admins_of
+
 PARITY_MEASURES = ("M2", "M3", "M6", "M7")
 _WORST = ("fail", "error", "warn", "pass", "skip")
 
@@ -151,14 +153,6 @@ def _worst_by_check(report: dict) -> dict[str, str]:
     return out
 
 
-def _admins(report: dict) -> list[str] | None:
-    """The administrators M6-ADMINS names in its evidence (key `admins`), if it does."""
-    for f in report["findings"]:
-        if f["check_id"] == "M6-ADMINS" and isinstance(f.get("evidence"), dict):
-            admins = f["evidence"].get("admins")
-            if isinstance(admins, (list, dict)):
-                return sorted(admins)
-    return None
 
 
 @check("F-MIGRATION-PARITY", severity="high", scope="fleet",
@@ -197,7 +191,7 @@ def migration_parity(fleet, policy):
         evidence: dict = {"zones": {a.name: a.zone, b.name: b.zone}}
         if a.zone != b.zone:
             diffs.append(f"zone: {a.name} {a.zone or 'undeclared'}, {b.name} {b.zone or 'undeclared'}")
-        admins_a, admins_b = _admins(a.report), _admins(b.report)
+        admins_a, admins_b = admins_of(a.report), admins_of(b.report)
         if admins_a is not None or admins_b is not None:
             evidence["admins"] = {a.name: admins_a, b.name: admins_b}
             if admins_a != admins_b:

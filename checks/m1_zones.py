@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, is_marker
+from vmaudit.facts import EvidenceMissing, lookup, partial
 
 from ._guests import try_labels
 
@@ -114,16 +114,16 @@ def _vlan_tags(node: ET.Element | None) -> list[str]:
 class _Networks:
     """libvirt networks by name, with what a guest interface on them really attaches to."""
 
-    def __init__(self, raw: Any):
-        self.error: str | None = None
+    def __init__(self, networks: Any, missing: Exception | None):
+        self.error: str | None = str(missing) if missing else None
         self.by_name: dict[str, ET.Element | str] = {}
-        if is_marker(raw):
-            self.error = raw.get("unavailable") or raw.get("not_collected")
-            return
-        for net in raw or []:
-            xml = net.get("xml")
-            if not isinstance(xml, str):
-                self.by_name[net.get("name", "?")] = (xml or {}).get("unavailable", "no XML")
+        for _i, net, gap in partial(networks or []):
+            if gap is not None:
+                self.by_name[f"?{_i}"] = str(gap)
+                continue
+            xml, gap = lookup(net, "xml")
+            if xml is None:
+                self.by_name[net["name"]] = str(gap) if gap else "no XML"
                 continue
             try:
                 self.by_name[net["name"]] = ET.fromstring(xml)
@@ -233,7 +233,7 @@ def net_zone(facts, policy):
                      "cannot be checked against their zones", "host", {"zones.networks": {}},
                      expected="[zones.networks] in the policy")
         return
-    nets = _Networks(facts.libvirt.get("networks"))
+    nets = _Networks(*lookup(facts.libvirt, "networks", []))
     spanned: dict[str, set[str]] = {}
     errors: dict[str, str] = {}
     for guest in guests:

@@ -4,14 +4,14 @@ statically allocated memory."""
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
-from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, is_marker, pci_bdf
+from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
 from vmaudit.policy import parse_size
 
 
@@ -40,36 +40,28 @@ def tcg_guest(guest, facts, policy):
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def _marker_reason(value: Any) -> str | None:
-    """The reason of an unavailable / not_collected marker, else None."""
-    if is_marker(value):
-        return value.get("unavailable") or value.get("not_collected")
-    return None
-
-
-def _evidence(value: Any) -> Any:
-    """A fact for `evidence`: the value itself, or "unavailable: reason" for a marker."""
-    reason = _marker_reason(value)
-    if reason is None:
+def _evidence(value: Any, gap: Exception | None) -> Any:
+    """A fact for `evidence`: the value itself, or "unavailable: reason" for missing evidence."""
+    if gap is None:
         return value
-    return f"{'unavailable' if 'unavailable' in value else 'not collected'}: {reason}"
+    return f"{'not collected' if isinstance(gap, NotApplicable) else 'unavailable'}: {gap}"
 
 
 def _cpu_flags(facts: Facts) -> tuple[Any, str | None]:
     """(set of CPU flags or None, vendor) from the `cpu` source."""
-    cpu = facts.raw("cpu")
-    if is_marker(cpu) or not isinstance(cpu, dict):
+    cpu, gap = facts.lookup("cpu")
+    flags, gap2 = lookup(cpu, "flags", []) if gap is None else (None, gap)
+    if gap2 is not None:
         return None, None
-    return set(cpu.get("flags") or []), cpu.get("vendor")
+    vendor, _gap = lookup(cpu, "vendor")
+    return set(flags), vendor
 
 
 def _caps_kvm(facts: Facts) -> bool | None:
     """Whether libvirt's capabilities offer <domain type='kvm'> for some guest arch; None if unknown."""
-    lv = facts.raw("libvirt")
-    if is_marker(lv) or not isinstance(lv, dict):
-        return None
-    caps = lv.get("capabilities")
-    if not isinstance(caps, str):
+    lv, gap = facts.lookup("libvirt")
+    caps, gap = lookup(lv, "capabilities") if gap is None else (None, gap)
+    if caps is None:
         return None
     try:
         root = ET.fromstring(caps)
@@ -98,7 +90,7 @@ def _cmdline_iommu(cmdline: Any) -> dict:
     x86's `iommu=` takes a comma-separated option list and every occurrence is applied in turn
     (`iommu=pt,force`; a later `iommu=nopt` undoes `pt`): its value here is the options that hold."""
     out: dict = {}
-    if not isinstance(cmdline, str):
+    if cmdline is None:  # unavailable: no parameters known
         return out
     for token in cmdline.split():
         if token == "--":
@@ -144,7 +136,7 @@ PARKING_DRIVERS = ("pci-stub",)
 
 
 def _is_bridge(pci_class: Any) -> bool:
-    return isinstance(pci_class, str) and pci_class.lower().startswith(BRIDGE_CLASSES)
+    return pci_class is not None and pci_class.lower().startswith(BRIDGE_CLASSES)
 
 
 def _host_driver(driver: Any) -> bool:
@@ -181,21 +173,23 @@ def hw_virt(facts, policy):
     paravirtual KVM (e.g. kvm_pvm) works without them. Nothing readable -> error.
     Sources: /dev/kvm, /sys/module, /proc/modules, /proc/cpuinfo, libvirt getCapabilities().
     """
-    kvm = facts.raw("kvm")
-    dev = kvm.get("dev_kvm") if isinstance(kvm, dict) and not is_marker(kvm) else kvm
-    sysmods = kvm.get("modules") if isinstance(kvm, dict) and not is_marker(kvm) else kvm
-    procmods = facts.raw("modules")
+    kvm, kvm_gap = facts.lookup("kvm")
+    dev, dev_gap = lookup(kvm, "dev_kvm") if kvm_gap is None else (None, kvm_gap)
+    sysmods, sys_gap = lookup(kvm, "modules") if kvm_gap is None else (None, kvm_gap)
+    procmods, _proc_gap = facts.lookup("modules")
     flags, vendor = _cpu_flags(facts)
     caps = _caps_kvm(facts)
 
-    dev_present = None if is_marker(dev) or not isinstance(dev, dict) else bool(dev.get("present"))
+    dev_present = None if dev is None else bool(lookup(dev, "present")[0])
     found: list[str] | None = None
     for mods in (sysmods, procmods):
-        if isinstance(mods, list):
+        if mods is not None:
             found = sorted(set(found or []) | {m for m in mods if m == "kvm" or m.startswith("kvm_")})
     evidence = {
-        "dev_kvm": _evidence(dev), "kvm_modules": found if found is not None else _evidence(sysmods),
-        "cpu_virt_flags": sorted(flags & {"vmx", "svm"}) if flags is not None else _evidence(facts.raw("cpu")),
+        "dev_kvm": _evidence(dev, dev_gap),
+        "kvm_modules": found if found is not None else _evidence(sysmods, sys_gap),
+        "cpu_virt_flags": (sorted(flags & {"vmx", "svm"}) if flags is not None
+                           else _evidence(*facts.lookup("cpu"))),
         "libvirt_kvm_domain": caps if caps is not None else "unknown (libvirt capabilities not available)",
     }
     if (dev_present and found) or caps:
@@ -238,37 +232,38 @@ def bare_metal(facts, policy):
     On non-x86 CPUs (no hypervisor flag) a pass needs a DMI identity. Nothing readable -> error.
     """
     flags, vendor = _cpu_flags(facts)
-    plat = facts.raw("virt_platform")
-    plat_ok = isinstance(plat, dict) and not is_marker(plat)
+    plat, plat_gap = facts.lookup("virt_platform")
+    plat_ok = plat_gap is None
     indicators = []
     if flags is not None and "hypervisor" in flags:
         indicators.append("CPU flag 'hypervisor' (CPUID reports a hypervisor underneath)")
     dmi = {}
     if plat_ok:
         for key in ("sys_vendor", "product_name", "hypervisor_type"):
-            dmi[key] = _evidence(plat.get(key))
-        sys_vendor, product = plat.get("sys_vendor"), plat.get("product_name")
-        if isinstance(sys_vendor, str) and VIRT_VENDORS.match(sys_vendor.strip()):
+            dmi[key] = _evidence(*lookup(plat, key))
+        sys_vendor, product = lookup(plat, "sys_vendor")[0], lookup(plat, "product_name")[0]
+        if sys_vendor is not None and VIRT_VENDORS.match(sys_vendor.strip()):
             indicators.append(f"DMI sys_vendor {sys_vendor!r}")
-        if isinstance(product, str) and VIRT_PRODUCTS.match(product.strip()):
+        if product is not None and VIRT_PRODUCTS.match(product.strip()):
             indicators.append(f"DMI product_name {product!r}")
-        if (sys_vendor == "Amazon EC2" and isinstance(product, str) and product
+        if (sys_vendor == "Amazon EC2" and product
                 and not product.endswith(".metal")):
             indicators.append(f"DMI: an Amazon EC2 virtual instance ({product!r})")
-        htype = plat.get("hypervisor_type")
-        if isinstance(htype, str) and htype:
+        htype = lookup(plat, "hypervisor_type")[0]
+        if htype:
             indicators.append(f"/sys/hypervisor/type is {htype!r}")
     evidence = {"hypervisor_flag": (("hypervisor" in flags) if flags is not None
-                                    else _evidence(facts.raw("cpu"))),
-                "cpu_vendor": vendor, "dmi": dmi if plat_ok else _evidence(plat), "indicators": indicators}
+                                    else _evidence(*facts.lookup("cpu"))),
+                "cpu_vendor": vendor, "dmi": dmi if plat_ok else _evidence(plat, plat_gap),
+                "indicators": indicators}
     if indicators:
         yield Result("warn", "the VMM runs inside another virtual machine: " + "; ".join(indicators),
                      "host", evidence, "bare metal", "virtual machine")
     elif flags is not None and vendor in X86_VENDORS:
         yield Result("pass", "no sign of an underlying hypervisor (no CPUID hypervisor flag, physical DMI "
                      "identity)", "host", evidence, "bare metal", "bare metal")
-    elif plat_ok and isinstance(plat.get("sys_vendor"), str):
-        yield Result("pass", f"physical DMI identity ({plat.get('sys_vendor')} {plat.get('product_name') or ''})"
+    elif plat_ok and lookup(plat, "sys_vendor")[0] is not None:
+        yield Result("pass", f"physical DMI identity ({plat['sys_vendor']} {lookup(plat, 'product_name')[0] or ''})"
                      .strip(), "host", evidence, "bare metal", "bare metal")
     else:
         yield Result("error", "cannot tell whether the host is bare metal: no x86 CPU flags and no DMI "
@@ -292,14 +287,15 @@ def iommu(facts, policy):
     without a parameter, and amd_iommu=on is not a valid switch.
     """
     info = facts.source("iommu")
-    params = _cmdline_iommu(facts.raw("cmdline"))
-    tables = info.get("acpi_tables")
+    cmdline, cmdline_gap = facts.lookup("cmdline")
+    params = _cmdline_iommu(cmdline)
+    tables, tables_gap = lookup(info, "acpi_tables")
     identity = sorted((n for n, g in info.get("groups", {}).items() if g.get("type") == "identity"),
                       key=lambda n: int(n) if n.isdigit() else 0)
     evidence = {
         "iommu_devices": info.get("class_entries", []), "iommu_groups": info.get("group_count", 0),
-        "acpi_tables": _evidence(tables),
-        "cmdline_iommu": params if isinstance(facts.raw("cmdline"), str) else _evidence(facts.raw("cmdline")),
+        "acpi_tables": _evidence(tables, tables_gap),
+        "cmdline_iommu": _evidence(params, cmdline_gap),
         "identity_groups": identity,
     }
     active = bool(info.get("class_entries")) or info.get("group_count", 0) > 0
@@ -327,9 +323,9 @@ def iommu(facts, policy):
     off = _iommu_switched_off(params)
     if off:
         why = f"switched off on the kernel command line ({', '.join(off)})"
-    elif isinstance(tables, dict) and not (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT")):
+    elif tables is not None and not (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT")):
         why = "the firmware describes no IOMMU (no ACPI DMAR/IVRS/IORT table): enable VT-d/AMD-Vi in the firmware"
-    elif isinstance(tables, dict):
+    elif tables is not None:
         present = [t for t in ("DMAR", "IVRS", "IORT") if tables.get(t)]
         why = (f"the firmware describes one ({', '.join(present)}) but the kernel did not enable it "
                "(intel_iommu=on on kernels that do not enable it by default)")
@@ -357,19 +353,19 @@ def vfio_unsafe(facts, policy):
     vfio = facts.source("vfio")
     evidence: dict = {}
     unsafe, missing = [], []
-    for module, entry in sorted(vfio.items()):
-        if is_marker(entry):
-            missing.append(f"{module}: {_marker_reason(entry)}")
-            evidence[module] = _evidence(entry)
+    for module, entry, gap in sorted(partial(vfio), key=lambda t: t[0]):
+        if gap is not None:
+            missing.append(str(gap))
+            evidence[module] = _evidence(entry, gap)
             continue
-        for param, value in sorted(entry.items()):
+        for param, value, gap in sorted(partial(entry), key=lambda t: t[0]):
             if param == "loaded":
                 continue
             name = f"{module}.{param}"
-            evidence[name] = _evidence(value) if value is not None else "module not loaded"
-            if is_marker(value):
-                missing.append(f"{name}: {_marker_reason(value)}")
-            elif isinstance(value, str) and value.strip().upper() in ("Y", "1"):
+            evidence[name] = _evidence(value, gap) if gap or value is not None else "module not loaded"
+            if gap is not None:
+                missing.append(str(gap))
+            elif value is not None and value.strip().upper() in ("Y", "1"):
                 unsafe.append(name)
     if unsafe:
         yield Result("fail", f"unsafe VFIO mode enabled: {', '.join(unsafe)}", "host", evidence, "N", "Y")
@@ -414,12 +410,12 @@ def passthrough_group(guest, facts, policy):
     evidence: dict = {"pci_devices": devices, "groups": {}}
     problems, absent, unknown = [], [], []
     for bdf in devices:
-        dev = pci.get(bdf)
+        dev, gap = lookup(pci, bdf)
+        if gap is not None:
+            unknown.append(str(gap))
+            continue
         if dev is None:
             absent.append(bdf)
-            continue
-        if is_marker(dev):
-            unknown.append(f"{bdf}: {_marker_reason(dev)}")
             continue
         group = dev.get("iommu_group")
         if group is None:
@@ -497,16 +493,6 @@ def _policy_allow(policy: Any) -> list[str]:
     return out
 
 
-def _loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def _libvirt_dnsmasq(sock: dict) -> bool:
     """libvirt's own dnsmasq for its virtual networks reads its config from /var/lib/libvirt/dnsmasq/."""
     return any("/libvirt/dnsmasq/" in a for a in sock.get("cmdline") or [])
@@ -530,11 +516,11 @@ def host_services(facts, policy):
     -> skip (live facts).
     """
     listeners = facts.source("listeners")
-    services = facts.raw("services")
+    services, services_gap = facts.lookup("services")
     extra = _policy_allow(policy)
     offenders = 0
-    checked_units: Any = _evidence(services)
-    if isinstance(services, dict) and not is_marker(services):
+    checked_units: Any = _evidence(services, services_gap)
+    if services_gap is None:
         checked_units = services.get("running", [])
         for unit in checked_units:
             base = unit[: -len(".service")] if unit.endswith(".service") else unit
@@ -543,10 +529,10 @@ def host_services(facts, policy):
             offenders += 1
             yield Result("fail", f"service {unit} runs on the hypervisor", f"unit:{unit}", {"unit": unit},
                          "virtualization services only", unit)
-    exposed = [s for s in listeners if not _loopback(s["address"])]
+    exposed = [s for s in listeners if not loopback(s["address"])]
     for sock in exposed:
         name = sock.get("process")
-        exe = sock.get("exe") if isinstance(sock.get("exe"), str) else None
+        exe = sock.get("exe")
         names = [name, os.path.basename(exe) if exe else None]
         if _allowed(names, list(LISTENER_ALLOW) + extra):
             continue
@@ -564,12 +550,12 @@ def host_services(facts, policy):
                      "no non-virtualization listener", who)
     evidence = {"running_services": checked_units, "exposed_listeners": len(exposed),
                 "policy_allow": extra}
-    if isinstance(services, dict) and "unavailable" in services:
-        yield Result("error", f"running services could not be listed: {services['unavailable']}", "host",
+    if isinstance(services_gap, EvidenceMissing):
+        yield Result("error", f"running services could not be listed: {services_gap}", "host",
                      evidence)
     elif offenders == 0:
-        scope = ("running services and non-loopback listeners" if not is_marker(services)
-                 else f"non-loopback listeners only ({_marker_reason(services)})")
+        scope = ("running services and non-loopback listeners" if services_gap is None
+                 else f"non-loopback listeners only ({services_gap})")
         yield Result("pass", f"nothing outside the virtualization allowlist runs ({scope})", "host",
                      evidence, "virtualization services only", "virtualization services only")
 
@@ -623,28 +609,31 @@ def mem_overcommit(facts, policy):
     at least host_memory_reserve_min, default 2 GiB) -> else fail. A guest whose autostart flag is
     unknown decides the verdict -> error.
     """
-    meminfo = facts.raw("meminfo")
+    meminfo, meminfo_gap = facts.lookup("meminfo")
     total_mib, source = None, None
-    if isinstance(meminfo, dict) and not is_marker(meminfo) and meminfo.get("MemTotal"):
-        total_mib, source = meminfo["MemTotal"] / 1024, "/proc/meminfo MemTotal"
+    mem_total, gap = lookup(meminfo, "MemTotal") if meminfo_gap is None else (None, meminfo_gap)
+    if mem_total:
+        total_mib, source = mem_total / 1024, "/proc/meminfo MemTotal"
     else:
-        lv = facts.raw("libvirt")
-        node = lv.get("nodeinfo") if isinstance(lv, dict) and not is_marker(lv) else None
-        if isinstance(node, dict) and not is_marker(node) and node.get("memory_mib"):
-            total_mib, source = float(node["memory_mib"]), "libvirt getInfo()"
+        lv, gap = facts.lookup("libvirt")
+        node, gap = lookup(lv, "nodeinfo") if gap is None else (None, gap)
+        memory_mib, gap = lookup(node, "memory_mib") if node is not None else (None, gap)
+        if memory_mib:
+            total_mib, source = float(memory_mib), "libvirt getInfo()"
     if total_mib is None:
-        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_evidence(meminfo)}) and libvirt node info "
-                              "are both unavailable")
+        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_evidence(meminfo, meminfo_gap)}) and libvirt "
+                              "node info are both unavailable")
     reserve = max(parse_size(policy.get("limits", "host_memory_reserve"), total_mib),
                   parse_size(policy.get("limits", "host_memory_reserve_min"), total_mib))
     available = total_mib - reserve
     counted, unknown = [], []
     for g in facts.guests():
+        autostart, gap = g.lookup("autostart")
         entry = {"name": g.name, "memory_mib": _mib(g.memory_kib), "state": g.state,
-                 "autostart": g.autostart if not is_marker(g.autostart) else _evidence(g.autostart)}
-        if g.active or g.autostart is True:
+                 "autostart": _evidence(autostart, gap)}
+        if g.active or autostart is True:
             counted.append(entry)
-        elif is_marker(g.autostart):
+        elif gap is not None:
             unknown.append(entry)
     used = sum(e["memory_mib"] for e in counted)
     maybe = used + sum(e["memory_mib"] for e in unknown)

@@ -9,14 +9,14 @@ os_release (collectors/hardening.py); kernel, cmdline (collectors/host.py); libv
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any
 
+from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, is_marker, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need, partial
 
 LSM_MODELS = ("selinux", "apparmor")
 
@@ -44,7 +44,7 @@ DISTRO_QEMU_USER = (
 def qemu_conf(facts) -> tuple[dict, bool]:
     """qemu.conf's parsed values and whether the file exists (absent: every default applies)."""
     conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
-    return dict(conf.get("values") or {}), bool(conf.get("present"))
+    return conf["values"], conf["present"]  # guarded: a value with a gap raises where it is read
 
 
 def conf_value(values: dict, key: str) -> Any:
@@ -52,11 +52,7 @@ def conf_value(values: dict, key: str) -> Any:
 
 
 def collected_at(facts) -> datetime:
-    raw = facts.data.get("collected_at")
-    try:
-        return datetime.strptime(str(raw), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise EvidenceMissing(f"the snapshot has no valid collected_at ({raw!r})") from None
+    return facts.collected_at
 
 
 def parse_cpuset(text: str) -> set[int]:
@@ -166,16 +162,17 @@ def patch_age(facts, policy):
     read = [e for e in logs if "unavailable" not in e]
     upgrades = [(e["newest_upgrade"], e["path"], e.get("kind")) for e in read if e.get("newest_upgrade")]
     installs = [(e["newest_install"], e["path"], e.get("kind")) for e in read if e.get("newest_install")]
-    rpm_db = hist.get("rpm_db")
-    if isinstance(rpm_db, dict) and not is_marker(rpm_db) and rpm_db.get("newest_install"):
+    rpm_db, rpm_gap = lookup(hist, "rpm_db")
+    if rpm_db and rpm_db.get("newest_install"):
         upgrades.append((rpm_db["newest_install"], "rpm database (install time)", "rpm-db"))
     evidence: dict = {"manager": hist.get("manager"),
                       "logs": {e["path"]: {k: e.get(k) for k in ("kind", "upgrades", "installs", "newest_upgrade",
                                                                   "newest_install")} for e in read}}
     if unreadable:
         evidence["unreadable"] = unreadable
-    if is_marker(rpm_db):
-        evidence["rpm_db"] = rpm_db
+    if rpm_gap is not None:
+        evidence["rpm_db"] = {"not_collected" if isinstance(rpm_gap, NotApplicable) else "unavailable":
+                              rpm_gap.reason}
     basis = "upgrade"
     if not upgrades:
         upgrades, basis = installs, "install (no upgrade recorded)"
@@ -262,9 +259,9 @@ def stale_binaries(facts, policy):
             missing.append(why)
     else:
         for p in procs:
-            maps = p.get("deleted_maps")
-            if is_marker(maps):
-                missing.append(f"maps of {_proc_label(p)}: {maps.get('unavailable') or maps.get('not_collected')}")
+            maps, gap = lookup(p, "deleted_maps")
+            if gap is not None:
+                missing.append(f"maps of {_proc_label(p)}: {gap.reason}")
                 continue
             code = list(maps or [])  # the collector keeps only executable / shared-object mappings
             if code:
@@ -452,6 +449,9 @@ def guest_seclabel(facts, policy):
         if info["problems"]:
             yield Result("fail", "guest not confined by its own label: " + "; ".join(info["problems"]),
                          g.resource, evidence, "a dynamic label of its own", "; ".join(info["problems"]))
+        elif caps_error is not None:  # without libvirt's security models no label can be confirmed
+            yield Result("error", f"evidence missing: {caps_error}", g.resource,
+                         {**evidence, "reason": caps_error})
         else:
             how = "live label checked" if g.active else "labelled dynamically when started"
             yield Result("pass", f"guest has its own sVirt label ({how})", g.resource, evidence)
@@ -552,8 +552,8 @@ def seccomp(facts, policy):
     else:
         qemus = [p for p in procs if is_qemu(p)]
         evidence["qemu_processes"] = {_proc_label(p): p.get("seccomp") for p in qemus}
-        unknown = [_proc_label(p) for p in qemus if not isinstance(p.get("seccomp"), int)]
-        unfiltered = [_proc_label(p) for p in qemus if isinstance(p.get("seccomp"), int) and p["seccomp"] != 2]
+        unknown = [_proc_label(p) for p in qemus if lookup(p, "seccomp")[0] is None]
+        unfiltered = [_proc_label(p) for p in qemus if lookup(p, "seccomp")[0] not in (None, 2)]
         if unfiltered:
             problems.append(f"QEMU without a seccomp filter: {', '.join(unfiltered)}")
         if unknown and not problems:
@@ -694,10 +694,12 @@ def ksm(facts, policy):
     without KSM -> pass.
     """
     k = facts.source("ksm")
-    if not k.get("present"):
+    if not k["present"]:
         yield Result("pass", "the kernel has no KSM (/sys/kernel/mm/ksm absent)", "host", {"present": False})
         return
-    run = need(k.get("run"), "/sys/kernel/mm/ksm/run")
+    run = k["run"]  # 0, 1 or 2 (the schema); a gap raises
+    if run is None:
+        raise EvidenceMissing("/sys/kernel/mm/ksm/run: no value although /sys/kernel/mm/ksm exists")
     evidence: dict = {"run": run, "pages_shared": k.get("pages_shared"), "pages_sharing": k.get("pages_sharing")}
     if run != 1:
         yield Result("pass", f"KSM is not running (run = {run})", "host", evidence, "0 or 2", str(run))
@@ -803,11 +805,12 @@ def cpu_vulns(facts, policy):
         evidence["cmdline_params"] = params
     except (EvidenceMissing, NotApplicable) as exc:
         params, evidence["cmdline"] = [], f"unavailable: {exc}"
-    unreadable = sorted(n for n, t in vulns.items() if not isinstance(t, str))
-    vulnerable = sorted(n for n, t in vulns.items() if isinstance(t, str) and _vulnerable(t))
-    smt_exposed = sorted(n for n, t in vulns.items() if isinstance(t, str) and "SMT vulnerable" in t)
+    texts = {n: t for n, t, gap in partial(vulns) if gap is None and t is not None}
+    unreadable = sorted(n for n, _t, _gap in partial(vulns) if n not in texts)
+    vulnerable = sorted(n for n, t in texts.items() if _vulnerable(t))
+    smt_exposed = sorted(n for n, t in texts.items() if "SMT vulnerable" in t)
     smt_on = cs.get("smt_control") == "on" or (cs.get("smt_control") is None and cs.get("smt_active") == "1")
-    problems = [f"{n}: {vulns[n]}" for n in vulnerable]
+    problems = [f"{n}: {texts[n]}" for n in vulnerable]
     if "mitigations=off" in params:
         problems.insert(0, "mitigations=off on the kernel command line")
     if problems:
@@ -861,8 +864,8 @@ def core_sharing(facts, policy):
     cs = facts.source("cpu_security")
     siblings_raw = need(cs.get("thread_siblings"), "thread siblings")
     core_of: dict[int, frozenset] = {}
-    for cpu, text in siblings_raw.items():
-        if isinstance(text, str):
+    for cpu, text, gap in partial(siblings_raw):
+        if gap is None:  # an unreadable CPU's siblings are unknown; the others still tell SMT
             core_of[int(cpu)] = frozenset(parse_cpuset(text))
     smt = any(len(c) > 1 for c in core_of.values())
     evidence: dict = {"smt": smt, "smt_control": cs.get("smt_control"), "cpus": len(core_of)}
@@ -944,13 +947,6 @@ def nested(facts, policy):
 SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "smartcard", "usbredir"}
 
 
-def _loopback(address: str) -> bool:
-    if address in ("localhost", "localhost6"):
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve to anything
 
 
 @check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest",
@@ -1005,7 +1001,7 @@ def graphics_exposed(guest, facts, policy):
             auth.append(f"{kind}_password (qemu.conf)")
         if gr.get("passwd") is not None:
             auth.append("passwd (domain XML)")
-        exposed = address not in ("socket", "none") and (address.startswith("network:") or not _loopback(address))
+        exposed = address not in ("socket", "none") and (address.startswith("network:") or not loopback(address))
         status = "pass" if not exposed or tls else ("warn" if auth else "fail")
         worst = max(worst, status, key=rank.get)
         displays.append({"type": kind, "listen": address, "autoport": gr.get("autoport"), "port": gr.get("port"),

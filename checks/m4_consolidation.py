@@ -4,7 +4,7 @@ overcommit, and keep redundant pairs and many independent services off the same 
 from __future__ import annotations
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, is_marker
+from vmaudit.facts import EvidenceMissing, lookup
 
 from ._guests import try_labels
 
@@ -47,14 +47,16 @@ def guest_count(facts, policy):
 
 def _host_cpus(facts) -> tuple[int, str]:
     """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
-    node = facts.libvirt.get("nodeinfo")
-    if isinstance(node, dict) and not is_marker(node) and isinstance(node.get("cpus"), int) and node["cpus"] > 0:
-        return node["cpus"], "libvirt nodeinfo"
-    cpu = facts.raw("cpu")
-    if isinstance(cpu, dict) and not is_marker(cpu) and cpu.get("logical_cpus"):
-        return int(cpu["logical_cpus"]), "/proc/cpuinfo"
-    reasons = [r for r in (node.get("unavailable") if isinstance(node, dict) else "no node info",
-                           cpu.get("unavailable") if isinstance(cpu, dict) else None) if r]
+    lv, gap = facts.lookup("libvirt")
+    node, node_gap = lookup(lv, "nodeinfo", {}) if gap is None else (None, gap)
+    cpus = lookup(node, "cpus")[0] if node is not None else None
+    if cpus:
+        return cpus, "libvirt nodeinfo"
+    cpu, cpu_gap = facts.lookup("cpu")
+    logical, logical_gap = lookup(cpu, "logical_cpus") if cpu_gap is None else (None, cpu_gap)
+    if logical:
+        return logical, "/proc/cpuinfo"
+    reasons = [str(r) for r in (node_gap or (None if node else "no node info"), logical_gap) if r]
     raise EvidenceMissing(f"number of host CPUs: {'; '.join(map(str, reasons)) or 'unknown'}")
 
 

@@ -8,7 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, guest_view, is_marker, need
+from vmaudit.facts import EvidenceMissing, guest_view, lookup, need, partial
 
 from ._guests import DAY, collected_at, days, idle_state, iso
 
@@ -121,29 +121,31 @@ def saved_state(facts, policy):
     max_age = policy.get("saved_state", "max_age_days")
     now = collected_at(facts)
     files_src = facts.source("guest_files")
-    saves_raw = files_src.get("saved_images", {"unavailable": "no saved_images listing"})
+    saves, saves_gap = lookup(files_src, "saved_images")
+    if saves is None and saves_gap is None:
+        saves_gap = EvidenceMissing("guest_files.saved_images: no saved_images listing")
     claimed: set[str] = set()
     emitted = False
     for guest in guests:
-        if is_marker(guest.record.get("managed_save")) or "managed_save" not in guest.record:
-            reason = (guest.record.get("managed_save") or {}).get("unavailable", "not collected")
+        managed, gap = guest.lookup("managed_save")
+        if gap is not None or managed is None:
+            reason = gap.reason if gap else "not collected"
             yield Result("error", f"evidence missing: managed save of guest {guest.name}: {reason}",
                          guest.resource, {"reason": reason})
             emitted = True
             continue
-        if not guest.record["managed_save"]:
+        if not managed:
             continue
         emitted = True
         fname = f"{guest.name}.save"
         claimed.add(fname)
-        try:
-            saves = need(saves_raw, "listing of /var/lib/libvirt/qemu/save")
-        except EvidenceMissing as exc:
-            yield Result("error", f"evidence missing: {exc}", guest.resource, {"reason": str(exc)})
+        if saves_gap is not None:
+            exc = f"listing of /var/lib/libvirt/qemu/save: {saves_gap}"
+            yield Result("error", f"evidence missing: {exc}", guest.resource, {"reason": exc})
             continue
-        path = f"{saves.get('dir', '/var/lib/libvirt/qemu/save')}/{fname}"
-        entry = saves.get("entries", {}).get(fname) if "/" not in guest.name else None
-        if entry is None or is_marker(entry):
+        path = f"{saves['dir']}/{fname}"
+        entry, gap = lookup(saves["entries"], fname) if "/" not in guest.name else (None, None)
+        if entry is None:
             yield Result("error", f"libvirt reports a managed-save image but {path} is not readable or not "
                          "there: its age is unknown", guest.resource, {"managed_save": True, "path": path})
             continue
@@ -157,20 +159,18 @@ def saved_state(facts, policy):
         else:
             yield Result("pass", f"guest has a saved memory image {age:g} days old (limit {max_age})",
                          guest.resource, evidence, expected=f"<= {max_age} days", actual=f"{age:g} days")
-    if is_marker(saves_raw):  # raising here would drop the per-guest results above
-        reason = saves_raw.get("unavailable") or saves_raw.get("not_collected")
+    if saves_gap is not None:  # raising here would drop the per-guest results above
+        reason = str(saves_gap)
         yield Result("error", f"evidence missing: listing of /var/lib/libvirt/qemu/save: {reason}", "host",
                      {"reason": reason})
         return
-    saves = saves_raw
-    for fname, entry in sorted(saves.get("entries", {}).items()):
+    for fname, entry, gap in sorted(partial(saves["entries"]), key=lambda t: t[0]):
         if fname in claimed:
             continue
-        path = f"{saves.get('dir')}/{fname}"
+        path = f"{saves['dir']}/{fname}"
         emitted = True
-        if is_marker(entry):
-            yield Result("error", f"evidence missing: {entry.get('unavailable')}", f"file:{path}",
-                         {"reason": entry.get("unavailable")})
+        if gap is not None:
+            yield Result("error", f"evidence missing: {gap}", f"file:{path}", {"reason": str(gap)})
             continue
         seconds = now - entry["mtime"]
         age = days(seconds)
@@ -318,19 +318,18 @@ def orphan_volumes(facts, policy):
     volumes = []  # (pool name, volume entry, path)
     inactive, pool_errors = [], []
     for pool in pools:
-        vols = pool.get("volumes")
-        if vols is None:
-            inactive.append(pool.get("name"))
+        vols, gap = lookup(pool, "volumes")
+        if gap is not None:
+            pool_errors.append(pool["name"])
+            yield Result("error", f"evidence missing: volumes of pool {pool['name']}: {gap}",
+                         f"pool:{pool['name']}", {"reason": str(gap)})
             continue
-        if is_marker(vols):
-            pool_errors.append(pool.get("name"))
-            yield Result("error", f"evidence missing: volumes of pool {pool.get('name')}: "
-                         f"{vols.get('unavailable') or vols.get('not_collected')}", f"pool:{pool.get('name')}",
-                         {"reason": vols.get("unavailable") or vols.get("not_collected")})
+        if vols is None:
+            inactive.append(pool["name"])
             continue
         for vol in vols:
             path = vol.get("path")
-            if not isinstance(path, str):
+            if path is None:
                 target = pool.get("target") or ""
                 path = f"{target.rstrip('/')}/{vol.get('name')}" if target else vol.get("name")
             volumes.append((pool.get("name"), vol, _norm(path)))

@@ -1,6 +1,8 @@
 """Collectors: each gathers one named source of facts from libvirt or the host, before any check runs.
 
-A collector is a function `(ctx: Context) -> JSON-serialisable value`, registered with `@collector`.
+A collector is a function `(ctx: Context) -> JSON-serialisable value`, registered with `@collector`
+together with the schema of what it returns (vmaudit.schema): the one declaration of that source's
+shape, which every snapshot is held to when it is evaluated and docs/architecture.md is generated from.
 It never raises for evidence it cannot get: it returns `unavailable(reason)` (or lets an OSError /
 libvirt error escape, which `collect()` records the same way). `live=True` collectors read the running
 system (processes, sockets, units) and are recorded `not_collected` when auditing a `--root` other
@@ -22,25 +24,42 @@ from typing import Any, Callable
 
 from vmaudit import __version__
 from vmaudit.facts import SCHEMA, not_collected, unavailable
+from vmaudit.schema import Schema
 
 
 @dataclass(frozen=True)
 class Collector:
     name: str
     func: Callable[[Context], Any]
+    schema: Schema
     live: bool = False
 
 
 COLLECTORS: dict[str, Collector] = {}
 
 
-def collector(name: str, *, live: bool = False) -> Callable:
+def collector(name: str, *, schema: Schema, live: bool = False) -> Callable:
+    """Register `func` as the collector of source `name`, whose value has the shape `schema` (a marker
+    is allowed at every position)."""
+    if not isinstance(schema, Schema):
+        raise TypeError(f"collector {name}: schema must be a vmaudit.schema.Schema")
+
     def register(func: Callable) -> Callable:
         if name in COLLECTORS and COLLECTORS[name].func.__qualname__ != func.__qualname__:
             raise ValueError(f"collector {name} registered twice")
-        COLLECTORS[name] = Collector(name, func, live)
+        COLLECTORS[name] = Collector(name, func, schema, live)
         return func
     return register
+
+
+_SCHEMAS: dict[str, Schema] = {}
+
+
+def source_schemas() -> dict[str, Schema]:
+    """Every source's declared schema (the collectors are imported once)."""
+    if not _SCHEMAS:
+        _SCHEMAS.update((name, col.schema) for name, col in load_collectors().items())
+    return _SCHEMAS
 
 
 class Absent:

@@ -53,6 +53,7 @@ import stat
 from typing import Callable
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import AnyJSON, Bool, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -118,8 +119,18 @@ def parse_nsswitch(text: str) -> dict:
     return out
 
 
-@collector("accounts")
+ACCOUNTS_SCHEMA = Record({"passwd": ListOf(Record({"name": Str(), "uid": Int(), "gid": Int()},
+                                                  optional={"home": Str(), "shell": Str()})),
+                    "group": ListOf(Record({"name": Str(), "gid": Int(), "members": ListOf(Str())}))},
+                   optional={"nsswitch": TableOf(ListOf(Str())), "compat": ListOf(Str())})
+
+
+@collector("accounts", schema=ACCOUNTS_SCHEMA)
 def collect_accounts(ctx: Context) -> dict:
+    """`{passwd: [{name, uid, gid, home, shell}] or marker, group: [{name, gid, members: [...]}] or marker,
+    nsswitch: {passwd: [sources], group: [sources]}, compat: ["passwd:+", ...]}` (a missing /etc/passwd or
+    /etc/group is a marker)
+    """
     out: dict = {"compat": []}
     for name, parse in (("passwd", parse_passwd), ("group", parse_group)):
         text = _required(ctx, f"/etc/{name}")
@@ -255,8 +266,21 @@ def parse_sudoers(text: str, path: str, data: dict, include: Callable[[str, str]
                     data["specs"].append(dict(base, hosts=_items(h), runas=runas, commands=commands))
 
 
-@collector("sudoers")
+SUDOERS_SCHEMA = Record({"present": Bool(), "files": TableOf(Record(optional={"included_from": Optional(Str())})),
+                   "aliases": TableOf(TableOf(ListOf(Str()))),
+                   "specs": ListOf(Record({"file": Str(), "line": Int(min=0), "users": ListOf(Str())},
+                                          optional={"hosts": ListOf(Str()), "runas": Optional(Str()),
+                                                    "commands": ListOf(Str())}))},
+                  optional={"skipped": ListOf(Record({"path": Str(), "reason": Str()}))})
+
+
+@collector("sudoers", schema=SUDOERS_SCHEMA)
 def collect_sudoers(ctx: Context) -> dict:
+    """`{present, files: {path: {included_from} or marker}, skipped: [{path, reason}], aliases: {User_Alias:
+    {NAME: [...]}, Runas_Alias, Host_Alias, Cmnd_Alias}, specs: [{file, line, users, hosts, runas,
+    commands}]}`: /etc/sudoers and its `#`/`@include(dir)`s (read in place, so specs are in sudo's order),
+    sudoers.d names with '.' or '~' skipped as sudo does
+    """
     data: dict = {"present": False, "files": {}, "skipped": [],
                   "aliases": {k: {} for k in ALIAS_KINDS if k != "Cmd_Alias"}, "specs": []}
 
@@ -417,8 +441,28 @@ def _collect_pkla(ctx: Context) -> dict:
     return out
 
 
-@collector("polkit_rules")
+_PKLA_SECTION = Record({"name": Str(), "line": Int(min=0), "identity": Optional(ListOf(Str())),
+                        "action": Optional(ListOf(Str()))},
+                       optional={"any": Optional(Str()), "inactive": Optional(Str()), "active": Optional(Str()),
+                                 "ignored": AnyJSON()})
+POLKIT_RULES_SCHEMA = Record({"dirs": TableOf(Str()),
+                       "files": ListOf(Record({"name": Str(), "path": Str(), "text": Str()},
+                                              optional={"same_name": ListOf(Str())})),
+                       "pkla": Record({"roots": TableOf(Str()), "dirs": TableOf(Str()),
+                                       "files": ListOf(Record({"path": Str(), "dir": Str()},
+                                                              optional={"sections": ListOf(_PKLA_SECTION),
+                                                                        "invalid": Str(), "text": Str()}))})})
+
+
+@collector("polkit_rules", schema=POLKIT_RULES_SCHEMA)
 def collect_polkit_rules(ctx: Context) -> dict:
+    """`{dirs: {dir: "present"/"absent"/marker}, files: [{name, path, same_name: [paths], text (or marker)}],
+    pkla: {roots: {root: state}, dirs: {dir: state}, files: [{path, dir, sections: [{name, line, identity,
+    action, any, inactive, active, ignored?}]} or {path, dir, invalid} or {path, dir, text: marker}]}}`:
+    .rules of /etc, /run, /usr/local/share and /usr/share `polkit-1/rules.d` in polkitd's load order (by
+    name, /etc first on a tie; a same-named file is not hidden); .pkla of /var/lib and /etc
+    `polkit-1/localauthority/*/` in pkla-check-authorization's order
+    """
     dirs: dict = {}
     files: list[dict] = []
     for d in POLKIT_DIRS:
@@ -458,8 +502,16 @@ def _sshd_words(line: str) -> list[str]:
     return words
 
 
-@collector("sshd_config")
+SSHD_CONFIG_SCHEMA = Record({"path": Str(), "present": Bool(), "files": ListOf(Str()), "unreadable": TableOf(AnyJSON()),
+                       "entries": ListOf(Record({"keyword": Str(), "value": Str(), "file": Str(), "line": Int(min=0),
+                                                 "match": Optional(Str())}, optional={"match_all": Bool()}))})
+
+
+@collector("sshd_config", schema=SSHD_CONFIG_SCHEMA)
 def collect_sshd_config(ctx: Context) -> dict:
+    """`{path, present, files: [...], unreadable: {path: marker}, entries: [{keyword (lower case), value, file,
+    line, match (criteria or null)}]}` with `Include` expanded in place (globs sorted, relative to /etc/ssh)
+    """
     out: dict = {"path": SSHD_CONFIG, "present": False, "files": [], "unreadable": {}, "entries": []}
 
     def read(path: str, match: str | None, depth: int, match_all: bool = False) -> str | None:
@@ -510,8 +562,15 @@ def collect_sshd_config(ctx: Context) -> dict:
 # --- live libvirt sockets -----------------------------------------------------------------------
 
 
-@collector("libvirt_sockets", live=True)
+LIBVIRT_SOCKETS_SCHEMA = TableOf(Record({"mode": Str()}, optional={"uid": Int(), "gid": Int(), "owner": Optional(Str()),
+                                                        "group": Optional(Str())}))
+
+
+@collector("libvirt_sockets", schema=LIBVIRT_SOCKETS_SCHEMA, live=True)
 def collect_libvirt_sockets(ctx: Context) -> dict:
+    """(live) `{"/run/libvirt/<name>-sock": {mode: "0666", uid, gid, owner, group}}`; `{}` when /run/libvirt
+    does not exist
+    """
     import grp
     import pwd
 

@@ -19,6 +19,7 @@ import os
 
 from vmaudit.confparse import ConfSyntaxError, parse_env_file, parse_libvirt_conf
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -42,13 +43,55 @@ def _parsed(ctx: Context, path: str, parse) -> dict:
         return unavailable(f"{path}: {exc}")
 
 
-@collector("libvirt_config")
+# What confparse.parse_libvirt_conf gives: strings, integers, lists of them.
+_CONF_VALUE = Str() | Int() | ListOf(Str() | Int())
+
+
+def _conf_file(keys: dict) -> Record:
+    """One parsed file; the keys checks read are typed, any other key is a libvirt setting value."""
+    return Record({"path": Str(), "present": Bool(), "values": Record(optional=keys, extra=_CONF_VALUE)})
+
+
+_DAEMON_KEYS = {"auth_unix_rw": Str(), "auth_unix_ro": Str(), "auth_tcp": Str(), "auth_tls": Str(),
+                "unix_sock_rw_perms": Str(), "unix_sock_ro_perms": Str(), "unix_sock_admin_perms": Str(),
+                "unix_sock_group": Str(), "unix_sock_dir": Str(), "listen_tcp": Int(), "listen_tls": Int(),
+                "listen_addr": Str(), "tcp_port": Str(), "tls_no_verify_certificate": Int(),
+                "tls_allowed_dn_list": ListOf(Str()), "sasl_allowed_username_list": ListOf(Str()),
+                "tls_port": Str(),
+                "access_drivers": ListOf(Str())}
+_QEMU_KEYS = {"user": Str(), "group": Str(), "dynamic_ownership": Int(), "security_driver": Str() | ListOf(Str()),
+              "security_default_confined": Int(), "security_require_confined": Int(),
+              "seccomp_sandbox": Int(), "namespaces": Str() | ListOf(Str()),
+              "cgroup_device_acl": Str() | ListOf(Str()), "cgroup_controllers": Str() | ListOf(Str()),
+              "clear_emulator_capabilities": Int(), "migration_address": Str(), "migration_host": Str(),
+              "migrate_tls_force": Int(), "migrate_tls_x509_verify": Int(), "vnc_listen": Str(),
+              "spice_listen": Str(), "vnc_tls": Int(), "spice_tls": Int(), "vnc_sasl": Int(), "spice_sasl": Int(),
+              "vnc_auto_unix_socket": Int(), "default_tls_x509_verify": Int(), "remote_display_port_min": Int(),
+              "remote_display_port_max": Int()}
+LIBVIRT_CONFIG_SCHEMA = Record(optional={"qemu.conf": _conf_file(_QEMU_KEYS),
+                                  **{name: _conf_file(_DAEMON_KEYS)
+                                     for name in ("libvirtd.conf", "virtqemud.conf", "virtproxyd.conf")}},
+                        extra=_conf_file(_DAEMON_KEYS))
+
+
+@collector("libvirt_config", schema=LIBVIRT_CONFIG_SCHEMA)
 def collect_libvirt_config(ctx: Context) -> dict:
+    """`{"qemu.conf": {path, present, values}, "libvirtd.conf": ..., "virtqemud.conf": ..., "virtproxyd.conf":
+    ...}`; each entry may be a marker (unreadable, or a syntax error with its line); `values` parsed with
+    `vmaudit.confparse.parse_libvirt_conf` (str, int, list)
+    """
     return {name: _parsed(ctx, f"/etc/libvirt/{name}", parse_libvirt_conf) for name in CONF_FILES}
 
 
-@collector("daemon_env")
+# parse_env_file joins a variable's words: every value is one string
+DAEMON_ENV_SCHEMA = TableOf(Record({"path": Str(), "present": Bool(), "values": TableOf(Str())}))
+
+
+@collector("daemon_env", schema=DAEMON_ENV_SCHEMA)
 def collect_daemon_env(ctx: Context) -> dict:
+    """`{"/etc/default/libvirtd": {present, values}, "/etc/sysconfig/libvirtd": ..., same for virtproxyd and
+    virtqemud}`; values from `parse_env_file`
+    """
     return {path: _parsed(ctx, path, parse_env_file) for path in ENV_FILES}
 
 
@@ -106,8 +149,20 @@ def _masked(ctx: Context) -> set[str]:
     return out
 
 
-@collector("systemd_units")
+SYSTEMD_UNITS_SCHEMA = Record({"enabled": ListOf(Str()), "masked": ListOf(Str()),
+                               "sockets": TableOf(Record({"path": Str(), "ListenStream": ListOf(Str())},
+                                                         optional={"drop_ins": ListOf(Str()),
+                                                                   "SocketMode": Optional(Str()),
+                                                                   "SocketUser": Optional(Str()),
+                                                                   "SocketGroup": Optional(Str())}))})
+
+
+@collector("systemd_units", schema=SYSTEMD_UNITS_SCHEMA)
 def collect_systemd_units(ctx: Context) -> dict:
+    """`{"enabled": ["libvirtd-tcp.socket", ...] (symlinks in /etc/systemd/system/*.wants and *.requires),
+    "sockets": {"libvirtd.socket": {"path", "SocketMode", "SocketGroup", "ListenStream": [...]}, ...}}` for
+    libvirt's socket units, /etc overriding /usr/lib and /lib, drop-ins applied
+    """
     enabled: set[str] = set()
     etc = "/etc/systemd/system"
     for entry in ctx.listdir(etc) or []:

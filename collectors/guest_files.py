@@ -28,6 +28,7 @@ import os
 import stat
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Float, Int, Record, Str, TableOf
 
 from . import Context, collector
 
@@ -61,8 +62,19 @@ def list_files(ctx: Context, directory: str, *, absent_is_empty: bool) -> dict:
     return {"dir": directory, "present": True, "entries": entries}
 
 
-@collector("guest_files")
+_LISTING = Record({"dir": Str(), "present": Bool(),
+                   "entries": TableOf(Record({"mtime": Float(), "size": Int(min=0)}))})
+GUEST_FILES_SCHEMA = TableOf(_LISTING)
+
+
+@collector("guest_files", schema=GUEST_FILES_SCHEMA)
 def collect_guest_files(ctx: Context) -> dict:
+    """`{qemu_logs: {dir: "/var/log/libvirt/qemu", present, entries: {"<file>": {mtime (epoch s), size}}},
+    qemu_configs: {dir: "/etc/libvirt/qemu", ...}, saved_images: {dir: "/var/lib/libvirt/qemu/save", ...}}`;
+    regular files only (lstat); a missing log/config directory or an unreadable one is a marker, a missing
+    save directory is `present: false`. Checks look guests up by entry name (`<name>.log`), never by
+    building a path
+    """
     return {
         "qemu_logs": list_files(ctx, QEMU_LOG_DIR, absent_is_empty=False),
         "qemu_configs": list_files(ctx, QEMU_CONFIG_DIR, absent_is_empty=False),
@@ -70,8 +82,14 @@ def collect_guest_files(ctx: Context) -> dict:
     }
 
 
-@collector("libvirt_hooks")
+LIBVIRT_HOOKS_SCHEMA = TableOf(Record({"present": Bool()}, optional={"path": Str(), "executable": Bool()}))
+
+
+@collector("libvirt_hooks", schema=LIBVIRT_HOOKS_SCHEMA)
 def collect_libvirt_hooks(ctx: Context) -> dict:
+    """`{qemu: {path: "/etc/libvirt/hooks/qemu", present, executable}}` (a symlink is resolved inside the root)
+    or `{qemu: marker}`
+    """
     try:
         st = os.stat(ctx.resolve(QEMU_HOOK))  # a link to the real hook is followed inside the root
     except (FileNotFoundError, NotADirectoryError):

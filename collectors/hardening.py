@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import quote
 
 from vmaudit.facts import not_collected, unavailable
+from vmaudit.schema import AnyJSON, Bool, Enum, Float, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -88,8 +89,12 @@ def parse_os_release(text: str) -> dict:
     return out
 
 
-@collector("os_release")
+OS_RELEASE_SCHEMA = Record({"present": Bool()}, optional={"path": Str()}, extra=Str())
+
+
+@collector("os_release", schema=OS_RELEASE_SCHEMA)
 def collect_os_release(ctx: Context) -> Any:
+    """`{present, path, ID, ID_LIKE, VERSION_ID, ...}` from /etc/os-release (else /usr/lib/os-release)"""
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         text = ctx.read_fact(path)
         if isinstance(text, str):
@@ -447,8 +452,26 @@ def _rpm_db(ctx: Context) -> Any:
     return {"packages": len(times), "newest_install": newest}
 
 
-@collector("package_history")
+_PACKAGE_LOG = Record({"path": Str(), "kind": Str()},
+                      optional={"upgrades": Int(min=0), "installs": Int(min=0), "newest_upgrade": Optional(Str()),
+                                "newest_install": Optional(Str()), "transactions": Int(min=0),
+                                "undated": Int(min=0), "wal_frames": Int(min=0), "note": Str(),
+                                "year_from": Str(), "unavailable": Str()})
+PACKAGE_HISTORY_SCHEMA = Record({"manager": Optional(Str()), "logs": ListOf(_PACKAGE_LOG)},
+                         optional={"rpm_db": Optional(Record(optional={"packages": Int(min=0),
+                                                                       "newest_install": Optional(Int() | Str())})),
+                                   "local_time": ListOf(Str())})
+
+
+@collector("package_history", schema=PACKAGE_HISTORY_SCHEMA)
 def collect_package_history(ctx: Context) -> dict:
+    """`{manager: "dpkg"/"rpm"/null, logs: [{path, kind ("apt-history"/"dpkg"/"dnf-rpm"/"yum"/"dnf-
+    history"/"dnf5-history"), upgrades, installs, newest_upgrade, newest_install, (yum: year_from;
+    databases: transactions, wal_frames)} or {path, kind, unavailable}], rpm_db: {packages, newest_install}
+    (live) or null/marker, local_time: [kinds logged in local time]}`; times "YYYY-MM-DDTHH:MM:SS" (UTC
+    where the log has an offset or the database stores epoch seconds); rotated and .gz logs included; for
+    the dnf databases `upgrades`/`installs` count successful transactions
+    """
     logs = []
     for directory, prefix, kind, parse in LOGS:
         names = ctx.listdir(directory)
@@ -526,8 +549,17 @@ def parse_dnf_check_update(text: str) -> list[dict]:
     return out
 
 
-@collector("pending_updates", live=True)
+_UPDATE = Record({"package": Str()}, optional={"version": Str(), "origin": AnyJSON()})
+PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
+                         optional={"command": ListOf(Str()), "other": Optional(Int(min=0)),
+                                   "lists_mtime": Optional(Float())})
+
+
+@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True)
 def collect_pending_updates(ctx: Context) -> Any:
+    """(live, only with `--online`, else not_collected) `{tool: "apt-get"/"dnf", command, security: [{package,
+    version, origin}], other: n or null, lists_mtime: epoch or null}`
+    """
     if not ctx.online:
         return not_collected("asking the package manager needs --online")
     if shutil.which("apt-get") and ctx.exists("/var/lib/dpkg/status"):
@@ -554,8 +586,15 @@ def collect_pending_updates(ctx: Context) -> Any:
 # --- reboot required ------------------------------------------------------------------------------
 
 
-@collector("reboot_required")
+REBOOT_REQUIRED_SCHEMA = Record({"present": Bool(), "packages": ListOf(Str())},
+                         optional={"path": Optional(Str()), "message": Str()})
+
+
+@collector("reboot_required", schema=REBOOT_REQUIRED_SCHEMA)
 def collect_reboot_required(ctx: Context) -> Any:
+    """`{present, path, message, packages: [...]}` from /run/reboot-required(.pkgs) (/var/run when not a
+    symlink)
+    """
     # /var/run is a link to /run on current systems (ctx resolves it inside the audited root)
     for path in ("/run/reboot-required", "/var/run/reboot-required"):
         text = ctx.read_fact(path)
@@ -582,8 +621,19 @@ def parse_apparmor_profiles(text: str) -> list[dict]:
     return out
 
 
-@collector("lsm")
+LSM_SCHEMA = Record({"sysfs": Bool(), "active": Optional(ListOf(Str())),
+               "selinux": Record({"enabled": Bool(), "enforce": Optional(Str())},
+                                 optional={"config": Optional(TableOf(Optional(Str())))}),
+               "apparmor": Record({"enabled": Optional(Str()),
+                                   "profiles": Optional(ListOf(Record({"name": Str(), "mode": Str()})))})})
+
+
+@collector("lsm", schema=LSM_SCHEMA)
 def collect_lsm(ctx: Context) -> Any:
+    """`{sysfs: true, active: [/sys/kernel/security/lsm], selinux: {enabled, enforce: "1"/"0"/null, config:
+    {SELINUX, SELINUXTYPE} or null}, apparmor: {enabled: "Y"/"N"/null, profiles: [{name, mode}] or marker or
+    null}}`
+    """
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -612,8 +662,13 @@ def collect_lsm(ctx: Context) -> Any:
 # --- KSM, CPU, nested -----------------------------------------------------------------------------
 
 
-@collector("ksm")
+KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
+               "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))})
+
+
+@collector("ksm", schema=KSM_SCHEMA)
 def collect_ksm(ctx: Context) -> Any:
+    """`{present, run, pages_shared, pages_sharing}` from /sys/kernel/mm/ksm"""
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -626,8 +681,15 @@ def collect_ksm(ctx: Context) -> Any:
     return out
 
 
-@collector("cpu_security")
+CPU_SECURITY_SCHEMA = Record({"vulnerabilities": TableOf(Optional(Str())), "thread_siblings": TableOf(Str())},
+                      optional={"smt_control": Optional(Str()), "smt_active": Optional(Str())})
+
+
+@collector("cpu_security", schema=CPU_SECURITY_SCHEMA)
 def collect_cpu_security(ctx: Context) -> Any:
+    """`{vulnerabilities: {name: text} or marker, smt_control, smt_active, thread_siblings: {"<cpu>": "0,4"} or
+    marker}` from /sys/devices/system/cpu
+    """
     marker = _sysfs(ctx)
     if marker is not None:
         return marker
@@ -650,8 +712,12 @@ def collect_cpu_security(ctx: Context) -> Any:
             "smt_active": _text(ctx, f"{base}/smt/active"), "thread_siblings": siblings}
 
 
-@collector("kvm_nested")
+KVM_NESTED_SCHEMA = Record({"kvm_intel": Optional(Str()), "kvm_amd": Optional(Str())})
+
+
+@collector("kvm_nested", schema=KVM_NESTED_SCHEMA)
 def collect_kvm_nested(ctx: Context) -> Any:
+    """`{kvm_intel: "Y"/"N"/"1"/"0"/null, kvm_amd: ...}` (null: module not loaded)"""
     marker = _sysfs(ctx)
     if marker is not None:
         return marker

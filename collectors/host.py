@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -17,7 +18,11 @@ def _required(ctx: Context, path: str) -> str:
     return text
 
 
-@collector("cpu")
+CPU_SCHEMA = Record({"flags": ListOf(Str()), "logical_cpus": Int(min=0)},
+               optional={"vendor": Optional(Str()), "model": Optional(Str())})
+
+
+@collector("cpu", schema=CPU_SCHEMA)
 def collect_cpu(ctx: Context) -> dict:
     """/proc/cpuinfo: the union of CPU flags, the vendor, the number of logical CPUs."""
     text = _required(ctx, "/proc/cpuinfo")
@@ -38,18 +43,28 @@ def collect_cpu(ctx: Context) -> dict:
     return {"flags": sorted(flags), "vendor": vendor, "model": model, "logical_cpus": processors}
 
 
-@collector("modules")
+MODULES_SCHEMA = ListOf(Str())
+
+
+@collector("modules", schema=MODULES_SCHEMA)
 def collect_modules(ctx: Context) -> list[str]:
     """/proc/modules: names of the loaded kernel modules."""
     return sorted(line.split()[0] for line in _required(ctx, "/proc/modules").splitlines() if line.strip())
 
 
-@collector("cmdline")
+CMDLINE_SCHEMA = Str()
+
+
+@collector("cmdline", schema=CMDLINE_SCHEMA)
 def collect_cmdline(ctx: Context) -> str:
+    """/proc/cmdline text"""
     return _required(ctx, "/proc/cmdline").strip()
 
 
-@collector("meminfo")
+MEMINFO_SCHEMA = TableOf(Int(min=0))
+
+
+@collector("meminfo", schema=MEMINFO_SCHEMA)
 def collect_meminfo(ctx: Context) -> dict:
     """/proc/meminfo in KiB."""
     out = {}
@@ -60,7 +75,10 @@ def collect_meminfo(ctx: Context) -> dict:
     return out
 
 
-@collector("kernel")
+KERNEL_SCHEMA = Record({"running": Str(), "installed": ListOf(Str())})
+
+
+@collector("kernel", schema=KERNEL_SCHEMA)
 def collect_kernel(ctx: Context) -> dict:
     """The running kernel release and the kernels installed under /lib/modules."""
     running = ctx.read_fact("/proc/sys/kernel/osrelease", absent=unavailable("/proc/sys/kernel/osrelease is absent"))

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str
 
 from . import Context, collector
 
@@ -154,8 +155,34 @@ def _domains(conn: Any) -> list:
     return [_domain(d, sets, seen) for d in domains]
 
 
-@collector("libvirt")
+_SNAPSHOT = Record({"name": Str()}, optional={"creation_time": Optional(Int(min=0)), "state": Optional(Str()),
+                                          "memory": Bool(), "xml_error": Str()})
+# a guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
+# still tells which record it was
+_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Str(), "xml": Str()},
+                 optional={"id": Int(), "persistent": Bool(), "autostart": Bool(), "managed_save": Bool(),
+                           "snapshots": ListOf(_SNAPSHOT)})
+_VOLUME = Record({"name": Str()}, optional={"path": Optional(Str()), "format": Optional(Str()),
+                                            "backing": Optional(Str())})
+LIBVIRT_SCHEMA = Record({"domains": ListOf(_DOMAIN)},
+                 optional={"uri": Str(), "lib_version": Int(min=0), "hv_version": Int(min=0), "hv_type": Str(),
+                           "capabilities": Str(),
+                           "nodeinfo": Record(optional={"model": Str(), "memory_mib": Int(min=0),
+                                                        "cpus": Int(min=0), "mhz": Int(min=0),
+                                                        "numa_nodes": Int(min=0), "sockets": Int(min=0),
+                                                        "cores": Int(min=0), "threads": Int(min=0)}),
+                           "pools": ListOf(Record({"name": Str()},
+                                                  optional={"active": Bool(), "type": Optional(Str()),
+                                                            "target": Optional(Str()),
+                                                            "volumes": ListOf(_VOLUME)})),
+                           "networks": ListOf(Record({"name": Str()}, optional={"active": Bool(), "xml": Str()}))})
+
+
+@collector("libvirt", schema=LIBVIRT_SCHEMA)
 def collect_libvirt(ctx: Context) -> dict:
+    """`{uri, lib_version, hv_version, hv_type, capabilities (XML string), nodeinfo {model, memory_mib, cpus,
+    mhz, numa_nodes, sockets, cores, threads}, domains: [...], pools: [...], networks: [...]}`
+    """
     conn = ctx.libvirt()
     info = _try(conn.getInfo)
     return {

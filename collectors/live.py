@@ -25,6 +25,7 @@ import socket
 import subprocess
 
 from vmaudit.facts import not_collected, unavailable
+from vmaudit.schema import AnyJSON, Bool, Int, ListOf, Optional, Record, Str
 
 from . import Context, collector
 
@@ -102,8 +103,19 @@ def _maps(pid: int):
         return unavailable(f"cannot read /proc/{pid}/maps: {exc.strerror or exc}")
 
 
-@collector("processes", live=True)
+PROCESSES_SCHEMA = ListOf(Record({"pid": Int(min=0), "name": Str(), "cmdline": ListOf(Str())},
+                          optional={"exe": Optional(Str()), "kind": Optional(Str()), "uid": Optional(Int()),
+                                    "user": Optional(Str()), "gid": Optional(Int()), "guest": Optional(Str()),
+                                    "seccomp": Optional(Int()), "deleted_maps": ListOf(AnyJSON())}))
+
+
+@collector("processes", schema=PROCESSES_SCHEMA, live=True)
 def collect_processes(ctx: Context) -> list:
+    """(live) `[{pid, name, exe, cmdline: [...], kind ("qemu"/"libvirt"), uid, user, gid (effective), guest
+    (from QEMU's -name guest=), seccomp (int from /proc/<pid>/status, null without CONFIG_SECCOMP),
+    deleted_maps: [deleted executable / .so mappings]}]` for qemu-system-*, qemu-kvm and libvirtd / virt*d;
+    details that cannot be read are markers, vanished processes are skipped
+    """
     import psutil
 
     out = []
@@ -148,8 +160,16 @@ def _proto(conn) -> str:
     return ("tcp" if tcp else "udp") + ("6" if v6 else "")
 
 
-@collector("listeners", live=True)
+LISTENERS_SCHEMA = ListOf(Record({"proto": Str(), "address": Str(), "port": Int(min=0, max=65535)},
+                          optional={"pid": Optional(Int(min=0)), "process": Optional(Str()),
+                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str()))}))
+
+
+@collector("listeners", schema=LISTENERS_SCHEMA, live=True)
 def collect_listeners(ctx: Context) -> list:
+    """(live) `[{proto: tcp/tcp6/udp/udp6, address, port, pid (null: owner not visible), process, exe, cmdline
+    (first 16 args)}]`: listening TCP and unconnected UDP sockets (psutil)
+    """
     import psutil
 
     procs: dict = {}
@@ -195,8 +215,14 @@ def systemd_booted() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-@collector("services", live=True)
+SERVICES_SCHEMA = Record({"systemd": Bool()}, optional={"running": ListOf(Str())})
+
+
+@collector("services", schema=SERVICES_SCHEMA, live=True)
 def collect_services(ctx: Context):
+    """(live) `{systemd: true, running: [unit names]}` from `systemctl list-units --type=service
+    --state=running`, or `not_collected` when PID 1 is not systemd
+    """
     if not systemd_booted():
         try:
             with open("/proc/1/comm", encoding="utf-8") as fh:

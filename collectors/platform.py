@@ -31,6 +31,7 @@ import os
 import stat
 
 from vmaudit.facts import unavailable
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -86,7 +87,13 @@ def _group_name(ctx: Context, gid: int) -> str | None:
     return None
 
 
-@collector("kvm")
+KVM_SCHEMA = Record({"dev_kvm": Record({"present": Bool()},
+                                     optional={"char_device": Bool(), "mode": Str(), "uid": Int(), "gid": Int(),
+                                               "group": Optional(Str())}),
+               "modules": ListOf(Str())})
+
+
+@collector("kvm", schema=KVM_SCHEMA)
 def collect_kvm(ctx: Context) -> dict:
     """/dev/kvm (present, mode, group) and the kvm modules under /sys/module."""
     dev = ctx.listdir("/dev")
@@ -112,7 +119,10 @@ def collect_kvm(ctx: Context) -> dict:
     return {"dev_kvm": dev_kvm, "modules": modules}
 
 
-@collector("virt_platform")
+VIRT_PLATFORM_SCHEMA = TableOf(Optional(Str()))
+
+
+@collector("virt_platform", schema=VIRT_PLATFORM_SCHEMA)
 def collect_virt_platform(ctx: Context) -> dict:
     """DMI identity of the machine and the Xen-style /sys/hypervisor/type."""
     if not _has_sysfs(ctx):
@@ -129,7 +139,18 @@ def _pci_device(ctx: Context, bdf: str) -> dict:
             "iommu_group": group}
 
 
-@collector("iommu")
+_PCI_DEVICE = Record(optional={"driver": Optional(Str()), "class": Optional(Str()),
+                                   "iommu_group": Optional(Str())})
+IOMMU_SCHEMA = Record({"class_dir": Bool(), "class_entries": ListOf(Str()), "group_count": Int(min=0),
+                "groups": TableOf(Record({"devices": ListOf(Record({"bdf": Str()},
+                                                                    optional={"driver": Optional(Str()),
+                                                                              "class": Optional(Str())}))},
+                                         optional={"type": Optional(Str()), "name": Optional(Str())})),
+                "pci_devices": TableOf(_PCI_DEVICE)},
+               optional={"acpi_tables": TableOf(Bool())})
+
+
+@collector("iommu", schema=IOMMU_SCHEMA)
 def collect_iommu(ctx: Context) -> dict:
     """Active IOMMUs, the ACPI tables that describe them, IOMMU groups with their members' drivers."""
     if not _has_sysfs(ctx):
@@ -177,7 +198,10 @@ def collect_iommu(ctx: Context) -> dict:
     }
 
 
-@collector("vfio")
+VFIO_SCHEMA = TableOf(Record({"loaded": Bool()}, extra=Optional(Str())))
+
+
+@collector("vfio", schema=VFIO_SCHEMA)
 def collect_vfio(ctx: Context) -> dict:
     """VFIO's unsafe module parameters; None when the module is not loaded (so the switch is off)."""
     if not _has_sysfs(ctx):

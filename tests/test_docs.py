@@ -43,3 +43,9 @@ def test_readme_links_only_files_of_the_repository():
     for m in re.finditer(r"\]\((\.\./shared/[^)]+)\)", text):
         assert "extra" in text[max(0, m.start() - 200):m.start()], \
             f"README sends users to {m.group(1)}, outside the repository, as more than an extra"
+
+
+def test_source_table_is_generated_from_the_declared_schemas():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/gen-facts-doc.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + " (run: .venv/bin/python scripts/gen-facts-doc.py)"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from vmaudit.audit import build_report, collect_facts
+from vmaudit.engine import INTERNAL_ERROR
 from vmaudit.policy import Policy, parse_policy
 
 TESTS = Path(__file__).resolve().parent
@@ -69,8 +70,11 @@ OBSERVED: set[tuple[str, str]] = set()
 
 
 def findings(report: dict, check_id: str, resource: str | None = None) -> list[dict]:
+    """The findings of check_id (for resource); fails the test if the check crashed on any of them."""
     found = [f for f in report["findings"]
              if f["check_id"] == check_id and (resource is None or f["resource"] == resource)]
+    crashed = [f for f in found if f["message"].startswith(INTERNAL_ERROR)]
+    assert not crashed, f"{check_id} crashed: {[(f['resource'], f['message']) for f in crashed]}"
     OBSERVED.update((f["check_id"], f["status"]) for f in found)
     return found
 

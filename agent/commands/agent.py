@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import schedule
 
-    from vmaudit.policy import PolicyError, load_policy, parse_interval
+    from vmaudit.errors import InputError, UsageError
+    from vmaudit.policy import load_policy, parse_interval
     from vmaudit.state import StateError, resolve_state_dir
 
     from .run import audit_into_state
@@ -48,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         interval = parse_interval(args.interval if args.interval else policy.get("agent", "interval"))
     except ValueError as exc:
-        raise PolicyError(f"--interval: {exc}") from None
+        raise UsageError(f"--interval: {exc}") from None
     state_dir = resolve_state_dir(args.state_dir, policy)
     logging.getLogger("schedule").setLevel(logging.WARNING)  # it logs every job at INFO
 
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             outcome = audit_into_state(state_dir, policy_path=args.policy, root=args.root, uri=args.connect,
                                        online=args.online, fail_on=args.fail_on, wait=args.wait)
-        except (PolicyError, StateError) as exc:
+        except (InputError, StateError) as exc:
             cycles["not_run"] += 1
             log.error("audit failed: %s", exc)
         except Exception as exc:  # a defect must not end a long-running agent; the next cycle retries

@@ -111,6 +111,7 @@ def _write(path: str, text: str) -> None:
 def main(args: argparse.Namespace) -> int:
     from vmaudit.audit import now_rfc3339
     from vmaudit.engine import exit_status
+    from vmaudit.errors import UsageError
     from vmaudit.fleet.collect import Collector, Settings, collect_all
     from vmaudit.fleet.evaluate import (
         FleetView,
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.hosts import hosts_from_list, load_hosts, valid_become_user
     from vmaudit.fleet.ssh import Connector, SSHOptions
     from vmaudit.fleet.zipapp import build_zipapp
-    from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.policy import load_policy
 
     # paramiko logs every connection (INFO) and each failed one with a traceback (ERROR); the reason of
     # a failure is reported per host by vmaudit itself
@@ -136,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
     limit = [p.strip() for item in (args.limit or []) for p in item.split(",") if p.strip()]
     hosts = inv.select(limit)
     if not hosts:
-        raise PolicyError(f"{inv.source}: the inventory lists no hosts")
+        raise UsageError(f"{inv.source}: the inventory lists no hosts")
     peers = peer_map(hosts, policy)
     settings = Settings(
         mode=args.mode, connect=args.connect, root=args.root,
@@ -145,9 +146,9 @@ def main(args: argparse.Namespace) -> int:
         command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")),
         become=args.become, become_method=args.become_method, become_user=args.become_user)
     if not valid_become_user(settings.become_user):
-        raise PolicyError(f"--become-user {settings.become_user!r} is not a user name")
+        raise UsageError(f"--become-user {settings.become_user!r} is not a user name")
     if settings.concurrency < 1 or settings.connect_timeout <= 0 or settings.command_timeout <= 0:
-        raise PolicyError("concurrency and timeouts must be positive")
+        raise UsageError("concurrency and timeouts must be positive")
     known = [os.path.expanduser(k) for k in args.known_hosts or []]
     connector = Connector(SSHOptions(
         ssh_config=args.ssh_config, known_hosts=known, accept_new=args.accept_new_host_keys,
@@ -164,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             store = Store(args.store or os.path.join(out_dir, "fleet-history.sqlite"))
         except StoreError as exc:
-            raise PolicyError(str(exc)) from None
+            raise UsageError(str(exc)) from None
 
     zip_lock = threading.Lock()
     zip_cache: list[bytes] = []
@@ -186,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
 
     names = {h.name: safe_name(h.name) for h in hosts}
     if len(set(names.values())) != len(names):
-        raise PolicyError(f"{inv.source}: host names that differ only in unusual characters map to the same "
+        raise UsageError(f"{inv.source}: host names that differ only in unusual characters map to the same "
                           f"report file; rename them")
     views: dict[str, HostView] = {}
     entries: dict[str, dict] = {}

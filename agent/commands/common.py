@@ -35,8 +35,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 def write_output(text, output: str) -> None:
     """Write text (or an iterable of text pieces) to standard output, or atomically to a file (a reader
     never sees half a report)."""
+    from vmaudit.errors import UsageError
     from vmaudit.fsutil import atomic_write
-    from vmaudit.policy import PolicyError
 
     if output == "-":
         last = ""
@@ -50,23 +50,23 @@ def write_output(text, output: str) -> None:
     try:
         atomic_write(output, text, mode=0o644)
     except OSError as exc:
-        raise PolicyError(f"{output}: cannot write report: {exc.strerror or exc}") from None
+        raise UsageError(f"{output}: cannot write report: {exc.strerror or exc}") from None
 
 
 def output_targets(formats: list[str], output: str) -> list[tuple[str, str]]:
     """[(format, path)] for the requested formats; several formats need --output DIR."""
-    from vmaudit.policy import PolicyError
+    from vmaudit.errors import UsageError
     from vmaudit.report import FORMATS, filename
 
     for fmt in formats:
         if fmt not in FORMATS:
-            raise PolicyError(f"--format {fmt}: unknown format (known: {', '.join(FORMATS)})")
+            raise UsageError(f"--format {fmt}: unknown format (known: {', '.join(FORMATS)})")
     if len(formats) == 1:
         return [(formats[0], output)]
     if output == "-":
-        raise PolicyError("several --format values need --output DIR (one file per format)")
+        raise UsageError("several --format values need --output DIR (one file per format)")
     try:
         Path(output).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PolicyError(f"{output}: cannot create the report directory: {exc.strerror or exc}") from None
+        raise UsageError(f"{output}: cannot create the report directory: {exc.strerror or exc}") from None
     return [(fmt, os.path.join(output, filename(fmt))) for fmt in formats]

@@ -27,13 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.errors import UsageError
+    from vmaudit.policy import load_policy
     from vmaudit.report.diff import ReportError, compute, load, render_json, render_text, validate, worse
 
     try:
         if args.last:
             if args.old or args.new:
-                raise PolicyError("--last compares the state directory's last two runs: give no files")
+                raise UsageError("--last compares the state directory's last two runs: give no files")
             from vmaudit.state import last_two_reports, resolve_state_dir
 
             # the same directory `vmaudit run --state-dir`/the agent wrote to, as `vmaudit history` finds it
@@ -43,12 +44,12 @@ def main(args: argparse.Namespace) -> int:
             new = validate(new, f"{state_dir}: last run")
         else:
             if args.state_dir or args.policy:
-                raise PolicyError("--state-dir and --policy only go with --last")
+                raise UsageError("--state-dir and --policy only go with --last")
             if not (args.old and args.new):
-                raise PolicyError("give two reports (OLD.json NEW.json) or --last")
+                raise UsageError("give two reports (OLD.json NEW.json) or --last")
             old, new = load(args.old), load(args.new)
     except ReportError as exc:
-        raise PolicyError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     diff = compute(old, new)
     if args.format == "json":
         text = render_json(diff)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vmaudit.cli import UsageError
+from vmaudit.errors import UsageError
 
 MEASURES = {
     "M1": "Keep guests with different security needs apart: one security zone per host.",

@@ -18,12 +18,13 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vmaudit.commands.common import log
-    from vmaudit.policy import PolicyError, load_policy
+    from vmaudit.errors import UsageError
+    from vmaudit.policy import load_policy
     from vmaudit.state import StateDir, StateError, resolve_state_dir
 
     state_dir = resolve_state_dir(args.state_dir, None if args.state_dir else load_policy(args.policy))
     if not Path(state_dir).is_dir():
-        raise PolicyError(f"{state_dir}: no such state directory (no run has stored reports there)")
+        raise UsageError(f"{state_dir}: no such state directory (no run has stored reports there)")
     try:
         runs = StateDir(state_dir).runs(args.limit or None)
     except StateError as exc:

@@ -81,7 +81,7 @@ def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/"
                      fail_on: str = "low", wait: float = 60.0, emit: Any = None) -> Outcome:
     """Audit under the state directory's lock and store the run (vmaudit.state).
 
-    Raises PolicyError (exit 2: nothing audited), LockTimeout (4) or StateError (5). `emit(report)`,
+    Raises an InputError (exit 2: nothing audited), LockTimeout (4) or StateError (5). `emit(report)`,
     when given, writes the reports the user asked for on the command line, before the run is stored.
     """
     from vmaudit.audit import build_report, collect_facts, load_snapshot, now_rfc3339
@@ -141,12 +141,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main_state(args: argparse.Namespace) -> int:
-    from vmaudit.policy import PolicyError
+    from vmaudit.errors import UsageError
     from vmaudit.report import render
     from vmaudit.state import StateError
 
     if not args.state_dir.strip():  # e.g. ${STATE_DIRECTORY} unset: never fall back to the cwd
-        raise PolicyError("--state-dir: empty path")
+        raise UsageError("--state-dir: empty path")
     # Printed reports only when asked for (a timer's journal gets the one summary line instead).
     formats = args.formats or (["text"] if args.output != "-" else [])
     targets = output_targets(formats, args.output) if formats else []

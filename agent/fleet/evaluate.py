@@ -34,8 +34,9 @@ from vmaudit.engine import (
     run_check,
     summarize,
 )
+from vmaudit.errors import InventoryError
 from vmaudit.facts import EvidenceMissing, Facts, Guest
-from vmaudit.policy import Policy, PolicyError
+from vmaudit.policy import Policy
 
 from .collect import Outcome
 from .hosts import FleetHost
@@ -53,7 +54,7 @@ def peer_map(hosts: list[FleetHost], policy: Policy) -> dict[str, list[str]]:
             groups.setdefault(h.migration_group, []).append(h.name)
         for p in h.migration_peers:
             if p not in names:
-                raise PolicyError(f"{h.where or h.name}: host {h.name}: vmaudit_migration_peers names "
+                raise InventoryError(f"{h.where or h.name}: host {h.name}: vmaudit_migration_peers names "
                                   f"{p!r}, which is not a host of this inventory")
             if p != h.name:
                 peers[h.name].add(p)
@@ -117,15 +118,9 @@ class HostView:
         if not self.reached or self._guests is not None or self._guest_error is not None:
             return
         try:
-            guests = Facts(self.outcome.facts).guests()
+            guests = Facts(self.outcome.facts).labelled_guests(self.inventory)
             for g in guests:
-                if self.inventory is not None:
-                    g.inventory_labels = self.inventory.labels_for(g.uuid, g.name)
-                try:
-                    g.precompute()
-                    g.release()
-                except EvidenceMissing:
-                    pass  # a guest without XML: its views raise when a check reads them
+                g.settle()
             self._guests = guests
         except EvidenceMissing as exc:
             self._guest_error = str(exc)

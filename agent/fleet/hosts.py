@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmaudit.policy import PolicyError
-
 MODES = ("auto", "installed", "agentless")
 BECOME_METHODS = ("sudo", "doas")
 # Ansible's boolean() (module_utils/parsing/convert_bool.py), compared case-insensitively
@@ -48,8 +46,7 @@ _RANGE_RE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
 _MAX_EXPANSION = 100_000
 
 
-class InventoryError(PolicyError):
-    """An inventory that cannot be used (exit 2); str() names the file and the line."""
+from vmaudit.errors import InventoryError  # noqa: E402,F401 - re-exported
 
 
 @dataclass

@@ -102,9 +102,9 @@ class Connector:
             try:
                 self._config = paramiko.SSHConfig.from_path(cfg_path)
             except (OSError, Exception) as exc:
-                from vmaudit.policy import PolicyError
+                from vmaudit.errors import SSHConfigError
 
-                raise PolicyError(f"{cfg_path}: cannot read SSH config: {exc}") from None
+                raise SSHConfigError(f"{cfg_path}: cannot read SSH config: {exc}") from None
         files = opts.known_hosts or [os.path.expanduser(p) for p in DEFAULT_KNOWN_HOSTS]
         self._known_default = [os.path.expanduser(f) for f in files]
         self._hostkeys: dict[tuple, KnownHosts] = {}
