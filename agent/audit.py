@@ -38,16 +38,25 @@ def gc_paused():
             gc.enable()
 
 
-def collect_facts(root: str = "/", uri: str = "qemu:///system", only: list[str] | None = None,
+DEFAULT_URI = "qemu:///system"
+
+
+def collect_facts(root: str = "/", uri: str | None = None, only: list[str] | None = None,
                   online: bool = False) -> dict:
-    """Collect a snapshot of the host under `root`. Live facts only when root is '/'."""
+    """Collect a snapshot of the host under `root`. Live facts only when root is '/'.
+
+    `uri` None (no --connect): qemu:///system for the running host; for another root no libvirt at all
+    (CONTRACT 1.1: the auditing host's guests are not the image's), its definitions are read from files.
+    """
     from vmaudit.collectors import Context, collect
 
     root_path = Path(root)
     if not root_path.is_dir():
         raise RootError(f"{root}: --root is not a directory")
-    ctx = Context(root=root_path.resolve(), uri=uri, live=root_path.resolve() == Path("/"),
-                  online=online)
+    live = root_path.resolve() == Path("/")
+    if uri is None and live:
+        uri = DEFAULT_URI
+    ctx = Context(root=root_path.resolve(), uri=uri, live=live, online=online)
     with gc_paused():
         return collect(ctx, only=only)
 
@@ -80,7 +89,8 @@ def build_report(facts_data: dict, policy: Policy, started_at: str | None = None
         "schema": REPORT_SCHEMA,
         "tool": {"name": "vmaudit", "version": __version__},
         "host": {"hostname": host.get("hostname"), "zone": policy.zone,
-                 "libvirt_uri": host.get("libvirt_uri"), "root": host.get("root", "/")},
+                 "libvirt_uri": host.get("libvirt_uri"), "root": host.get("root", "/"),
+                 "libvirt": facts.libvirt_state},
         "started_at": started_at,
         "finished_at": now_rfc3339(),
         "policy": {"source": policy.source, "sha256": policy.sha256},

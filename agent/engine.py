@@ -45,6 +45,7 @@ class CheckSpec:
     scope: str  # "host" or "guest" (or "fleet" for F-* checks)
     func: Callable[..., Iterable[Result]]
     sources: str = ""
+    definitions: str = "both"  # guest checks: which definition(s) of a guest it judges (DEFINITIONS)
 
     @property
     def doc(self) -> str:
@@ -62,6 +63,7 @@ class Result:
     expected: str | None = None
     actual: str | None = None
     severity: str | None = None  # overrides the check's default severity for this finding
+    remediation: str | None = None  # a fix naming this resource (e.g. its seclabel); else the catalogue's
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -73,9 +75,19 @@ class Result:
 REGISTRY: dict[str, CheckSpec] = {}
 
 
+# Which definition(s) of a guest a guest check judges (CHECKS.md, "Which definition a guest check
+# judges"); see evaluate_guest_check.
+DEFINITIONS = {
+    "both": "the live definition (now) and the persistent one (after the next start), each that exists",
+    "live": "the live definition only (state that exists while the guest runs)",
+    "persistent": "the persistent definition, else the live one of a transient guest",
+    "guest": "the guest's record and labels, not a definition (called once per guest)",
+}
+
+
 def check(id: str, *, severity: str, title: str, remediation: str, scope: str = "host",
-          sources: str = "") -> Callable:
-    """Register a check function under its catalogue ID."""
+          sources: str = "", definitions: str = "both") -> Callable:
+    """Register a check function under its catalogue ID. `definitions` (guest checks): see DEFINITIONS."""
     if not _ID.match(id):
         raise ValueError(f"check ID {id!r} is not of the form M<n>-SLUG or F-SLUG")
     if severity not in SEVERITIES:
@@ -84,6 +96,8 @@ def check(id: str, *, severity: str, title: str, remediation: str, scope: str = 
         raise ValueError(f"{id}: bad scope {scope!r}")
     if not title.strip() or not remediation.strip():
         raise ValueError(f"{id}: title and remediation are required")
+    if definitions not in DEFINITIONS:
+        raise ValueError(f"{id}: bad definitions {definitions!r} (known: {', '.join(DEFINITIONS)})")
 
     def register(func: Callable) -> Callable:
         if id in REGISTRY and REGISTRY[id].func.__qualname__ != func.__qualname__:
@@ -91,7 +105,8 @@ def check(id: str, *, severity: str, title: str, remediation: str, scope: str = 
         if not (func.__doc__ or "").strip():
             raise ValueError(f"{id}: the check function needs a docstring (vmaudit explain prints it)")
         REGISTRY[id] = CheckSpec(id=id, measure=id.split("-", 1)[0], severity=severity, title=title,
-                                 remediation=remediation, scope=scope, func=func, sources=sources)
+                                 remediation=remediation, scope=scope, func=func, sources=sources,
+                                 definitions=definitions)
         return func
 
     return register
@@ -119,7 +134,7 @@ def make_finding(spec: CheckSpec, r: Result) -> dict:
         out["expected"] = r.expected
     if r.actual is not None:
         out["actual"] = r.actual
-    out["remediation"] = spec.remediation
+    out["remediation"] = r.remediation or spec.remediation
     return out
 
 
@@ -147,6 +162,82 @@ def run_check(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
     return out
 
 
+# "Worst status wins" when the two definitions of a guest disagree: a proven problem over missing
+# evidence, missing evidence over a warning, anything over a pass, a pass over not applicable.
+_WORST = {"fail": 4, "error": 3, "warn": 2, "pass": 1, "skip": 0}
+WHEN = {"live": "now", "persistent": "after the next start"}
+
+
+def evaluate_guest_check(spec: CheckSpec, guest: Guest, facts: Facts, policy: Any) -> list[Result]:
+    """One guest check on the definition(s) of `guest` it declares (spec.definitions), as findings for
+    the guest: with two definitions judged, one finding per resource saying when it holds."""
+    if spec.definitions == "guest":
+        return run_check(spec, (guest, facts, policy), guest.resource)
+    try:
+        defs = guest.definitions()
+    except (EvidenceMissing, NotApplicable) as exc:
+        return [_missing(spec, exc, guest.resource)]
+    if spec.definitions == "live":
+        if "live" not in defs:
+            reason = ("only a running libvirt knows a guest's live state" if guest.state_marker is not None
+                      else f"guest is {guest.state}: this check judges a running guest's live state")
+            return [Result("skip", f"not applicable: {reason}", guest.resource, {"reason": reason})]
+        return run_check(spec, (defs["live"], facts, policy), guest.resource)
+    if spec.definitions == "persistent":
+        return run_check(spec, (guest.will_run, facts, policy), guest.resource)
+    if len(defs) == 1:
+        (only,) = defs.values()
+        return run_check(spec, (only, facts, policy), guest.resource)
+    return merge_definitions(run_check(spec, (defs["live"], facts, policy), guest.resource),
+                             run_check(spec, (defs["persistent"], facts, policy), guest.resource))
+
+
+def merge_definitions(live: list[Result], persistent: list[Result]) -> list[Result]:
+    """Pair the results of the live and the persistent definition by resource (in order) and make one
+    of each pair: the worse status, a message saying "now", "after the next start" or both, and the
+    evidence of both where they differ."""
+    def keyed(results: list[Result]) -> dict:
+        out: dict = {}
+        seen: dict = {}
+        for r in results:
+            n = seen[r.resource] = seen.get(r.resource, -1) + 1
+            out[(r.resource, n)] = r
+        return out
+
+    now, later = keyed(live), keyed(persistent)
+    merged = []
+    for key in list(now) + [k for k in later if k not in now]:
+        merged.append(_merge_pair(now.get(key), later.get(key)))
+    return merged
+
+
+def _merge_pair(a: Result | None, b: Result | None) -> Result:
+    if a is None or b is None:  # only one definition has this resource
+        r, which = (a, "live") if b is None else (b, "persistent")
+        return Result(r.status, f"{r.message} ({WHEN[which]})", r.resource,
+                      {**r.evidence, "definition": WHEN[which]}, r.expected, r.actual, r.severity,
+                      r.remediation)
+    if a.status == b.status and a.message == b.message and a.evidence == b.evidence:
+        return Result(a.status, f"{a.message} (now and after the next start)", a.resource, a.evidence,
+                      a.expected, a.actual, a.severity or b.severity, a.remediation or b.remediation)
+    worst, other = (a, b) if _WORST[a.status] >= _WORST[b.status] else (b, a)
+    w_when, o_when = (WHEN["live"], WHEN["persistent"]) if worst is a else (WHEN["persistent"], WHEN["live"])
+    if a.status == b.status and a.message == b.message:
+        message = f"{a.message} (now and after the next start)"
+    elif a.status == b.status:
+        message = f"now: {a.message}; after the next start: {b.message}"
+    else:
+        message = f"{w_when}: {worst.message} ({o_when}: {other.status}, {other.message})"
+    evidence = dict(worst.evidence)
+    evidence["now"] = {"status": a.status, "message": a.message, "evidence": a.evidence}
+    evidence["after_next_start"] = {"status": b.status, "message": b.message, "evidence": b.evidence}
+    severity = worst.severity
+    if a.status == b.status and a.severity and b.severity:
+        severity = min(a.severity, b.severity, key=SEVERITIES.index)
+    return Result(worst.status, message, worst.resource, evidence, worst.expected, worst.actual, severity,
+                  worst.remediation or other.remediation)
+
+
 def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = None,
              only: Iterable[str] | None = None) -> list[dict]:
     """Run every host and guest check over the snapshot; return findings sorted by check ID, resource.
@@ -169,7 +260,7 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         guests, guest_error = [], exc
     for guest in guests:
         for spec in guest_checks:
-            results.extend((spec, r) for r in run_check(spec, (guest, facts, policy), guest.resource))
+            results.extend((spec, r) for r in evaluate_guest_check(spec, guest, facts, policy))
         guest.settle()  # the shared views are cached; the tree can go
     if guest_error is not None:
         results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
@@ -228,6 +319,7 @@ def exit_status(findings: list[dict], fail_on: str) -> int:
     return 0
 
 
-__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "load_checks", "evaluate", "run_check", "make_finding",
+__all__ = ["check", "Result", "CheckSpec", "REGISTRY", "DEFINITIONS", "evaluate_guest_check", "merge_definitions",
+           "load_checks", "evaluate", "run_check", "make_finding",
            "apply_waivers",
            "summarize", "exit_status", "Guest", "Facts", "SEVERITIES", "STATUSES", "MEASURES"]

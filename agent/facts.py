@@ -3,10 +3,11 @@
 A snapshot is plain JSON (so it can be saved with `vmaudit facts`, shipped from a remote host and
 evaluated elsewhere with `vmaudit run --facts`). Its shape:
 
-    {"schema": "vmaudit-facts/1",
+    {"schema": "vmaudit-facts/2",
      "tool": {"name": "vmaudit", "version": "…"},
      "collected_at": "RFC 3339 UTC",
-     "host": {"hostname": "…", "root": "/", "live": true, "libvirt_uri": "qemu:///system"},
+     "host": {"hostname": "…", "root": "/", "live": true, "libvirt_uri": "qemu:///system",
+              "libvirt": "reachable" | "unreachable" | "absent" | "offline"},
      "sources": {"<source name>": <value>, …}}
 
 Each source value is whatever its collector returns, or one of two markers:
@@ -24,24 +25,34 @@ turning a value of the wrong type into a marker naming its path. Checks read fac
     for name, value, missing in facts.source("vfio").partial(): ...   # per-item partial evidence
 
 Containers that hold a marker are GuardedMap / GuardedList (dict / list subclasses) whose item access,
-`get`, `items`, `values` and iteration raise instead of returning the marker; `partial()` (and the
+`get`, `items`, `values`, iteration, `pop`, `setdefault`, `in` (a list's: False is no answer while a
+marker may be the item), `index`, `count`, `reversed` raise instead of returning the marker, and
+whose copies (`copy`, `copy.copy`, `+`, `*`) stay guarded; `partial()` (and the
 module function `partial(container)`, which also accepts plain containers) is the one explicit way
 to see which items are missing.
+
+Version 2 (this one) adds, for every running persistent guest, its persistent definition next to the
+live one (`xml_inactive`), and `host.libvirt`. A version-1 snapshot is read through a mapped copy
+(`upgrade_v1`): the persistent definition of its running guests is then missing evidence, never assumed
+equal to the live one.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
-from .schema import MAX_SNAPSHOT_BYTES, Bool, Record, Str, conform_sources
+from .schema import MAX_SNAPSHOT_BYTES, Bool, Optional, Record, Str, conform_sources
 
-# The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts.
-SCHEMA = "vmaudit-facts/1"
-SUPPORTED_SCHEMAS = (SCHEMA,)
+# The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts
+# (version 1 through a mapped copy, see upgrade_v1).
+SCHEMA = "vmaudit-facts/2"
+SCHEMA_V1 = "vmaudit-facts/1"
+SUPPORTED_SCHEMAS = (SCHEMA, SCHEMA_V1)
 
 # XML namespaces of the domain metadata vmaudit reads.
 NS_VMAUDIT = "urn:vmaudit:guest:1"
@@ -102,6 +113,21 @@ class GuardedMap(dict):
         out.where = self.where
         return out
 
+    __copy__ = copy  # copy.copy() would otherwise go through __reduce__ (a plain dict, markers in it)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            self[key]  # raises at a marker, before removing it
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else dict.setdefault(self, key, default)
+
+    def popitem(self) -> tuple:
+        if dict.__len__(self):
+            self[next(reversed(dict.keys(self)))]  # the item popitem() takes: raises at a marker
+        return dict.popitem(self)
+
     def values(self) -> list:  # type: ignore[override]
         return [self[k] for k in self]
 
@@ -153,6 +179,62 @@ class GuardedList(list):
                 raise _missing(v, f"{self.where}[{i}]")
             yield v
 
+    # list's own methods that read items without __getitem__/__iter__: each either raises at the
+    # marker or returns a list that still guards it
+    def _first_gap(self) -> Exception:
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                return _missing(v, f"{self.where}[{i}]")
+        raise AssertionError("a GuardedList holds a marker")  # only built around one
+
+    def __contains__(self, item: Any) -> bool:
+        # True is an answer; False is not while a marker may be that very item
+        if list.__contains__(self, item) and not _marked(item):
+            return True
+        raise self._first_gap()
+
+    def index(self, item: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        # the first index is known only when no marker comes before it
+        try:
+            at = -1 if _marked(item) else list.index(self, item, start, stop)
+        except ValueError:
+            at = -1
+        if at >= 0 and not any(_marked(v) for v in list.__getitem__(self, slice(start, at))):
+            return at
+        raise self._first_gap()
+
+    def count(self, item: Any) -> int:
+        raise self._first_gap()  # any marker may be one more
+
+    def pop(self, index: int = -1) -> Any:
+        value = self[index]  # raises at a marker, before removing it
+        list.pop(self, index)
+        return value
+
+    def _guarded(self, items: Any) -> GuardedList:
+        out = GuardedList(items)
+        out.where = self.where
+        return out
+
+    def copy(self) -> GuardedList:
+        return self._guarded(list.__iter__(self))
+
+    __copy__ = copy
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(list(self))  # iteration raises at a marker
+
+    def __add__(self, other: Any) -> GuardedList:
+        return self._guarded(list.__add__(self.plain(), other))
+
+    def __radd__(self, other: Any) -> GuardedList:
+        return self._guarded(list.__add__(list(other), self.plain()))
+
+    def __mul__(self, n: Any) -> GuardedList:
+        return self._guarded(list.__mul__(self.plain(), n))
+
+    __rmul__ = __mul__
+
     def partial(self) -> Iterator[tuple[int, Any, Exception | None]]:
         """(index, value, None) for each item with evidence, (index, None, exception) for a marked one."""
         for i, v in enumerate(list.__iter__(self)):
@@ -193,7 +275,7 @@ def unguarded(value: Any) -> Any:
                         out = dict(value)
                     out[k] = p
         return value if out is None else out
-    if t is list:
+    if t is list or t is tuple:  # json.dumps writes a tuple as an array: the same walk
         out = None
         for i, v in enumerate(value):
             if type(v) in _CONTAINERS:
@@ -206,7 +288,7 @@ def unguarded(value: Any) -> Any:
     return value
 
 
-_CONTAINERS = (dict, list, GuardedMap, GuardedList)
+_CONTAINERS = (dict, list, tuple, GuardedMap, GuardedList)
 
 
 def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
@@ -241,15 +323,21 @@ def is_marker(value: Any) -> bool:
 
 def need(value: Any, what: str) -> Any:
     """Return `value`, or raise the exception its marker stands for, naming `what` was missing."""
-    if isinstance(value, dict) and len(value) == 1:
-        if "unavailable" in value:
-            raise EvidenceMissing(f"{what}: {value['unavailable']}")
-        if "not_collected" in value:
-            raise NotApplicable(f"{what}: {value['not_collected']}")
+    if isinstance(value, dict) and len(value) == 1 and ("unavailable" in value or "not_collected" in value):
+        raise _missing(value, what)  # the reason once, also when it names the path already
     return value
 
 
-_HOST = Record(optional={"hostname": Str(), "root": Str(), "live": Bool(), "libvirt_uri": Str()})
+def need_reason(value: Any) -> str | None:
+    """The reason a marker gives, else None."""
+    if is_marker(value):
+        return value.get("unavailable") or value.get("not_collected")
+    return None
+
+
+# libvirt_uri is null where no libvirt was contacted (--root without --connect); libvirt: host.libvirt
+_HOST = Record(optional={"hostname": Str(), "root": Str(), "live": Bool(), "libvirt_uri": Optional(Str()),
+                         "libvirt": Str(), "mapped_from": Str()})
 
 
 def check_envelope(data: Any) -> None:
@@ -314,11 +402,19 @@ class Facts:
     def __init__(self, data: dict):
         """`data` held to the facts contract (vmaudit.schema): SnapshotError if it is not a snapshot at
         all; a value of the wrong type inside a source becomes a marker naming its path. `data` itself
-        is not modified (`self.data` shares every part that conformed)."""
+        is not modified (`self.data` shares every part that conformed; a version-1 snapshot is read
+        through a mapped copy)."""
         check_envelope(data)
-        from vmaudit.collectors import source_schemas
+        if data.get("schema") == SCHEMA_V1:
+            data = upgrade_v1(data)
+        from vmaudit.collectors import skippable_sources, source_schemas
 
-        sources = conform_sources(data["sources"], source_schemas())
+        host = data["host"]
+        # which not_collected markers are the collectors' own answers depends on the kind of host
+        # (live or not, libvirt absent, an image read from its files); anywhere else they are errors
+        skippable = skippable_sources(bool(host.get("live")), host.get("libvirt"))
+        image = host.get("libvirt") == "offline" and host.get("root") not in (None, "/")
+        sources = conform_sources(data["sources"], source_schemas(), skippable, image)
         self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 
@@ -329,6 +425,26 @@ class Facts:
     @property
     def live(self) -> bool:
         return bool(self.host.get("live"))
+
+    @property
+    def libvirt_state(self) -> str:
+        """host.libvirt: "reachable", "unreachable", "absent" (not installed) or "offline" (an image's
+        definitions read from files, no daemon contacted)."""
+        state = self.host.get("libvirt")
+        if state in ("reachable", "unreachable", "absent", "offline"):
+            return state
+        lv = dict.get(self.data["sources"], "libvirt")  # past the guard: the marker itself
+        return "unreachable" if not isinstance(lv, dict) or "unavailable" in lv else "reachable"
+
+    @property
+    def libvirt_absent(self) -> bool:
+        return self.libvirt_state == "absent"
+
+    def require_libvirt(self, what: str) -> None:
+        """Raise NotApplicable (the check says `skip`) on a host without any libvirt installed."""
+        if self.libvirt_absent:
+            reason = need_reason(dict.get(self.data["sources"], "libvirt")) or "libvirt is not installed on this host"
+            raise NotApplicable(f"{what}: {reason}")
 
     def raw(self, name: str) -> Any:
         """A source as stored, markers included (for checks that report partial evidence)."""
@@ -395,6 +511,8 @@ class Guest:
     are done; the derived properties below stay cached so that host-wide checks do not re-parse it.
     """
 
+    _xml_key = "xml"  # the record's key of the XML this object reads (libvirt's XMLDesc(0) answer)
+
     def __init__(self, record: dict):
         self.record = record
         # name and uuid label findings: a missing one is shown as such (dict.get sees past the guard)
@@ -405,6 +523,7 @@ class Guest:
         self._views: dict = {}
         self._devices: dict | None = None  # <devices> children by tag, while the tree is held
         self.inventory_labels: dict = {}  # filled by the engine from the inventory
+        self._definitions: dict | None = None
 
     def __repr__(self) -> str:
         return f"Guest({self.name!r})"
@@ -417,7 +536,7 @@ class Guest:
     @property
     def tree(self) -> ET.Element:
         if self._tree is None:
-            xml = need(self.record.get("xml", unavailable("no XML")), f"XML of guest {self.name}")
+            xml = need(self.record.get(self._xml_key, unavailable("no XML")), self._xml_what())
             if not isinstance(xml, str):
                 raise EvidenceMissing(f"XML of guest {self.name}: not a string in this snapshot")
             try:
@@ -426,9 +545,15 @@ class Guest:
                 raise EvidenceMissing(f"XML of guest {self.name} does not parse: {exc}") from None
         return self._tree
 
+    def _xml_what(self) -> str:
+        return f"XML of guest {self.name}"
+
     def release(self) -> None:
         self._tree = None
         self._devices = None
+        for other in (self._definitions or {}).values():
+            if other is not self:
+                other.release()
 
     def view(self, func) -> Any:
         """The value of a registered guest view (computed once from the XML tree)."""
@@ -464,6 +589,20 @@ class Guest:
     def state(self) -> str:
         """'running', 'paused', 'shutoff', … as libvirt reports it."""
         return self.record.get("state", "unknown")  # a marker raises: an unknown state decides nothing
+
+    @property
+    def state_marker(self) -> dict | None:
+        """The marker standing for the guest's state when it is not known (only a running libvirt knows
+        it when an image's definitions are read from files), else None."""
+        state = dict.get(self.record, "state")  # dict.get sees past the guard
+        return state if _marked(state) else None
+
+    def need_state(self) -> str:
+        """The state, or raise NotApplicable (only a running libvirt knows it: --root) / EvidenceMissing."""
+        state = self.state
+        if state == "unknown" and "state_error" in self.record:
+            raise EvidenceMissing(f"state of guest {self.name}: {self.record['state_error']}")
+        return state
 
     @property
     def active(self) -> bool:
@@ -524,18 +663,19 @@ class Guest:
         return labels
 
     @cached_property
+    def _label_info(self) -> tuple[dict, dict]:
+        return guest_labels(self)
+
+    @property
     def labels(self) -> dict:
-        """Zone, service, owner, redundancy, patch_group: metadata wins over the inventory."""
-        merged = {k: v for k, v in self.inventory_labels.items() if k in LABEL_KEYS and v}
-        merged.update(self.metadata_labels)
-        return merged
+        """Zone, service, owner, redundancy, patch_group, each from the persistent definition's metadata,
+        else the live one's, else the inventory (see guest_labels)."""
+        return self._label_info[0]
 
     def label_source(self, key: str) -> str | None:
-        if key in self.metadata_labels:
-            return "metadata"
-        if self.inventory_labels.get(key):
-            return "inventory"
-        return None
+        """"metadata" (the persistent definition, or a guest's only one), "live metadata" (only the
+        running guest's live definition has it: it is gone after the next start) or "inventory"."""
+        return self._label_info[1].get(key)
 
     @cached_property
     def os_id(self) -> str | None:
@@ -565,7 +705,7 @@ class Guest:
         try:
             self.precompute()
             self.release()
-        except EvidenceMissing:
+        except (EvidenceMissing, NotApplicable):
             pass
 
     def precompute(self) -> None:
@@ -575,6 +715,141 @@ class Guest:
             getattr(self, name)
         for func in GUEST_VIEWS:
             self.view(func)
+        for other in (self._definitions or {}).values():
+            if other is not self:
+                try:
+                    other.precompute()
+                except EvidenceMissing:
+                    pass
+
+    # --- its definitions (CHECKS.md: "Which definition a guest check judges") ----------------------
+    @property
+    def definition(self) -> str:
+        """Which definition this object reads: "live" (what runs now) or "persistent" (what runs after
+        the next start). A Guest reads libvirt's default XML: the live one while the guest is active."""
+        return "live" if self.runs else "persistent"
+
+    @property
+    def runs(self) -> bool:
+        """Whether the guest has a live definition: libvirt reports it active. False where only a running
+        libvirt could tell (an image's definitions under --root); EvidenceMissing where its state could
+        not be read (an unknown state decides nothing)."""
+        marker = self.state_marker
+        if marker is not None and "not_collected" in marker:
+            return False
+        return self.active
+
+    def definitions(self) -> dict:
+        """{"live": ..., "persistent": ...}: the definitions this guest has, as Guest objects sharing its
+        record and labels. A running persistent guest has both, a shut-off guest only the persistent one,
+        a transient guest only the live one."""
+        if self._definitions is None:
+            own = {self.definition: self}
+            if self.runs and (dict.get(self.record, "persistent") is True or "xml_inactive" in self.record):
+                # (persistence unknown: the collector recorded why xml_inactive is missing evidence)
+                own["persistent"] = GuestDefinition(self, "xml_inactive", "persistent")
+            self._definitions = {k: own[k] for k in ("live", "persistent") if k in own}
+        return self._definitions
+
+    def definition_of(self, which: str) -> Guest | None:
+        """The live or persistent definition, or None when the guest has no such one."""
+        return self.definitions().get(which)
+
+    @property
+    def will_run(self) -> Guest:
+        """The definition the guest runs after its next start (the persistent one), else the live one
+        (a transient guest has no next start)."""
+        defs = self.definitions()
+        return defs.get("persistent") or defs["live"]
+
+
+class GuestDefinition(Guest):
+    """The other definition of a running persistent guest (its persistent one, `xml_inactive`): a Guest
+    whose XML views come from that definition while the record, state and labels are the guest's."""
+
+    def __init__(self, owner: Guest, key: str, definition: str):
+        super().__init__(owner.record)
+        self.owner = owner
+        self._xml_key = key
+        self._definition = definition
+
+    @property
+    def definition(self) -> str:
+        return self._definition
+
+    def _xml_what(self) -> str:
+        return f"{self._definition} definition of guest {self.name}"
+
+    def definitions(self) -> dict:
+        return self.owner.definitions()
+
+    @property
+    def inventory_labels(self) -> dict:
+        return self.owner.inventory_labels
+
+    @inventory_labels.setter
+    def inventory_labels(self, value: dict) -> None:
+        pass  # set on the owner only
+
+    @property
+    def labels(self) -> dict:
+        return self.owner.labels
+
+    def label_source(self, key: str) -> str | None:
+        return self.owner.label_source(key)
+
+    def release(self) -> None:
+        self._tree = None
+        self._devices = None
+
+
+def guest_labels(guest: Guest) -> tuple[dict, dict]:
+    """({key: value}, {key: source}) of a guest's labels: the persistent definition's metadata first
+    (what the guest carries from its next start on; `virsh metadata --config` writes only there), then
+    the live definition's, then the inventory. Raises EvidenceMissing when a definition that could hold
+    a label cannot be read."""
+    owner = getattr(guest, "owner", guest)
+    defs = owner.definitions()
+    values: dict = {}
+    sources: dict = {}
+    order = [(defs.get("persistent"), "metadata"), (defs.get("live"), "metadata" if len(defs) == 1 else "live metadata")]
+    for definition, source in order:
+        if definition is None:
+            continue
+        for key, value in definition.metadata_labels.items():
+            if key not in values:
+                values[key], sources[key] = value, source
+    for key, value in owner.inventory_labels.items():
+        if key in LABEL_KEYS and value and key not in values:
+            values[key], sources[key] = value, "inventory"
+    return values, sources
+
+
+def upgrade_v1(data: dict) -> dict:
+    """A vmaudit-facts/1 snapshot mapped onto version 2 (the input is not modified; unchanged parts are
+    shared). Version 1 kept only libvirt's default XML of each guest: for a running persistent guest the
+    persistent definition is missing evidence, never assumed equal to the live one."""
+    host, sources = data.get("host"), data.get("sources")
+    if not isinstance(host, dict) or not isinstance(sources, dict):
+        return {**data, "schema": SCHEMA}  # Facts() reports the shape
+    lv = sources.get("libvirt")
+    host = {**host, "mapped_from": SCHEMA_V1}
+    if "libvirt" not in host:
+        host["libvirt"] = ("unreachable" if isinstance(lv, dict) and "unavailable" in lv and len(lv) == 1
+                           else "reachable")
+    domains = lv.get("domains") if isinstance(lv, dict) else None
+    if isinstance(domains, list):
+        missing = unavailable(f"not in this {SCHEMA_V1} snapshot (collected by an older vmaudit, which "
+                              "kept only the live definition)")
+        mapped = []
+        for record in domains:
+            if (isinstance(record, dict) and record.get("persistent") is not False
+                    and "xml_inactive" not in record
+                    and record.get("state") not in ("shutoff", "crashed", "unknown", "nostate", None)):
+                record = {**record, "xml_inactive": missing}
+            mapped.append(record)
+        sources = {**sources, "libvirt": {**lv, "domains": mapped}}
+    return {**data, "schema": SCHEMA, "host": host, "sources": sources}
 
 
 def _kib(node: ET.Element | None) -> int:

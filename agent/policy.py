@@ -54,6 +54,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     "patch": {
         "warn_days": (int, 14, "Days since the last package upgrade after which M3-PATCH-AGE warns."),
         "fail_days": (int, 30, "Days since the last package upgrade after which M3-PATCH-AGE fails."),
+        "lists_max_age_days": (int, 7, "Days the cached package lists of the security suites may age "
+                               "(by their files' mtime) before M3-PENDING-UPDATES warns that pending "
+                               "updates are unknown."),
     },
     "services": {
         "allow": ([str], [], "Services (unit or process names) allowed on the host beyond the built-in "
@@ -65,6 +68,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "allow": ([str], None, "The administrators by name; any other administrator fails M6-ADMINS, and "
                   "M6-POLKIT / M6-SOCKET-PERMS compare libvirt's access with this list. Unset: the "
                   "accounts found to be administrators."),
+        "root_equivalent_groups": ([str], None, "Groups whose members count as administrators without "
+                                   "sudo (M6-ADMINS), replacing the built-in list. Unset: docker, lxd, "
+                                   "incus-admin, disk."),
     },
     "inventory": {"path": (str, None, "The central registry of guests, CSV or JSON (M8-UNREGISTERED, "
                            "M8-AUTOSTART; guest labels where the metadata has none). A relative path is "
@@ -75,6 +81,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "idle_days": (int, 90, "Days a guest may stay shut off before M8-IDLE-GUEST reports it."),
         "never_started_days": (int, 30, "Days a defined guest may stay never started before "
                                "M8-IDLE-GUEST reports it."),
+        "sensitive_paths": ([str], [], "Host directories added to M3-HOST-SHARE's built-in list (/, /etc, "
+                            "/root, /boot, /usr, /var/lib/libvirt, /proc, /sys, /dev, /home): a share "
+                            "into a guest at or above one fails."),
     },
     "snapshots": {
         "max_age_days": (int, 30, "Oldest snapshot age in days before M8-SNAPSHOTS warns."),

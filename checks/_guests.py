@@ -58,9 +58,7 @@ def idle_state(guest: Guest, facts: Facts, policy: Any) -> dict:
     Returns {"idle": bool, "reason": str, "evidence": {...}}; raises EvidenceMissing (or
     NotApplicable) when the files that date the guest could not be read.
     """
-    state = guest.state
-    if state == "unknown" and "state_error" in guest.record:
-        raise EvidenceMissing(f"state of guest {guest.name}: {guest.record['state_error']}")
+    state = guest.need_state()  # under --root only a running libvirt knows it: NotApplicable
     evidence: dict = {"state": state}
     if state != "shutoff":
         return {"idle": False, "reason": f"guest is {state}", "evidence": evidence}

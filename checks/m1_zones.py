@@ -69,7 +69,7 @@ def zone_mix(facts, policy):
     elif unlabelled:
         yield Result("warn", f"{len(unlabelled)} guest(s) have no zone, so the zone mix cannot be verified: "
                      f"{', '.join(unlabelled)}", "host", evidence,
-                     expected="every guest labelled with one zone")
+                     expected="every guest labelled with one zone", severity="medium")
     elif not zones:
         yield Result("pass", "no guests are defined on this host", "host", evidence)
     else:
@@ -79,7 +79,7 @@ def zone_mix(facts, policy):
                      expected=host_zone or "one zone", actual=zone)
 
 
-@check("M1-ZONE-UNLABELLED", severity="medium", scope="guest",
+@check("M1-ZONE-UNLABELLED", severity="medium", scope="guest", definitions="guest",
        title="Guest's security zone label",
        remediation="Label the guest: virsh metadata <guest> --uri urn:vmaudit:guest:1 --key vmaudit --config "
                    "--set '<guest><zone>…</zone></guest>', or register it with a zone in the inventory.",
@@ -90,6 +90,7 @@ def zone_unlabelled(guest, facts, policy):
 
     Rule: per guest, no zone from the libvirt metadata nor the inventory -> warn.
     Sources: vmaudit metadata element <zone> (urn:vmaudit:guest:1), else the inventory.
+    Definitions: the guest's labels (persistent definition, then live, then inventory).
     """
     labels = guest.labels
     zone = labels.get("zone")
@@ -204,6 +205,25 @@ def _interfaces(guest: Any, nets: _Networks, zone_map: dict) -> list[dict]:
     return out
 
 
+def _interfaces_of_definitions(guest: Any, nets: _Networks, zone_map: dict) -> list[dict]:
+    """The interfaces of every definition of the guest: what it is attached to now and after its next
+    start. An interface only one of two definitions has says which ("when")."""
+    defs = guest.definitions()
+    if len(defs) == 1:
+        return _interfaces(next(iter(defs.values())), nets, zone_map)
+    now = _interfaces(defs["live"], nets, zone_map)
+    later = _interfaces(defs["persistent"], nets, zone_map)
+
+    def key(entry: dict) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in entry.items() if k not in ("index", "alias")))
+
+    later_keys = {key(e) for e in later}
+    now_keys = {key(e) for e in now}
+    out = [dict(e, when="now") if key(e) not in later_keys else e for e in now]
+    out += [dict(e, when="after the next start") for e in later if key(e) not in now_keys]
+    return out
+
+
 @check("M1-NET-ZONE", severity="high",
        title="Zone of the guest's networks",
        remediation="Give each zone its own NIC/bridge (or VLAN) per host, attach each guest only to its "
@@ -220,14 +240,20 @@ def net_zone(facts, policy):
     or carrying a VLAN the policy does not map, or a guest without a zone whose networks are mapped
     -> warn. For the host: the guests' networks
     span more than one zone, or a zone other than the host's declared one -> fail. No [zones.networks]
-    in the policy -> one warn for the host (nothing to compare with).
+    in the policy -> one warn for the host (nothing to compare with). No guest defined -> pass.
     A libvirt network is resolved to what it attaches to: its bridge (forward mode='bridge' to a host
     bridge is that bridge), its forward devices, and its VLAN tags (the interface's own <vlan> over the
     portgroup's over the network's). A mapped VLAN decides over the bridge it rides on.
     Sources: domain XML interfaces; libvirt network XML (portgroups, vlan, bridge, forward); policy.
+    A running guest's interfaces are those of both its definitions (an interface only one has says
+    "when": "now" or "after the next start").
     """
     zone_map = policy.get("zones", "networks") or {}
     guests = facts.guests()
+    if not guests:
+        yield Result("pass", "no guests are defined on this host: no network to place in a zone", "host",
+                     {"guests": 0, "zones.networks": zone_map})
+        return
     if not zone_map:
         yield Result("warn", "the policy maps no networks to zones ([zones.networks]): guests' networks "
                      "cannot be checked against their zones", "host", {"zones.networks": {}},
@@ -239,7 +265,7 @@ def net_zone(facts, policy):
     for guest in guests:
         try:
             labels = guest.labels
-            ifaces = _interfaces(guest, nets, zone_map)
+            ifaces = _interfaces_of_definitions(guest, nets, zone_map)
         except EvidenceMissing as exc:
             errors[guest.name] = str(exc)
             yield Result("error", f"evidence missing: {exc}", guest.resource, {"reason": str(exc)})

@@ -15,7 +15,7 @@ from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable,
 from vmaudit.policy import parse_size
 
 
-@check("M2-TCG-GUEST", severity="high", scope="guest",
+@check("M2-TCG-GUEST", severity="high", scope="guest", definitions="both",
        title="Guest's virtualization type (KVM or TCG)",
        remediation="Define the guest with <domain type='kvm'> on a host with hardware virtualization.",
        sources="/domain/@type")
@@ -26,6 +26,7 @@ def tcg_guest(guest, facts, policy):
 
     Rule: per guest, /domain/@type = 'qemu' -> fail; 'kvm' -> pass.
     Source: the guest's libvirt domain XML.
+    Definitions: both (a type changed in the persistent definition counts from the next start).
     """
     dtype = guest.domain_type
     evidence = {"domain_type": dtype}
@@ -284,7 +285,9 @@ def iommu(facts, policy):
     <hostdev>, else medium). Active, but host devices bypass translation (iommu=pt /
     iommu.passthrough=1, or groups with an 'identity' default domain) -> warn. The kernel command line
     and the ACPI DMAR/IVRS tables only explain the verdict: recent kernels enable the Intel IOMMU
-    without a parameter, and amd_iommu=on is not a valid switch.
+    without a parameter, and amd_iommu=on is not a valid switch. On a host that is itself a VM (CPU flag
+    'hypervisor') the firmware is the outer hypervisor's: the finding says to give the VM a virtual
+    IOMMU there, not to enable VT-d.
     """
     info = facts.source("iommu")
     cmdline, cmdline_gap = facts.lookup("cmdline")
@@ -314,15 +317,27 @@ def iommu(facts, policy):
                          f"{evidence['iommu_groups']} groups)", "host", evidence, "active IOMMU", "active")
         return
     try:
-        with_hostdev = sorted(g.name for g in facts.guests() if g.has_hostdev)
+        with_hostdev = sorted(g.name for g in facts.guests()
+                              if any(d.has_hostdev for d in g.definitions().values()))
         severity = "high" if with_hostdev else "medium"
         evidence["guests_with_hostdev"] = with_hostdev
     except (EvidenceMissing, NotApplicable) as exc:
         severity = "high"  # cannot rule out passthrough
         evidence["guests_with_hostdev"] = f"unknown: {exc}"
     off = _iommu_switched_off(params)
+    flags, _vendor = _cpu_flags(facts)
+    nested = flags is not None and "hypervisor" in flags
+    remediation = None
+    if nested:
+        evidence["nested"] = "CPU flag 'hypervisor': this host is itself a virtual machine"
+        # firmware switches are the outer hypervisor's: only it can give this VM an IOMMU
+        remediation = ("This host is a virtual machine: give it a virtual IOMMU in the outer hypervisor (for "
+                       "a libvirt/QEMU outer host <iommu model='intel'><driver intremap='on'/></iommu> with "
+                       "the q35 machine type and <ioapic driver='qemu'/>), or run the VMM on bare metal.")
     if off:
         why = f"switched off on the kernel command line ({', '.join(off)})"
+    elif nested and not (tables is not None and (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT"))):
+        why = "this host is a virtual machine whose hypervisor offers it no virtual IOMMU"
     elif tables is not None and not (tables.get("DMAR") or tables.get("IVRS") or tables.get("IORT")):
         why = "the firmware describes no IOMMU (no ACPI DMAR/IVRS/IORT table): enable VT-d/AMD-Vi in the firmware"
     elif tables is not None:
@@ -332,7 +347,7 @@ def iommu(facts, policy):
     else:
         why = "no IOMMU device and no IOMMU groups"
     yield Result("fail", f"no active IOMMU: {why}", "host", evidence, "active IOMMU", "none",
-                 severity=severity)
+                 severity=severity, remediation=remediation)
 
 
 @check("M2-VFIO-UNSAFE", severity="critical",
@@ -375,7 +390,7 @@ def vfio_unsafe(facts, policy):
         yield Result("pass", "no unsafe VFIO switch is on", "host", evidence, "N", "N")
 
 
-@check("M2-PASSTHROUGH-GROUP", severity="high", scope="guest",
+@check("M2-PASSTHROUGH-GROUP", severity="high", scope="guest", definitions="both",
        title="IOMMU groups of passed-through devices",
        remediation="Pass whole IOMMU groups to vfio-pci (or park the other members on pci-stub); use "
                    "ACS-capable slots so that each device gets its own group.",
@@ -389,8 +404,11 @@ def passthrough_group(guest, facts, policy):
     Rule: per guest with PCI passthrough, every other member of each device's IOMMU group must be idle
     (no driver), bound to vfio-pci / pci-stub, or a PCI bridge (the kernel's VFIO accepts bridges with
     any driver, e.g. pcieport); a member bound to a host driver or passed to another guest -> fail; a
-    passed device without an IOMMU group -> fail; a device not present on the host -> warn; otherwise
+    passed device without an IOMMU group -> fail; a device not present on the host -> warn; a group
+    the snapshot does not hold (or that does not list the device) -> error; otherwise
     pass with the groups as evidence. Guests without PCI passthrough -> skip.
+    Definitions: both, and every definition of the other guests (a device a guest takes at its next
+    start is taken).
     """
     devices = _guest_pci(guest)
     if not devices:
@@ -403,8 +421,9 @@ def passthrough_group(guest, facts, policy):
         if other.name == guest.name:
             continue
         try:
-            for bdf in _guest_pci(other):
-                others[bdf] = other.name
+            for definition in other.definitions().values():
+                for bdf in _guest_pci(definition):
+                    others[bdf] = other.name
         except EvidenceMissing:
             continue
     evidence: dict = {"pci_devices": devices, "groups": {}}
@@ -421,8 +440,15 @@ def passthrough_group(guest, facts, policy):
         if group is None:
             problems.append(f"{bdf} has no IOMMU group (no DMA isolation)")
             continue
-        members = groups.get(group, {}).get("devices", [])
+        if group not in groups:
+            # sysfs links a device only to a group that exists: its members are unknown, not none
+            unknown.append(f"iommu.groups: no group {group}, which {bdf} belongs to")
+            continue
+        members = groups[group]["devices"]
         evidence["groups"][group] = members
+        if not any(m["bdf"] == bdf for m in members):
+            unknown.append(f"iommu.groups.{group}: does not list {bdf}, which belongs to it")
+            continue
         for m in members:
             if m["bdf"] in devices:
                 continue  # passed to this guest too (libvirt rebinds managed devices at start)
@@ -542,11 +568,20 @@ def host_services(facts, policy):
             continue
         offenders += 1
         addr = f"[{sock['address']}]" if ":" in sock["address"] else sock["address"]
-        who = (f"{name} (pid {sock['pid']})" if sock.get("pid") is not None
-               else "an unidentified owner (kernel socket or another namespace)")
+        hidden = [h for _i, h, gap in partial(sock.get("hidden_owners") or []) if gap is None]
+        if sock.get("pid") is not None:
+            who = f"{name} (pid {sock['pid']})"
+        elif hidden:
+            # psutil matches sockets to processes through /proc/<pid>/fd: one it may not read (a PID 1
+            # protected by another user namespace) owns a socket of this namespace as likely as the kernel
+            cands = ", ".join(f"{h.get('name') or '?'} (pid {h.get('pid')})" for h in hidden[:3])
+            who = f"an owner vmaudit cannot see (the open files of {cands} could not be read)"
+        else:
+            who = "an unidentified owner (kernel socket or another namespace)"
         yield Result("fail", f"{who} listens on {sock['proto']} {addr}:{sock['port']}",
                      f"socket:{sock['proto']}:{addr}:{sock['port']}",
-                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe")},
+                     {k: sock.get(k) for k in ("proto", "address", "port", "pid", "process", "exe", "hidden_owners")
+                      if k in sock},
                      "no non-virtualization listener", who)
     evidence = {"running_services": checked_units, "exposed_listeners": len(exposed),
                 "policy_allow": extra}
@@ -562,7 +597,7 @@ def host_services(facts, policy):
 
 # --- statically allocated resources ---------------------------------------------------------------
 
-@check("M2-BALLOON", severity="medium", scope="guest",
+@check("M2-BALLOON", severity="medium", scope="guest", definitions="both",
        title="Guest's memory allocation (ballooning)",
        remediation="<memballoon model='none'/> and currentMemory equal to memory.",
        sources="/domain/devices/memballoon/@model, @autodeflate, @freePageReporting; /domain/currentMemory")
@@ -571,8 +606,11 @@ def balloon(guest, facts, policy):
     the host, and is one more paravirtual device talking to the host. Memory should be assigned
     statically.
 
-    Rule: per guest, currentMemory < memory -> fail (the guest is ballooned down now); a balloon device
+    Rule: per guest, currentMemory < memory -> fail (ballooned down, or booting with a lower target); a balloon device
     present (libvirt adds a virtio one unless <memballoon model='none'/>) -> warn; else pass.
+    Definitions: both. The live currentMemory is the guest's actual memory (full until its balloon
+    driver inflates); the persistent one is the target it boots with, so a target below memory fails
+    "after the next start" while the running guest still looks full.
     """
     node = guest.find("devices/memballoon")
     model = node.get("model") if node is not None else "virtio (implicit: libvirt adds one by default)"
@@ -583,7 +621,9 @@ def balloon(guest, facts, policy):
             if node.get(attr):
                 evidence[attr] = node.get(attr)
     if guest.current_memory_kib < guest.memory_kib:
-        yield Result("fail", f"guest is ballooned down to {_mib(guest.current_memory_kib)} MiB of "
+        what = ("guest is ballooned down to" if guest.definition == "live"
+                else "guest's balloon target (currentMemory) is")
+        yield Result("fail", f"{what} {_mib(guest.current_memory_kib)} MiB of "
                      f"{_mib(guest.memory_kib)} MiB", guest.resource, evidence,
                      "currentMemory = memory", f"{guest.current_memory_kib} < {guest.memory_kib} KiB")
     elif node is None or model != "none":
@@ -607,7 +647,9 @@ def mem_overcommit(facts, policy):
     Rule: the sum of /domain/memory over running guests and autostart guests must not exceed host RAM
     (MemTotal, else libvirt's node info) minus the reserve (policy host_memory_reserve, default 10 %,
     at least host_memory_reserve_min, default 2 GiB) -> else fail. A guest whose autostart flag is
-    unknown decides the verdict -> error.
+    unknown decides the verdict -> error. The sum is taken now (running guests' live memory) and after
+    their next start (their persistent definitions); the larger counts. Under --root (an image) no
+    guest is known to run: its autostart guests are what runs when it boots.
     """
     meminfo, meminfo_gap = facts.lookup("meminfo")
     total_mib, source = None, None
@@ -628,22 +670,36 @@ def mem_overcommit(facts, policy):
     available = total_mib - reserve
     counted, unknown = [], []
     for g in facts.guests():
+        # what runs now (the live definition) and what runs after the next start (the persistent one)
+        now, later = _mib(g.memory_kib), _mib(g.will_run.memory_kib)
         autostart, gap = g.lookup("autostart")
-        entry = {"name": g.name, "memory_mib": _mib(g.memory_kib), "state": g.state,
+        running = g.runs  # an image under --root: none known to run, its autostart guests will
+        entry = {"name": g.name, "memory_mib": now, "state": g.state if g.state_marker is None else "unknown",
                  "autostart": _evidence(autostart, gap)}
-        if g.active or autostart is True:
+        if later != now:
+            entry["memory_mib_after_next_start"] = later
+        if running or autostart is True:
             counted.append(entry)
         elif gap is not None:
             unknown.append(entry)
-    used = sum(e["memory_mib"] for e in counted)
-    maybe = used + sum(e["memory_mib"] for e in unknown)
+
+    def total(entries: list) -> int:
+        return max(sum(e["memory_mib"] for e in entries),
+                   sum(e.get("memory_mib_after_next_start", e["memory_mib"]) for e in entries))
+
+    used = total(counted)
+    maybe = total(counted + unknown)
+    when = ("after the next start of the running guests"
+            if used > sum(e["memory_mib"] for e in counted) else "")
     evidence = {"host_ram_mib": int(total_mib), "ram_source": source, "reserve_mib": int(reserve),
                 "available_mib": int(available), "guests_mib": used, "guests": counted}
+    if when:
+        evidence["guests_mib_now"] = sum(e["memory_mib"] for e in counted)
     if unknown:
         evidence["autostart_unknown"] = unknown
     if used > available:
-        yield Result("fail", f"running and autostart guests need {used} MiB, more than the "
-                     f"{int(available)} MiB left after the host reserve", "host", evidence,
+        yield Result("fail", f"running and autostart guests need {used} MiB{' ' + when if when else ''}, "
+                     f"more than the {int(available)} MiB left after the host reserve", "host", evidence,
                      f"<= {int(available)} MiB", f"{used} MiB")
     elif maybe > available:
         yield Result("error", "cannot tell: guests whose autostart flag is unknown would exceed host RAM "
@@ -685,7 +741,7 @@ def _legacy_devices(guest: Guest) -> list[str]:
     return found
 
 
-@check("M2-LEGACY-DEVICES", severity="medium", scope="guest",
+@check("M2-LEGACY-DEVICES", severity="medium", scope="guest", definitions="both",
        title="Guest's device models (virtio or emulated legacy)",
        remediation="Use virtio disks and NICs; remove floppy, sound, USB redirection and smartcard devices "
                    "the guest does not need.",
@@ -698,6 +754,7 @@ def legacy_devices(guest, facts, policy):
 
     Rule: per guest, any floppy/fdc, IDE disk, non-virtio NIC model (or none given: the emulated
     default), <sound>, <redirdev> or <smartcard> -> warn, listing them; else pass.
+    Definitions: both.
     """
     found = _legacy_devices(guest)
     evidence = {"legacy_devices": found}
@@ -709,7 +766,7 @@ def legacy_devices(guest, facts, policy):
                      "virtio devices only", "virtio devices only")
 
 
-@check("M2-RAW-QEMU-ARGS", severity="high", scope="guest",
+@check("M2-RAW-QEMU-ARGS", severity="high", scope="guest", definitions="both",
        title="Raw QEMU arguments in the guest definition",
        remediation="Model the setting in domain XML and remove <qemu:commandline> / <qemu:override>.",
        sources="/domain/qemu:commandline, /domain/qemu:override (http://libvirt.org/schemas/domain/qemu/1.0)")
@@ -721,6 +778,8 @@ def raw_qemu_args(guest, facts, policy):
     Rule: per guest, any <qemu:commandline> or <qemu:override> -> fail (arguments and the names of
     environment variables as evidence; values of variables are left out, they may hold secrets);
     else pass.
+    Definitions: both (qemu:commandline written into a running guest's saved definition applies at
+    its next start).
     """
     cmd = guest.findall(f"{{{NS_QEMU}}}commandline")
     override = guest.findall(f"{{{NS_QEMU}}}override")

@@ -4,7 +4,7 @@ overcommit, and keep redundant pairs and many independent services off the same 
 from __future__ import annotations
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, lookup
+from vmaudit.facts import EvidenceMissing, lookup, need
 
 from ._guests import try_labels
 
@@ -19,11 +19,23 @@ def guest_count(facts, policy):
     of guests caps the damage of one host failure or one VM escape.
 
     Rule: running guests (any active state: running, paused, …) above [limits] max_running_guests
-    (default 20) -> fail; defined guests (running or shut off) above twice that -> warn.
+    (default 20) -> fail; defined guests (running or shut off) above twice that -> warn. Under --root
+    (an image) only the defined guests are judged; the running part is skip.
     Sources: libvirt's list of all domains with their state.
     """
     guests = facts.guests()
     limit = policy.get("limits", "max_running_guests")
+    offline = [g for g in guests if g.state_marker is not None]
+    if offline:  # an image under --root: which guests run, only its running libvirt knows
+        evidence = {"defined": len(guests), "max_defined_guests": 2 * limit,
+                    "running": f"not known: {offline[0].state_marker.get('not_collected') or 'state unavailable'}"}
+        if len(guests) > 2 * limit:
+            yield Result("warn", f"{len(guests)} guests are defined, more than twice the running limit "
+                         f"({2 * limit})", "host", evidence, expected=f"<= {2 * limit} defined",
+                         actual=str(len(guests)))
+        else:
+            need(offline[0].state_marker, "running guests")
+        return
     running = sorted(g.name for g in guests if g.active)
     evidence = {"running": len(running), "defined": len(guests), "max_running_guests": limit,
                 "max_defined_guests": 2 * limit, "running_guests": running}
@@ -72,25 +84,39 @@ def cpu_overcommit(facts, policy):
     backs is exactly what M4 limits.
 
     Rule: the sum of the vCPUs (current count) of the running guests divided by the host's logical CPUs
-    above [limits] cpu_overcommit (default 4.0) -> warn.
+    above [limits] cpu_overcommit (default 4.0) -> warn. The sum is taken now (live definitions) and
+    after the guests' next start (persistent definitions); the larger counts. Under --root -> skip.
     Sources: each running guest's <vcpu> (its current attribute when set); the host's logical CPUs from
     libvirt's node info, else /proc/cpuinfo.
     """
-    guests = [g for g in facts.guests() if g.active]
+    every = facts.guests()
+    for g in every:
+        if g.state_marker is not None:  # an image under --root: which guests run is not known
+            need(g.state_marker, "running guests")
+    guests = [g for g in every if g.active]
     cpus, cpu_source = _host_cpus(facts)
     limit = float(policy.get("limits", "cpu_overcommit"))
-    total = 0
+    now = later = 0
     per_guest: dict[str, int] = {}
+    after_start: dict[str, int] = {}
     unknown: dict[str, str] = {}
     for g in guests:
-        try:
-            per_guest[g.name] = g.vcpus
-            total += g.vcpus
+        try:  # now (the live definition) and after the next start (the persistent one)
+            vcpus, next_vcpus = g.vcpus, g.will_run.vcpus
         except (EvidenceMissing, ValueError) as exc:
             unknown[g.name] = str(exc)
+            continue
+        per_guest[g.name] = vcpus
+        if next_vcpus != vcpus:
+            after_start[g.name] = next_vcpus
+        now, later = now + vcpus, later + next_vcpus
+    total = max(now, later)
     ratio = round(total / cpus, 2)
     evidence = {"running_vcpus": total, "host_cpus": cpus, "host_cpus_source": cpu_source, "ratio": ratio,
                 "cpu_overcommit": limit, "vcpus": per_guest}
+    if after_start:
+        evidence.update({"vcpus_after_next_start": after_start, "running_vcpus_now": now,
+                         "running_vcpus_after_next_start": later})
     if unknown:
         evidence["unknown"] = unknown
     if ratio > limit:

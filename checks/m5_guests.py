@@ -21,7 +21,7 @@ else:  # RHEL 9 ships Python 3.9
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
-@check("M5-GUEST-AGENT", severity="low", scope="guest",
+@check("M5-GUEST-AGENT", severity="low", scope="guest", definitions="both",
        title="Guest's QEMU guest agent channel",
        remediation="Add a guest-agent channel (<channel type='unix'><target type='virtio' "
                    "name='org.qemu.guest_agent.0'/></channel>) and install and run qemu-guest-agent in the guest.",
@@ -34,6 +34,8 @@ def guest_agent(guest, facts, policy):
     Rule: per guest, no virtio channel named org.qemu.guest_agent.0 -> warn; a running guest whose
     channel libvirt reports state='disconnected' (the agent is not running inside) -> warn.
     Sources: the domain XML (live XML for a running guest: the channel's @state is live state).
+    Definitions: both (the channel's connected/disconnected state exists in the live definition
+    only).
     """
     channels = [c for c in guest.findall("devices/channel")
                 if c.find("target") is not None and c.find("target").get("name") == AGENT_CHANNEL]
@@ -69,7 +71,13 @@ def _match(os_id: str, pattern: str) -> bool:
     return os_id == pattern or fnmatch.fnmatchcase(os_id, pattern)
 
 
-@check("M5-GUEST-OS", severity="medium", scope="guest",
+@lru_cache(maxsize=4096)
+def _builtin_hit(os_id: str) -> tuple | None:
+    """The first built-in end-of-life entry matching os_id (guests share a handful of OS ids)."""
+    return next(((p, eol) for p, eol in builtin_eol_list()[1] if _match(os_id, p)), None)
+
+
+@check("M5-GUEST-OS", severity="medium", scope="guest", definitions="both",
        title="Support status of the guest's operating system",
        remediation="Upgrade the guest to a supported OS release (or retire it); keep the libosinfo metadata "
                    "(virt-install --os-variant / virt-xml --metadata os_name=) accurate.",
@@ -87,6 +95,7 @@ def guest_os(guest, facts, policy):
     on the date it states); the policy's [guests] eol_os (a list of ids or patterns, all taken as
     end-of-life) replaces it.
     Sources: /domain/metadata/libosinfo:libosinfo/libosinfo:os/@id.
+    Definitions: both (the libosinfo metadata of each).
     """
     os_id = guest.os_id
     if not os_id:
@@ -107,8 +116,8 @@ def guest_os(guest, facts, policy):
             yield Result("pass", f"guest OS {os_id} is not on the policy's end-of-life list", guest.resource,
                          evidence, actual=os_id)
         return
-    reviewed, entries = builtin_eol_list()
-    hit = next(((p, eol) for p, eol in entries if _match(os_id, p)), None)
+    reviewed, _entries = builtin_eol_list()
+    hit = _builtin_hit(os_id)
     evidence = {"os_id": os_id, "eol_list": f"built-in (reviewed {reviewed})", "as_of": today.isoformat(),
                 "matched": hit[0] if hit else None, "eol": hit[1].isoformat() if hit else None}
     if hit and hit[1] <= today:
@@ -122,7 +131,7 @@ def guest_os(guest, facts, policy):
                      guest.resource, evidence, actual=os_id)
 
 
-@check("M5-GUEST-OWNER", severity="low", scope="guest",
+@check("M5-GUEST-OWNER", severity="low", scope="guest", definitions="guest",
        title="Guest's owner or patch group",
        remediation="Record the guest's owner or patch group: vmaudit metadata <owner>/<patch_group> "
                    "(urn:vmaudit:guest:1) or the inventory's owner / patch_group columns.",
@@ -133,6 +142,7 @@ def guest_owner(guest, facts, policy):
 
     Rule: per guest, neither an owner nor a patch group (vmaudit metadata, else the inventory) -> warn.
     Sources: vmaudit metadata elements <owner>, <patch_group> (or <patch-group>); the inventory.
+    Definitions: the guest's labels (persistent definition, then live, then inventory).
     """
     labels = guest.labels
     found = {k: labels[k] for k in ("owner", "patch_group") if labels.get(k)}

@@ -8,27 +8,22 @@ polkit rules, the UNIX sockets' modes and authentication, and root logins over S
 
 from __future__ import annotations
 
-import posixpath
 import re
 
+from vmaudit.collectors.polkit_js import polkit_rules_of
+from vmaudit.collectors.sudo_rules import Sudo, login_capable
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, need, partial
+from vmaudit.facts import EvidenceMissing, NotApplicable, need
 
 from ._libvirtd import DAEMONS, daemon_conf, daemons_in_use, enabled_units, live_sockets, socket_unit
 
 LIBVIRT_GROUPS = ("libvirt", "kvm", "libvirt-qemu")  # only login-capable members count
 ROOT_GROUPS = ("sudo", "wheel", "admin")
-NOLOGIN_SHELLS = ("nologin", "false")
+# groups whose members can become root without sudo: the docker/LXD/Incus sockets start a privileged
+# container with / mounted; disk reads and writes every block device (and so every guest's LVM disk)
+ROOT_EQUIVALENT_GROUPS = ("docker", "lxd", "incus-admin", "disk")
 # nsswitch sources whose accounts and groups vmaudit cannot see in files
 DIRECTORY_SOURCES = ("sss", "ldap", "nis", "nisplus", "winbind", "compat", "hesiod")
-SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "su", "sudo", "sudoedit"}
-LIBVIRT_TOOLS = re.compile(r"^(virsh|virt-[a-z-]+|qemu-system-.*|qemu-kvm|libvirtd|virtqemud|virt.*d)$")
-
-
-def login_capable(shell: str | None) -> bool:
-    if shell is None:
-        return True  # unknown account (a name only in /etc/group): assume it can log in
-    return posixpath.basename(shell.strip() or "/bin/sh") not in NOLOGIN_SHELLS
 
 
 class Accounts:
@@ -58,160 +53,14 @@ class Accounts:
         return p["shell"] if p else None
 
 
-class Sudo:
-    """Who sudoers lets run everything (or a shell, su, libvirt's tools) as root."""
-
-    def __init__(self, facts, accounts: Accounts):
-        self.src = need(facts.source("sudoers"), "sudoers")
-        for _path, entry, gap in partial(self.src.get("files", {})):
-            if gap is not None:  # sudo stops at a file it cannot read: so does the judgement
-                raise EvidenceMissing(gap.reason)
-            entry.get("included_from")  # a marker raises
-        self.acc = accounts
-        self.aliases = self.src.get("aliases", {})
-        self.unresolved: list[str] = []
-
-    def _expand(self, items: list[str], kind: str, depth: int = 0) -> list[str]:
-        out = []
-        for item in items:
-            neg = item.startswith("!")
-            name = item[1:].strip() if neg else item
-            if depth < 16 and name in self.aliases.get(kind, {}):
-                out += [("!" + x if neg else x) for x in self._expand(self.aliases[kind][name], kind, depth + 1)]
-            else:
-                out.append(item)
-        return out
-
-    def _grant(self, spec: dict) -> str | None:
-        """What root-equivalent power a spec grants, or None."""
-        runas = spec.get("runas")
-        if runas is not None:
-            users = runas.split(":", 1)[0].strip()
-            ulist = self._expand([u.strip() for u in users.split(",") if u.strip()], "Runas_Alias")
-            if not any(u in ("ALL", "root", "#0") for u in ulist):
-                return None  # runs as another user (or only with another group): not root
-        cmds = self._expand(spec.get("commands", []), "Cmnd_Alias")
-        if "ALL" in cmds:
-            return "ALL"
-        for c in cmds:
-            if c.startswith("!"):
-                continue
-            exe = c.split()[0] if c.split() else ""
-            exe = re.sub(r"^(sha\d+|sha224|sha256|sha384|sha512):\S+\s*", "", exe)
-            base = posixpath.basename(exe)
-            if base in SHELLS:
-                return f"shell/su: {c}"
-            if LIBVIRT_TOOLS.match(base):
-                return f"libvirt tool: {c}"
-        return None
-
-    def _users(self, items: list[str]) -> set[str]:
-        incl, excl = set(), set()
-        for item in self._expand(items, "User_Alias"):
-            neg = item.startswith("!")
-            name = item[1:].strip() if neg else item
-            found: set[str] = set()
-            if name == "ALL":
-                found = {p["name"] for p in self.acc.passwd if login_capable(p["shell"])}
-            elif name.startswith("%:") or name.startswith("+") or name.startswith("%+"):
-                self.unresolved.append(name)
-            elif name.startswith("%#"):
-                g = self.acc.groups_by_gid.get(int(name[2:])) if name[2:].isdigit() else None
-                found = set(self.acc.members(g)) if g else set()
-            elif name.startswith("%"):
-                g = self.acc.groups.get(name[1:])
-                if g is None and self.acc.directory_sources:
-                    self.unresolved.append(name)  # may be a directory group; else it has no members
-                found = set(self.acc.members(g)) if g else set()
-            elif name.startswith("#") and name[1:].isdigit():
-                found = {p["name"] for p in self.acc.passwd if p["uid"] == int(name[1:])}
-            else:
-                found = {name}
-            (excl if neg else incl).update(found)
-        return incl - excl
-
-    def _denial_scope(self, spec: dict) -> str | None:
-        """Whether the spec's denials ('!cmd') hold as root on this host: 'certain'; 'uncertain' when it
-        names hosts or a Runas list with exclusions vmaudit cannot match; None when it runs as another
-        user (or only with another group), so root is untouched."""
-        runas = spec.get("runas")
-        certain = True
-        if runas is not None:
-            users = runas.split(":", 1)[0].strip()
-            if not users and ":" in runas:
-                return None  # "(:group)": the invoking user with another group, never root
-            ulist = self._expand([u.strip() for u in users.split(",") if u.strip()], "Runas_Alias")
-            if not any(u in ("ALL", "root", "#0") for u in ulist):
-                return None
-            certain = not any(u.startswith("!") for u in ulist)
-        hosts = self._expand(spec.get("hosts", []), "Host_Alias")
-        if "ALL" not in hosts or any(h.startswith("!") for h in hosts):
-            certain = False  # vmaudit does not know which host names sudo matches here
-        return "certain" if certain else "uncertain"
-
-    def _negates_root(self, spec: dict) -> str | None:
-        """The denial scope when the spec's last ALL-command is '!ALL' (every command denied), else None."""
-        cmds = self._expand(spec.get("commands", []), "Cmnd_Alias")
-        last_all = next((c for c in reversed(cmds) if c.lstrip("!").strip() == "ALL"), None)
-        if last_all is None or not last_all.startswith("!"):
-            return None
-        return self._denial_scope(spec)
-
-    def grants(self) -> dict[str, list[str]]:
-        """account -> ['sudo <what> (<file>:<line>)', ...] for the grants still in force.
-
-        sudo applies the LAST entry that matches a command (sudoers(5)), so a later entry denying ALL
-        as root ('alice ALL=(ALL) !ALL') withdraws every earlier grant of that account, and a later
-        grant gives root back. A denial of one command withdraws a grant of that same command only.
-        Denials vmaudit cannot be sure of (other hosts, Runas lists with exclusions) withdraw nothing:
-        over-counting is the safe side. self.revoked / self.undecided say what happened.
-        """
-        out: dict[str, list[tuple[str, str]]] = {}
-        self.revoked: dict[str, list[str]] = {}
-        self.undecided: dict[str, list[str]] = {}
-        for spec in self.src.get("specs", []):
-            where = f"{spec['file']}:{spec['line']}"
-            negation = self._negates_root(spec)
-            what = None if negation else self._grant(spec)
-            if not what and not negation:
-                if self._denial_scope(spec) != "certain":
-                    continue
-                denied = {c[1:].strip() for c in self._expand(spec.get("commands", []), "Cmnd_Alias")
-                          if c.startswith("!")}
-                if not denied:
-                    continue
-            users = self._users(spec.get("users", []))
-            for user in users:
-                if negation == "certain":
-                    if out.get(user):
-                        self.revoked.setdefault(user, []).extend(
-                            f"{w} withdrawn by !ALL as root ({where})" for _c, w in out[user])
-                    out[user] = []
-                elif negation == "uncertain":
-                    if out.get(user):
-                        self.undecided.setdefault(user, []).append(
-                            f"!ALL at {where} may not apply to this host or to root: still counted")
-                elif what:
-                    # one entry per root-equivalent command, so that a later '!cmd' withdraws just that one
-                    for c in self._expand(spec.get("commands", []), "Cmnd_Alias"):
-                        w = None if c.startswith("!") else self._grant(dict(spec, commands=[c]))
-                        if w:
-                            out.setdefault(user, []).append((c, f"sudo {w} ({where})"))
-                else:
-                    kept = [(c, w) for c, w in out.get(user, []) if c not in denied]
-                    for c, w in out.get(user, []):
-                        if c in denied:
-                            self.revoked.setdefault(user, []).append(f"{w} withdrawn by !{c} ({where})")
-                    out[user] = kept
-        return {u: [w for _c, w in g] for u, g in out.items() if g}
-
-
-def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
+def admin_accounts(facts, policy=None) -> tuple[dict[str, list[str]], dict]:
     """({account: [why, ...]}, context) for every account that administers this VMM (root excluded)."""
     acc = Accounts(facts)
     admins: dict[str, list[str]] = {}
     excluded: dict[str, str] = {}
-    for gname in LIBVIRT_GROUPS + ROOT_GROUPS:
+    equivalent = policy.get("admins", "root_equivalent_groups") if policy is not None else None
+    equivalent = tuple(ROOT_EQUIVALENT_GROUPS if equivalent is None else equivalent)
+    for gname in LIBVIRT_GROUPS + ROOT_GROUPS + tuple(g for g in equivalent if g not in ROOT_GROUPS):
         g = acc.groups.get(gname)
         if g is None:
             continue
@@ -219,7 +68,8 @@ def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
             if gname in LIBVIRT_GROUPS and not login_capable(acc.shell(name)):
                 excluded[name] = f"member of {gname} with shell {acc.shell(name)} (cannot log in)"
                 continue
-            admins.setdefault(name, []).append(f"{how} member of group {gname}")
+            kind = " (root-equivalent)" if gname in equivalent else ""
+            admins.setdefault(name, []).append(f"{how} member of group {gname}{kind}")
     sudo = Sudo(facts, acc)
     for name, why in sudo.grants().items():
         admins.setdefault(name, []).extend(why)
@@ -231,7 +81,7 @@ def admin_accounts(facts) -> tuple[dict[str, list[str]], dict]:
     ctx = {"accounts": acc, "uid0": uid0, "excluded": excluded, "unresolved": sorted(set(sudo.unresolved)),
            "sudo_withdrawn": sudo.revoked, "sudo_undecided": sudo.undecided,
            "sudoers_files": sorted(sudo.src.get("files", {})), "sudoers_skipped": sudo.src.get("skipped", []),
-           "directory_sources": acc.directory_sources}
+           "directory_sources": acc.directory_sources, "root_equivalent_groups": list(equivalent)}
     return {k: admins[k] for k in sorted(admins)}, ctx
 
 
@@ -252,15 +102,19 @@ def admins_of(report: dict) -> list[str] | None:
 
 @check("M6-ADMINS", severity="high",
        title="Administrator accounts",
-       remediation="Remove accounts from libvirt/kvm/sudo/wheel and from sudoers grants until only the "
-                   "declared administrators remain; delete any second uid-0 account.",
+       remediation="Remove accounts from libvirt/kvm/sudo/wheel, from the root-equivalent groups (docker, lxd, "
+                   "incus-admin, disk) and from sudoers grants until only the declared administrators remain; "
+                   "delete any second uid-0 account.",
        sources="/etc/passwd, /etc/group, /etc/sudoers (+ includes), /etc/nsswitch.conf")
 def admins(facts, policy):
     """Every administrator of the hypervisor can read, change or stop every guest on it, whatever the
     guests' owners agreed: their number is the number of people a tenant has to trust.
 
     Rule: administrators are the login-capable members (secondary, and by primary gid as the kernel
-    sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin; accounts sudoers lets run
+    sees it) of libvirt, kvm, libvirt-qemu; all members of sudo, wheel, admin and of the groups that are
+    root-equivalent without sudo (docker, lxd, incus-admin: their daemons start privileged containers
+    with the host's / mounted; disk: raw access to every block device, every guest's LVM volume; policy
+    [admins] root_equivalent_groups replaces this list); accounts sudoers lets run
     ALL (or a shell, su, or libvirt's tools) as root, through users, %groups and User_Aliases in
     /etc/sudoers and every file it includes (read in place, in sudo's order); and uid-0 accounts. sudo
     applies the last matching entry: a later '!ALL' as root on every host withdraws an account's earlier
@@ -271,7 +125,7 @@ def admins(facts, policy):
     directory (sss, ldap, nis) are invisible in files: a count that would pass is then a warn.
     Sources: /etc/passwd, /etc/group, /etc/nsswitch.conf, /etc/sudoers and its includes.
     """
-    found, ctx = admin_accounts(facts)
+    found, ctx = admin_accounts(facts, policy)
     limit = policy.get("admins", "max")
     allow = policy.get("admins", "allow")
     acc: Accounts = ctx["accounts"]
@@ -279,7 +133,8 @@ def admins(facts, policy):
                 "uid0_accounts": ctx["uid0"], "not_counted": ctx["excluded"],
                 "unresolved_sudoers_users": ctx["unresolved"], "sudoers_files": ctx["sudoers_files"],
                 "sudoers_skipped": ctx["sudoers_skipped"], "directory_sources": ctx["directory_sources"],
-                "sudo_withdrawn": ctx["sudo_withdrawn"], "sudo_undecided": ctx["sudo_undecided"]}
+                "sudo_withdrawn": ctx["sudo_withdrawn"], "sudo_undecided": ctx["sudo_undecided"],
+                "root_equivalent_groups": ctx["root_equivalent_groups"]}
     names = ", ".join(found) or "none"
     if len(found) > limit:
         yield Result("fail", f"{len(found)} accounts administer this VMM ({names}); the policy allows {limit}",
@@ -309,79 +164,6 @@ def admins(facts, policy):
 
 
 # --- polkit -------------------------------------------------------------------------------------
-
-_JS_TOKEN = re.compile(r"""//[^\n]*|/\*.*?\*/|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`""", re.S)
-GRANT_RESULTS = ("YES", "AUTH_SELF", "AUTH_SELF_KEEP")
-
-
-def strip_js_comments(text: str) -> str:
-    return _JS_TOKEN.sub(lambda m: "" if m.group().startswith("/") else m.group(), text)
-
-
-def _calls(text: str, name: str) -> list[str]:
-    """The argument text of every `name(...)` call (parentheses balanced, strings skipped)."""
-    out = []
-    for m in re.finditer(re.escape(name) + r"\s*\(", text):
-        depth, i, quote = 1, m.end(), None
-        while i < len(text) and depth:
-            c = text[i]
-            if quote:
-                if c == "\\":
-                    i += 1
-                elif c == quote:
-                    quote = None
-            elif c in "\"'`":
-                quote = c
-            elif c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-            i += 1
-        out.append(text[m.end():i - 1])
-    return out
-
-
-def analyse_polkit_rule(body: str) -> dict:
-    """What one polkit.addRule() function does for libvirt's actions, as far as text can tell.
-
-    {"libvirt": bool, "grants": [...], "groups": [...], "users": [...], "unconditional": bool,
-     "unjudgeable": [reasons]}
-    """
-    out = {"libvirt": bool(re.search(r"org(\\)?\.libvirt", body)), "grants": [], "groups": [], "users": [],
-           "unconditional": False, "unjudgeable": []}
-    if not out["libvirt"]:
-        return out
-    grants = set(re.findall(r"polkit\.Result\.(YES|AUTH_SELF_KEEP|AUTH_SELF)\b", body))
-    grants |= {g.upper() for g in re.findall(r"return\s+[\"'](yes|auth_self_keep|auth_self)[\"']", body)}
-    out["grants"] = sorted(grants)
-    if not grants:
-        if re.search(r"return\s+(?!polkit\.Result\.)(?![\"'])[A-Za-z_$]", body):
-            out["unjudgeable"].append("returns a computed value")
-        return out
-    q = r"([\"'])((?:(?!\1).)*)\1"
-    groups = re.findall(r"subject\.isInGroup\(\s*" + q + r"\s*\)", body)
-    users = re.findall(r"subject\.user\s*===?\s*" + q, body) + re.findall(q + r"\s*===?\s*subject\.user", body)
-    out["groups"] = sorted({g for _, g in groups})
-    out["users"] = sorted({u for _, u in users})
-    n_group_refs = len(re.findall(r"subject\.isInGroup\b", body))
-    n_user_refs = len(re.findall(r"subject\.user\b", body))
-    if n_group_refs > len(groups) or n_user_refs > len(users):
-        out["unjudgeable"].append("subject.isInGroup/subject.user used other than with a literal name")
-    if re.search(r"!\s*subject\.isInGroup|subject\.user\s*!==?", body):
-        out["unjudgeable"].append("negated identity condition")
-    for construct in ("subject.isInNetGroup", "polkit.spawn", "subject.system_unit"):
-        if construct in body:
-            out["unjudgeable"].append(f"uses {construct}")
-    if not (n_group_refs or n_user_refs or "isInNetGroup" in body or "system_unit" in body):
-        out["unconditional"] = True
-    return out
-
-
-def polkit_rules_of(text: str) -> list[dict]:
-    """The analysed addRule() calls of one rules file (plus addAdminRule identities)."""
-    clean = strip_js_comments(text)
-    rules = [analyse_polkit_rule(body) for body in _calls(clean, "polkit.addRule")]
-    return rules
 
 
 # --- polkit local authority (.pkla) -------------------------------------------------------------
@@ -580,7 +362,9 @@ def polkit(facts, policy):
     /etc/group under a directory -> warn; a file that is not a valid key file -> warn. An unreadable
     rules or localauthority directory -> error.
     Sources: the polkit rules and localauthority directories; /etc/passwd and /etc/group.
+    On a host without libvirt (host.libvirt "absent") -> skip.
     """
+    facts.require_libvirt("libvirt's polkit actions")
     src = need(facts.source("polkit_rules"), "polkit_rules")
     for d, state in src.get("dirs", {}).items():
         need(state, d)
@@ -590,7 +374,7 @@ def polkit(facts, policy):
     def admin_set() -> set[str]:
         if "set" not in admin_cache:
             allow = policy.get("admins", "allow")
-            admin_cache["set"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+            admin_cache["set"] = set(allow) if allow is not None else set(admin_accounts(facts, policy)[0]) | {"root"}
         return admin_cache["set"]
 
     judged = 0
@@ -630,26 +414,31 @@ def polkit(facts, policy):
                          dict(evidence, reason=str(exc)))
             continue
         outside: dict[str, list[str]] = {}
+        granted: dict[str, list[str]] = {}  # whom the file lets manage libvirt: named in every verdict
         unknown_groups = []
         for r in granting:
             for g in r["groups"]:
                 entry = acc.groups.get(g)
                 if entry is None:
+                    granted[f"group {g}"] = ["(not in /etc/group)"]
                     if acc.directory_sources:  # a directory group: its members are unknown here
                         unknown_groups.append(g)
                     continue
+                granted[f"group {g}"] = sorted(acc.members(entry))
                 extra = sorted(set(acc.members(entry)) - admins)
                 if extra:
                     outside[f"group {g}"] = extra
             for u in r["users"]:
+                granted[f"user {u}"] = [u]
                 if u not in admins:
                     outside[f"user {u}"] = [u]
-        evidence.update({"outside_admins": outside, "unknown_groups": sorted(set(unknown_groups)),
-                         "admins": sorted(admins)})
+        evidence.update({"grants_to": granted, "outside_admins": outside,
+                         "unknown_groups": sorted(set(unknown_groups)), "admins": sorted(admins)})
+        whom = "; ".join(f"{k}: {', '.join(v) or 'no members'}" for k, v in granted.items())
         if outside:
             who = "; ".join(f"{k}: {', '.join(v)}" for k, v in outside.items())
-            yield Result("fail", f"{f['path']} grants libvirt access beyond the administrators ({who})",
-                         resource, evidence, expected="administrators only", actual=who)
+            yield Result("fail", f"{f['path']} grants root-equivalent libvirt access to {whom}, beyond the "
+                         f"administrators ({who})", resource, evidence, expected="administrators only", actual=who)
         elif unknown_groups or any(r["unjudgeable"] for r in granting):
             why = [f"group {g} not in /etc/group (directory: {', '.join(acc.directory_sources)})"
                    for g in sorted(set(unknown_groups))]
@@ -657,7 +446,8 @@ def polkit(facts, policy):
             yield Result("warn", f"{f['path']} grants libvirt access in a way vmaudit cannot fully judge "
                          f"({'; '.join(why)}); review it", resource, evidence)
         else:
-            yield Result("pass", f"{f['path']} grants libvirt access to administrators only", resource, evidence)
+            yield Result("pass", f"{f['path']} grants root-equivalent libvirt access to {whom} "
+                         "(administrators only)", resource, evidence)
     try:
         pkla_results = judge_pkla(src, facts, admin_set)
     except EvidenceMissing as exc:
@@ -718,7 +508,7 @@ def _group_beyond_admins(facts, policy, group: str, cache: dict) -> tuple[list[s
     if "admins" not in cache:
         allow = policy.get("admins", "allow")
         cache["accounts"] = Accounts(facts)
-        cache["admins"] = set(allow) if allow is not None else set(admin_accounts(facts)[0]) | {"root"}
+        cache["admins"] = set(allow) if allow is not None else set(admin_accounts(facts, policy)[0]) | {"root"}
     acc: Accounts = cache["accounts"]
     entry = acc.groups.get(group) or (acc.groups_by_gid.get(int(group)) if group.isdigit() else None)
     if entry is None:

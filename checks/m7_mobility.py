@@ -9,7 +9,7 @@ migration peers and can veto others.
 from __future__ import annotations
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, need
+from vmaudit.facts import EvidenceMissing, NotApplicable, need
 
 from ._libvirtd import daemon_conf, remote_access, remote_summary
 
@@ -198,8 +198,9 @@ def migration_peers(facts, policy):
     written down to be checked (here and by F-MIGRATION-PARITY), and a host reachable remotely should
     refuse incoming guests from anyone else: libvirt's qemu hook is called with 'migrate' and can veto.
 
-    Rule: [host] migration_peers unset -> warn; declared, with libvirt listening remotely (TCP or TLS)
-    and no executable /etc/libvirt/hooks/qemu -> warn; otherwise pass.
+    Rule: [host] migration_peers unset -> warn (pass when no guest is defined and libvirt does not
+    listen remotely: nothing can migrate in or out); declared, with libvirt listening remotely (TCP or
+    TLS) and no executable /etc/libvirt/hooks/qemu -> warn; otherwise pass.
     Sources: the policy, /etc/libvirt/hooks/qemu (source libvirt_hooks), the remote listeners.
     """
     peers = policy.get("host", "migration_peers")
@@ -209,7 +210,16 @@ def migration_peers(facts, policy):
     hook = need(hooks.get("qemu", {"present": False}), "/etc/libvirt/hooks/qemu")
     hook_ok = bool(hook.get("present") and hook.get("executable"))
     evidence = {"migration_peers": peers, "remote_tcp": tcp, "remote_tls": tls, "qemu_hook": hook}
-    if peers is None:
+    try:
+        guest_count = len(facts.guests())
+    except (EvidenceMissing, NotApplicable):
+        guest_count = None  # unknown: judged as a host with guests
+    evidence["guests"] = guest_count
+    if peers is None and guest_count == 0 and not (tcp or tls) and not access["listeners_error"]:
+        # nothing can leave (no guest) and nothing can arrive (libvirt is not reachable from elsewhere)
+        yield Result("pass", "no guests are defined and libvirt does not listen remotely: no migration "
+                     "in or out", "host", evidence)
+    elif peers is None:
         yield Result("warn", "the policy declares no migration peers ([host] migration_peers)", "host",
                      evidence, "migration_peers declared", "not declared")
     elif hook_ok:

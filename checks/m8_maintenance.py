@@ -8,7 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, guest_view, lookup, need, partial
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need, partial
 
 from ._guests import DAY, collected_at, days, idle_state, iso
 
@@ -28,11 +28,15 @@ def unregistered(facts, policy):
     registry is how an organisation knows what runs where (and which zone it belongs to).
 
     Rule: per guest, its UUID not in the inventory -> fail. No inventory configured in the policy -> one
-    warn for the host (registration cannot be verified).
+    warn for the host (registration cannot be verified); no guest defined -> pass.
     Sources: each defined guest's UUID; the inventory (CSV or JSON, matched by uuid, case-insensitive).
     """
     guests = facts.guests()
     inv = policy.inventory
+    if not guests:
+        yield Result("pass", "no guests are defined on this host: nothing to register", "host",
+                     {"inventory": inv.source if inv is not None else None, "guests": 0})
+        return
     if inv is None:
         yield Result("warn", "no inventory is configured ([inventory] path): guest registration cannot be "
                      "verified", "host", {"inventory": None, "guests": len(guests)},
@@ -53,7 +57,7 @@ def unregistered(facts, policy):
                      expected="registered", actual="registered")
 
 
-@check("M8-IDLE-GUEST", severity="medium", scope="guest",
+@check("M8-IDLE-GUEST", severity="medium", scope="guest", definitions="guest",
        title="Time the guest has been shut off",
        remediation="Decommission the guest, or patch it and run it; raise [guests] idle_days if such "
                    "guests are expected.",
@@ -70,6 +74,8 @@ def idle_guest(guest, facts, policy):
     Running guests pass.
     Sources: the domain state; the directory listings of /var/log/libvirt/qemu and /etc/libvirt/qemu
     (the guest is found by file name, so a name such as '../x' never reaches another file).
+    Definitions: none: libvirt's state and the guest's files (state only a running libvirt knows:
+    skip under --root).
     """
     idle = idle_state(guest, facts, policy)
     if idle["idle"]:
@@ -80,7 +86,7 @@ def idle_guest(guest, facts, policy):
         yield Result("pass", idle["reason"], guest.resource, idle["evidence"])
 
 
-@check("M8-TRANSIENT", severity="medium", scope="guest",
+@check("M8-TRANSIENT", severity="medium", scope="guest", definitions="guest",
        title="Guest's persistent definition",
        remediation="Define the guest persistently (virsh dumpxml NAME > NAME.xml; virsh define NAME.xml) so "
                    "it is registered in libvirt's configuration and survives a host restart.",
@@ -92,6 +98,7 @@ def transient(guest, facts, policy):
 
     Rule: per guest, isPersistent() false -> warn.
     Sources: libvirt's isPersistent() for the domain.
+    Definitions: none: libvirt's persistence flag.
     """
     persistent = need(guest.persistent, f"persistence of guest {guest.name}")
     if persistent:
@@ -126,8 +133,12 @@ def saved_state(facts, policy):
         saves_gap = EvidenceMissing("guest_files.saved_images: no saved_images listing")
     claimed: set[str] = set()
     emitted = False
+    offline = False
     for guest in guests:
         managed, gap = guest.lookup("managed_save")
+        if isinstance(gap, NotApplicable):
+            offline = True  # an image under --root: its save files are judged below, each on its own
+            continue
         if gap is not None or managed is None:
             reason = gap.reason if gap else "not collected"
             yield Result("error", f"evidence missing: managed save of guest {guest.name}: {reason}",
@@ -177,7 +188,11 @@ def saved_state(facts, policy):
         evidence = {"path": path, "saved_at": iso(entry["mtime"]), "age_days": age, "size": entry.get("size"),
                     "max_age_days": max_age, "guest_managed_save": False}
         if seconds > max_age * DAY:
-            yield Result("warn", f"{path} is {age:g} days old and belongs to no guest's managed save",
+            whose = ("a saved memory image (whose, only a running libvirt knows)" if offline
+                     else "belongs to no guest's managed save")
+            if offline:
+                evidence.pop("guest_managed_save")
+            yield Result("warn", f"{path} is {age:g} days old and {whose}",
                          f"file:{path}", evidence, expected=f"<= {max_age} days", actual=f"{age:g} days")
         else:
             yield Result("pass", f"{path} is {age:g} days old (limit {max_age})", f"file:{path}", evidence,
@@ -187,7 +202,7 @@ def saved_state(facts, policy):
                      {"managed_saves": 0, "save_dir": saves.get("dir"), "files": 0})
 
 
-@check("M8-SNAPSHOTS", severity="medium", scope="guest",
+@check("M8-SNAPSHOTS", severity="medium", scope="guest", definitions="guest",
        title="Age and number of the guest's snapshots",
        remediation="Prune snapshots (virsh snapshot-delete); keep few, short-lived ones and document every "
                    "rollback so a restored guest is patched again at once.",
@@ -201,6 +216,7 @@ def snapshots(guest, facts, policy):
     [snapshots] max_count (default 3) -> warn. Ages against the snapshot's collection time; the
     evidence lists which snapshots include guest memory.
     Sources: libvirt's snapshot list of the domain with each snapshot's creationTime and memory element.
+    Definitions: none: libvirt's snapshot list (only a running libvirt knows it: skip under --root).
     """
     snaps = need(guest.record.get("snapshots", {"unavailable": "not collected"}), f"snapshots of guest {guest.name}")
     max_age = policy.get("snapshots", "max_age_days")
@@ -300,7 +316,8 @@ def orphan_volumes(facts, policy):
     in the domain XML, a block-copy mirror, firmware/kernel paths, or by being the backing file of a
     referenced volume (recursively). While any guest's XML is unreadable no volume is called orphaned
     (error instead).
-    Sources: libvirt storage pools and their volumes; every defined guest's domain XML.
+    Sources: libvirt storage pools and their volumes; every defined guest's domain XML, both the live
+    and the persistent definition of a running guest.
     """
     pools = need(facts.libvirt.get("pools", {"unavailable": "no pool list"}), "libvirt storage pools")
     guests = facts.guests()
@@ -308,13 +325,13 @@ def orphan_volumes(facts, policy):
     pool_vols: set = set()
     unreadable: dict[str, str] = {}
     for guest in guests:
-        try:
-            p, pv = guest.view(_disk_refs)
+        try:  # a disk the next start attaches is in use too
+            for definition in guest.definitions().values():
+                p, pv = definition.view(_disk_refs)
+                paths |= p
+                pool_vols |= pv
         except EvidenceMissing as exc:
             unreadable[guest.name] = str(exc)
-            continue
-        paths |= p
-        pool_vols |= pv
     volumes = []  # (pool name, volume entry, path)
     inactive, pool_errors = [], []
     for pool in pools:
@@ -365,7 +382,7 @@ def orphan_volumes(facts, policy):
         yield Result("pass", msg, "host", evidence)
 
 
-@check("M8-AUTOSTART", severity="low", scope="guest",
+@check("M8-AUTOSTART", severity="low", scope="guest", definitions="guest",
        title="Autostart of unregistered or idle guests",
        remediation="Disable autostart (virsh autostart --disable NAME) until the guest is registered and "
                    "maintained.",
@@ -378,6 +395,7 @@ def autostart(guest, facts, policy):
     Rule: per guest with autostart on: not registered in the inventory (when one is configured), or idle
     per M8-IDLE-GUEST -> warn. Autostart off -> pass.
     Sources: libvirt's autostart flag; the inventory; the QEMU log / config mtimes (M8-IDLE-GUEST).
+    Definitions: none: the autostart flag, the inventory and M8-IDLE-GUEST's rule.
     """
     auto = need(guest.autostart, f"autostart flag of guest {guest.name}")
     if not auto:

@@ -33,21 +33,35 @@ class Collector:
     func: Callable[[Context], Any]
     schema: Schema
     live: bool = False
+    # when the collector itself may record the whole source `not_collected` (see may_skip)
+    skips: str = "never"
 
+    def may_skip(self, live: bool) -> bool:
+        """Whether `{"not_collected": ...}` is a state this source can be in, in a snapshot whose
+        host is `live` or not. Anywhere else the marker is a broken or hostile agent's: a skip does
+        not count against the exit status, so Facts() turns it into missing evidence (`error`)."""
+        return self.skips == "always" or (not live and (self.live or self.skips == "offline"))
+
+
+# Collector.skips: "never"; "offline" (a file-system image has no such state: sysfs sources);
+# "always" (a live host may lack it too: services without systemd, pending updates without --online)
+SKIPS = ("never", "offline", "always")
 
 COLLECTORS: dict[str, Collector] = {}
 
 
-def collector(name: str, *, schema: Schema, live: bool = False) -> Callable:
+def collector(name: str, *, schema: Schema, live: bool = False, skips: str = "never") -> Callable:
     """Register `func` as the collector of source `name`, whose value has the shape `schema` (a marker
-    is allowed at every position)."""
+    is allowed at every position; `not_collected` only for the whole source, as `skips` says)."""
     if not isinstance(schema, Schema):
         raise TypeError(f"collector {name}: schema must be a vmaudit.schema.Schema")
+    if skips not in SKIPS:
+        raise ValueError(f"collector {name}: skips must be one of {SKIPS}")
 
     def register(func: Callable) -> Callable:
         if name in COLLECTORS and COLLECTORS[name].func.__qualname__ != func.__qualname__:
             raise ValueError(f"collector {name} registered twice")
-        COLLECTORS[name] = Collector(name, func, schema, live)
+        COLLECTORS[name] = Collector(name, func, schema, live, skips)
         return func
     return register
 
@@ -60,6 +74,21 @@ def source_schemas() -> dict[str, Schema]:
     if not _SCHEMAS:
         _SCHEMAS.update((name, col.schema) for name, col in load_collectors().items())
     return _SCHEMAS
+
+
+_SKIPPABLE: dict[tuple, frozenset] = {}
+
+
+def skippable_sources(live: bool, libvirt: str | None = None) -> frozenset:
+    """The sources that may be `not_collected` as a whole in a snapshot whose host is `live` or not,
+    with `libvirt` as host.libvirt says: on a host without libvirt, every libvirt source (LIBVIRT_SOURCES)."""
+    key = (live, libvirt == "absent")
+    if key not in _SKIPPABLE:
+        names = {name for name, col in load_collectors().items() if col.may_skip(live)}
+        if libvirt == "absent":
+            names.update(LIBVIRT_SOURCES)
+        _SKIPPABLE[key] = frozenset(names)
+    return _SKIPPABLE[key]
 
 
 class Absent:
@@ -80,7 +109,7 @@ class Context:
     """Where and how to collect: the audited root, whether the system is live, the libvirt URI."""
 
     root: Path = Path("/")
-    uri: str = "qemu:///system"
+    uri: str | None = "qemu:///system"  # None: contact no libvirt (--root without --connect)
     live: bool = True
     online: bool = False  # --online: collectors may ask the package manager (slow, may use the network)
     _conn: Any = field(default=None, repr=False)
@@ -159,6 +188,8 @@ class Context:
 
     def libvirt(self) -> Any:
         """The read-only libvirt connection, opened once; raises ConnectionError with the reason."""
+        if self.uri is None:  # auditing an image: the auditing host's libvirt is not the image's
+            raise ConnectionError(f"no libvirt is contacted when auditing root {self.root} without --connect")
         if self._conn is None and self._conn_error is None:
             try:
                 import libvirt
@@ -183,6 +214,53 @@ class Context:
             self._conn = None
 
 
+# Sources that only mean something where libvirt is installed: on a host without any libvirt (a
+# Proxmox node runs QEMU without it) they are `not_collected`, so the checks reading them say `skip`.
+LIBVIRT_SOURCES = ("libvirt", "libvirt_config", "daemon_env", "systemd_units", "guest_files",
+                   "libvirt_hooks", "libvirt_sockets", "guest_paths")
+
+# What an installed libvirt leaves under a root: its daemons, their units, its configuration, its sockets.
+LIBVIRT_TRACES = (
+    "/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/sbin/virtproxyd", "/usr/local/sbin/libvirtd",
+    "/usr/local/sbin/virtqemud", "/etc/libvirt", "/etc/init.d/libvirtd", "/etc/init.d/libvirt-bin",
+    *(f"{d}/{u}" for d in ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+      for u in ("libvirtd.service", "libvirtd.socket", "virtqemud.service", "virtqemud.socket",
+                "virtproxyd.socket")),
+    "/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock", "/var/run/libvirt/libvirt-sock",
+)
+
+
+def libvirt_traces(ctx: Context) -> list[str]:
+    """The paths of LIBVIRT_TRACES present under the root (empty: libvirt is not installed there)."""
+    found = []
+    for path in LIBVIRT_TRACES:
+        try:
+            if ctx.exists(path):
+                found.append(path)
+        except OSError:
+            found.append(path)  # unreadable is not proof of absence
+    return found
+
+
+def _local_uri(uri: str | None) -> bool:
+    """A URI served by a daemon of the audited host itself (qemu:///system, not qemu+ssh://host/ nor
+    the in-process test driver): only then does its absence say anything about the host."""
+    if uri is None:
+        return True
+    scheme, sep, rest = uri.partition("://")
+    return bool(sep) and scheme in ("qemu", "qemu+unix") and rest.startswith("/")
+
+
+def libvirt_state(ctx: Context, libvirt_value: Any) -> str:
+    """host.libvirt where libvirt is installed: "offline" (the image's definitions read from files,
+    no daemon contacted), "reachable" or "unreachable"."""
+    if ctx.uri is None:
+        return "offline"
+    if isinstance(libvirt_value, dict) and len(libvirt_value) == 1 and "unavailable" in libvirt_value:
+        return "unreachable"
+    return "reachable"
+
+
 def load_collectors() -> dict[str, Collector]:
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
@@ -198,6 +276,22 @@ def _error_reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+LIBVIRT_ABSENT = ("libvirt is not installed on this host (no daemon binary, unit, configuration or "
+                  "socket): nothing for libvirt's checks to judge")
+
+
+def _answers(ctx: Context) -> bool:
+    """Whether the (local) libvirt URI answers after all, when nothing of libvirt shows under the root
+    (a daemon installed somewhere unusual); never asked without a URI."""
+    if ctx.uri is None:
+        return False
+    try:
+        ctx.libvirt()
+    except ConnectionError:
+        return False
+    return True
 
 
 def _hostname(ctx: Context) -> str:
@@ -222,11 +316,15 @@ def collect(ctx: Context, only: list[str] | None = None) -> dict:
     started = time.time()
     sources: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    traces = libvirt_traces(ctx)
+    absent = not traces and _local_uri(ctx.uri) and not _answers(ctx)
     for name, col in collectors.items():
         if only is not None and name not in only:
             continue
         t0 = time.perf_counter()
-        if col.live and not ctx.live:
+        if absent and name in LIBVIRT_SOURCES:
+            sources[name] = not_collected(LIBVIRT_ABSENT)
+        elif col.live and not ctx.live:
             sources[name] = not_collected(f"live fact, not collected when auditing root {ctx.root}")
         else:
             try:
@@ -241,7 +339,8 @@ def collect(ctx: Context, only: list[str] | None = None) -> dict:
         "tool": {"name": "vmaudit", "version": __version__},
         "collected_at": datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": {"hostname": hostname,
-                 "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri},
+                 "root": str(ctx.root), "live": ctx.live, "libvirt_uri": ctx.uri,
+                 "libvirt": "absent" if absent else libvirt_state(ctx, sources.get("libvirt"))},
         "sources": sources,
         "timings": timings,
     }

@@ -67,7 +67,7 @@ _QEMU_KEYS = {"user": Str(), "group": Str(), "dynamic_ownership": Int(), "securi
               "migrate_tls_force": Int(), "migrate_tls_x509_verify": Int(), "vnc_listen": Str(),
               "spice_listen": Str(), "vnc_tls": Int(), "spice_tls": Int(), "vnc_sasl": Int(), "spice_sasl": Int(),
               "vnc_auto_unix_socket": Int(), "default_tls_x509_verify": Int(), "remote_display_port_min": Int(),
-              "remote_display_port_max": Int()}
+              "remote_display_port_max": Int(), "chardev_tls": Int(), "chardev_tls_x509_verify": Int()}
 LIBVIRT_CONFIG_SCHEMA = Record(optional={"qemu.conf": _conf_file(_QEMU_KEYS),
                                   **{name: _conf_file(_DAEMON_KEYS)
                                      for name in ("libvirtd.conf", "virtqemud.conf", "virtproxyd.conf")}},

@@ -1,6 +1,11 @@
 """Facts from libvirt, over a read-only connection: capabilities, node info, every defined guest
-(running or not) with its XML, state, persistence, autostart, managed-save image and snapshots,
-storage pools with their volumes, and networks."""
+(running or not) with its XML — a running persistent guest with both definitions, live (`xml`) and
+persistent (`xml_inactive`) — state, persistence, autostart, managed-save image and snapshots, storage
+pools with their volumes, and networks.
+
+Under `--root` other than / without `--connect` no libvirt is contacted: the guests and networks are
+the image's persistent definitions (collectors/libvirt_files.py). On a host without any libvirt the
+source is `not_collected` (its checks `skip`)."""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.facts import unavailable
-from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Skippable, Str
 
 from . import Context, collector
+from .libvirt_files import offline_libvirt
 
 STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
           6: "crashed", 7: "pmsuspended"}
@@ -97,7 +103,25 @@ def _domain(dom: Any, sets: dict, seen: set) -> dict:
         record["state"] = STATES.get(raw[0], str(raw[0])) if isinstance(raw, list) else "unknown"
         if isinstance(raw, dict):
             record["state_error"] = raw["unavailable"]
+    inactive = _persistent_definition(dom, record)
+    if inactive is not None:
+        record["xml_inactive"] = inactive
     return record
+
+
+VIR_DOMAIN_XML_INACTIVE = 2
+INACTIVE_STATES = ("shutoff", "crashed", "nostate", "unknown")
+
+
+def _persistent_definition(dom: Any, record: dict) -> Any:
+    """An active persistent guest's persistent definition (what runs after its next start; one more
+    read-only RPC per running guest), None when `xml` already is the only definition the guest has
+    (shut off: the persistent one; transient: the live one)."""
+    if record["state"] in INACTIVE_STATES or record["persistent"] is False:
+        return None
+    if record["persistent"] is not True:  # a transient guest would answer with its live definition
+        return unavailable(f"persistence unknown ({record['persistent'].get('unavailable')})")
+    return _try(dom.XMLDesc, VIR_DOMAIN_XML_INACTIVE)
 
 
 def _pools(conn: Any) -> Any:
@@ -157,32 +181,45 @@ def _domains(conn: Any) -> list:
 
 _SNAPSHOT = Record({"name": Str()}, optional={"creation_time": Optional(Int(min=0)), "state": Optional(Str()),
                                           "memory": Bool(), "xml_error": Str()})
-# a guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
-# still tells which record it was
-_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Str(), "xml": Str()},
-                 optional={"id": Int(), "persistent": Bool(), "autostart": Bool(), "managed_save": Bool(),
-                           "snapshots": ListOf(_SNAPSHOT)})
+# A guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
+# still tells which record it was. Skippable: what an image audited from its files cannot know
+# (collectors/libvirt_files.py says not_collected there); in any other snapshot a not_collected at
+# these positions is missing evidence.
+_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Skippable(Str()), "xml": Str()},
+                 optional={"id": Int(), "persistent": Bool(), "autostart": Bool(),
+                           "managed_save": Skippable(Bool()), "snapshots": Skippable(ListOf(_SNAPSHOT)),
+                           "xml_inactive": Str(), "file": Str()})
 _VOLUME = Record({"name": Str()}, optional={"path": Optional(Str()), "format": Optional(Str()),
                                             "backing": Optional(Str())})
 LIBVIRT_SCHEMA = Record({"domains": ListOf(_DOMAIN)},
-                 optional={"uri": Str(), "lib_version": Int(min=0), "hv_version": Int(min=0), "hv_type": Str(),
-                           "capabilities": Str(),
-                           "nodeinfo": Record(optional={"model": Str(), "memory_mib": Int(min=0),
+                 optional={"uri": Optional(Str()), "definitions_from": Str(),
+                           "lib_version": Skippable(Int(min=0)), "hv_version": Skippable(Int(min=0)),
+                           "hv_type": Skippable(Str()), "capabilities": Skippable(Str()),
+                           "nodeinfo": Skippable(Record(optional={"model": Str(), "memory_mib": Int(min=0),
                                                         "cpus": Int(min=0), "mhz": Int(min=0),
                                                         "numa_nodes": Int(min=0), "sockets": Int(min=0),
-                                                        "cores": Int(min=0), "threads": Int(min=0)}),
-                           "pools": ListOf(Record({"name": Str()},
+                                                        "cores": Int(min=0), "threads": Int(min=0)})),
+                           "pools": Skippable(ListOf(Record({"name": Str()},
                                                   optional={"active": Bool(), "type": Optional(Str()),
                                                             "target": Optional(Str()),
-                                                            "volumes": ListOf(_VOLUME)})),
-                           "networks": ListOf(Record({"name": Str()}, optional={"active": Bool(), "xml": Str()}))})
+                                                            "volumes": ListOf(_VOLUME)}))),
+                           "networks": ListOf(Record({"name": Str()}, optional={"active": Skippable(Bool()), "xml": Str(),
+                                                                            "autostart": Bool(), "file": Str()}))})
 
 
 @collector("libvirt", schema=LIBVIRT_SCHEMA)
 def collect_libvirt(ctx: Context) -> dict:
     """`{uri, lib_version, hv_version, hv_type, capabilities (XML string), nodeinfo {model, memory_mib, cpus,
-    mhz, numa_nodes, sockets, cores, threads}, domains: [...], pools: [...], networks: [...]}`
+    mhz, numa_nodes, sockets, cores, threads}, domains: [...], pools: [...], networks: [...]}`; each domain's
+    `xml` is libvirt's XMLDesc(0) (the live definition of an active guest, else the persistent one) and an
+    active persistent guest's `xml_inactive` its persistent definition (XMLDesc(VIR_DOMAIN_XML_INACTIVE)).
+    Under `--root DIR` without `--connect` (no libvirt contacted): `{uri: null, definitions_from, domains,
+    networks}` from DIR/etc/libvirt/qemu/*.xml and networks/*.xml (collectors/libvirt_files.py); state,
+    snapshots, managed save, capabilities, node info and pools `not_collected`; a domain's `file` names its
+    definition file, its `xml` a marker when libvirt would not load that file.
     """
+    if ctx.uri is None:  # --root without --connect: the image's own definitions, no daemon
+        return offline_libvirt(ctx)
     conn = ctx.libvirt()
     info = _try(conn.getInfo)
     return {

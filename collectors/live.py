@@ -12,7 +12,9 @@ Sources:
              skipped; a detail that cannot be read (exe, status, maps) becomes an `unavailable` marker.
   listeners  [{proto: "tcp"|"tcp6"|"udp"|"udp6", address, port, pid (None when the owner is not
              visible, e.g. a kernel socket), process, exe, cmdline (its first 16 arguments)}] for every listening TCP socket
-             and every unconnected (receiving) UDP socket, from psutil.net_connections.
+             and every unconnected (receiving) UDP socket, from psutil.net_connections. A socket
+             without owner also gets `hidden_owners`: [{pid, name}] of the processes whose open files
+             could not be read (any of them may hold it; e.g. a PID 1 another user namespace protects).
   services   {"systemd": true, "running": [unit names]} from `systemctl list-units --type=service
              --state=running`, or `not_collected` when PID 1 is not systemd (no unit states exist).
 """
@@ -162,7 +164,9 @@ def _proto(conn) -> str:
 
 LISTENERS_SCHEMA = ListOf(Record({"proto": Str(), "address": Str(), "port": Int(min=0, max=65535)},
                           optional={"pid": Optional(Int(min=0)), "process": Optional(Str()),
-                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str()))}))
+                                    "exe": Optional(Str()), "cmdline": Optional(ListOf(Str())),
+                                    "hidden_owners": ListOf(Record({"pid": Int(min=0)},
+                                                                   optional={"name": Optional(Str())}))}))
 
 
 @collector("listeners", schema=LISTENERS_SCHEMA, live=True)
@@ -207,7 +211,33 @@ def collect_listeners(ctx: Context) -> list:
         name, exe, cmdline = owner(conn.pid)
         out.append({"proto": key[0], "address": conn.laddr.ip, "port": conn.laddr.port, "pid": conn.pid,
                     "process": name, "exe": exe, "cmdline": cmdline})
+    if any(s["pid"] is None for s in out):
+        hidden = _hidden_owners(psutil)
+        for s in out:
+            if s["pid"] is None:
+                s["hidden_owners"] = hidden
     return sorted(out, key=lambda s: (s["proto"], s["address"], s["port"], s["pid"] or 0))
+
+
+def _hidden_owners(psutil) -> list:
+    """Processes whose open files (/proc/<pid>/fd links) cannot be read: the owner of a socket psutil could
+    not place may be one of them (first 10 by pid), rather than the kernel or another namespace."""
+    out = []
+    for pid in psutil.pids():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd")[:1]:
+                os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # exited
+        except OSError:
+            try:
+                name = psutil.Process(pid).name()
+            except psutil.Error:
+                name = None
+            out.append({"pid": pid, "name": name})
+            if len(out) >= 10:
+                break
+    return out
 
 
 def systemd_booted() -> bool:
@@ -218,7 +248,7 @@ def systemd_booted() -> bool:
 SERVICES_SCHEMA = Record({"systemd": Bool()}, optional={"running": ListOf(Str())})
 
 
-@collector("services", schema=SERVICES_SCHEMA, live=True)
+@collector("services", schema=SERVICES_SCHEMA, live=True, skips="always")
 def collect_services(ctx: Context):
     """(live) `{systemd: true, running: [unit names]}` from `systemctl list-units --type=service
     --state=running`, or `not_collected` when PID 1 is not systemd

@@ -27,6 +27,7 @@ EXAMPLES = {
     ("limits", "max_services"): 10,
     ("services", "monitoring_agent"): "node_exporter",
     ("admins", "allow"): ["alice", "bob"],
+    ("admins", "root_equivalent_groups"): ["docker", "lxd", "incus-admin", "disk"],  # the built-in list
     ("inventory", "path"): "/etc/vmaudit/inventory.csv",
     ("guests", "eol_os"): ["http://centos.org/centos/7*", "http://debian.org/debian/10"],
     ("agent", "state_dir"): "/var/lib/vmaudit",

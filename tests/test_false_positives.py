@@ -5,7 +5,9 @@ Two fixture hosts, Debian (AppArmor, dpkg, monolithic libvirtd) and RHEL (SELinu
 daemons), each with the guests of tests/fixtures/libvirt/hardened.xml. Two facts the libvirt test
 driver cannot give are set as a real host would report them, and the test says so: the security model
 in the capabilities (the test driver always says 'testSecurity') and the collection time (fixed, so the
-fixtures' package logs do not age past the patch thresholds).
+fixtures' package logs do not age past the patch thresholds). The guests' image files are made with the
+modes libvirt gives them (git keeps no modes), and the RHEL host's pending updates are dnf's answer as
+`--online` collects it (vmaudit does not read the dnf cache offline).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from vmtest import LIBVIRT, audit, host_root, make_policy
+from vmtest import LIBVIRT, audit, make_policy, make_root, put_guest_images
 
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import parse_inventory
@@ -44,8 +46,15 @@ def hardened_facts(host: str, tmp_path) -> dict:
     model = HOSTS[host]
     node = tmp_path / "node.xml"
     node.write_text((LIBVIRT / "hardened.xml").read_text().replace("SELINUX_OR_APPARMOR", model))
-    facts = collect_facts(root=str(host_root(host)), uri=f"test://{node}")
+    # the guests' volumes, with the modes libvirt's pool gives them (git keeps no modes)
+    root = make_root(tmp_path, host)
+    put_guest_images(root, {"/var/lib/libvirt/images/web01.qcow2": (0o600, 0, 0),
+                            "/var/lib/libvirt/images/db01.img": (0o600, 0, 0)})
+    facts = collect_facts(root=str(root), uri=f"test://{node}")
     facts["collected_at"] = COLLECTED_AT
+    if model == "selinux":  # vmaudit reads no dnf cache offline: the RHEL host is audited with --online
+        facts["sources"]["pending_updates"] = {"tool": "dnf", "command": ["dnf", "-q", "check-update", "--security"],
+                                               "security": [], "other": None, "lists_mtime": None}
     caps = facts["sources"]["libvirt"]["capabilities"]
     caps = re.sub(r"<secmodel>.*?</secmodel>", "", caps, flags=re.S)
     facts["sources"]["libvirt"]["capabilities"] = caps.replace(

@@ -56,4 +56,4 @@ def test_audit_on_python39(vmaudit39, tmp_path, host, node):
     assert (out / "report.html").stat().st_size > 10_000
     facts = subprocess.run([vmaudit39, "facts", "--root", str(host_root(host))], capture_output=True, text=True,
                            timeout=300)
-    assert json.loads(facts.stdout)["schema"] == "vmaudit-facts/1"
+    assert json.loads(facts.stdout)["schema"] == "vmaudit-facts/2"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -93,3 +95,60 @@ def with_sources(facts: dict, **overrides) -> dict:
     for name, value in overrides.items():
         out["sources"][name] = value
     return out
+
+
+# --- host roots with files of chosen modes (git keeps no modes) -------------------------------------
+
+def make_root(tmp_path: Path, host: str = "debian-hardened") -> Path:
+    """A copy of a fixture host's root, with /, /var, /var/lib, /var/lib/libvirt 0755 root and libvirt's
+    image directory 0711 root, as Debian and RHEL ship them."""
+    root = tmp_path / "root"
+    shutil.copytree(host_root(host), root, symlinks=True)
+    for d, mode in (("", 0o755), ("var", 0o755), ("var/lib", 0o755), ("var/lib/libvirt", 0o755),
+                    ("var/lib/libvirt/images", 0o711), ("var/lib/libvirt/qemu", 0o751),
+                    ("var/lib/libvirt/qemu/nvram", 0o755), ("usr", 0o755), ("usr/share", 0o755),
+                    ("usr/share/OVMF", 0o755), ("srv", 0o755)):
+        put_dir(root, d, mode)
+    return root
+
+
+def put_dir(root: Path, path: str, mode: int, uid: int = 0, gid: int = 0) -> Path:
+    p = root / path.lstrip("/") if path else root
+    p.mkdir(parents=True, exist_ok=True)
+    os.chown(p, uid, gid)
+    os.chmod(p, mode)
+    return p
+
+
+def put_file(root: Path, path: str, mode: int = 0o600, uid: int = 0, gid: int = 0, text: str = "QFI\xfb") -> Path:
+    p = root / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    os.chown(p, uid, gid)
+    os.chmod(p, mode)
+    return p
+
+
+def put_guest_images(root: Path, images: dict[str, tuple[int, int, int]]) -> None:
+    """Image files {path: (mode, uid, gid)} under root; a path under /dev becomes a block device
+    (udev's root:disk 0660 for device-mapper volumes), reached through the /dev/<vg>/<lv> link LVM makes."""
+    for path, (mode, uid, gid) in images.items():
+        if path.startswith("/dev/"):
+            node = root / "dev" / f"dm-{len(os.listdir(root / 'dev'))}"
+            os.mknod(node, mode | stat.S_IFBLK, os.makedev(253, 3))
+            os.chown(node, uid, gid)
+            link = root / path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(node, link.parent), link)
+        else:
+            put_file(root, path, mode, uid, gid)
+
+
+def set_xml(domain: dict, xml) -> dict:
+    """Give a guest record of a snapshot this XML (or marker) as every definition it has: the live one
+    and, for a running persistent guest, the persistent one (`xml_inactive`) too."""
+    domain["xml"] = xml
+    if "xml_inactive" in domain:
+        domain["xml_inactive"] = xml
+    return domain
+

@@ -14,8 +14,9 @@ log = logging.getLogger("vmaudit")
 
 
 def add_collect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--connect", metavar="URI", default="qemu:///system",
-                   help="libvirt URI, opened read-only (default: qemu:///system)")
+    p.add_argument("--connect", metavar="URI", default=None,
+                   help="libvirt URI, opened read-only (default: qemu:///system; with --root DIR other "
+                        "than /, none: the image's guest definitions are read from its files)")
     p.add_argument("--root", metavar="DIR", default="/",
                    help="read file-derived facts under DIR instead of / (live facts are then skipped)")
 

@@ -77,7 +77,7 @@ def trend_of(state: Any, current: dict | None = None) -> list[dict]:
 
 
 def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/",
-                     uri: str = "qemu:///system", online: bool = False, facts_path: str | None = None,
+                     uri: str | None = None, online: bool = False, facts_path: str | None = None,
                      fail_on: str = "low", wait: float = 60.0, emit: Any = None) -> Outcome:
     """Audit under the state directory's lock and store the run (vmaudit.state).
 

@@ -125,7 +125,7 @@ def main():
     sub = parser.add_subparsers(dest="command")
     sub.required = True
     p = sub.add_parser("facts")
-    p.add_argument("--connect", default="qemu:///system")
+    p.add_argument("--connect", default=None)  # none: qemu:///system, or no libvirt for another --root
     p.add_argument("--root", default="/")
     p.add_argument("--output", default="-")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -154,7 +154,9 @@ def _facts(args):
         sys.stderr.write("vmaudit: %s: --root is not a directory\n" % args.root)
         return 2
     resolved = root.resolve()
-    facts = collect(Context(root=resolved, uri=args.connect, live=resolved == Path("/")))
+    live = resolved == Path("/")
+    uri = args.connect or ("qemu:///system" if live else None)
+    facts = collect(Context(root=resolved, uri=uri, live=live))
     text = json.dumps(facts, sort_keys=True)
     if args.output == "-":
         sys.stdout.write(text + "\n")

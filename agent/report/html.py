@@ -293,7 +293,7 @@ def context(report: dict, trend: list[dict] | None = None) -> dict:
     host = report.get("host", {})
     return {
         "tool": {k: str(tool.get(k) or "") for k in ("name", "version")},
-        "host": {k: str(host.get(k) or "") for k in ("hostname", "zone", "libvirt_uri", "root")},
+        "host": {k: str(host.get(k) or "") for k in ("hostname", "zone", "libvirt_uri", "root", "libvirt")},
         "started_at": report.get("started_at", ""),
         "finished_at": report.get("finished_at", ""),
         "policy": {"source": policy.get("source", ""), "sha256": policy.get("sha256") or ""},

@@ -29,6 +29,14 @@ _SGR = {"fail": "1;31", "error": "1;35", "warn": "33", "waived": "36", "skip": "
         "none": "2", "bold": "1"}
 
 
+# What the first line adds about libvirt (CONTRACT 1.1: a host without libvirt is said so once).
+LIBVIRT_HEADLINE = {
+    "absent": ": libvirt is not installed on this host, its checks are skipped",
+    "offline": ": guests read from the image's definition files, no libvirt contacted",
+    "unreachable": ": libvirt could not be reached, its checks are errors",
+}
+
+
 def use_color(color: bool) -> bool:
     return bool(color) and not os.environ.get("NO_COLOR")
 
@@ -40,7 +48,7 @@ def render(report: dict, *, color: bool = False) -> str:
     sha = str(policy.get("sha256") or "")
     lines = [
         paint("bold", f"vmaudit {printable(report.get('tool', {}).get('version', '?'))} audit of "
-                      f"{printable(host.get('hostname') or '?')}"),
+                      f"{printable(host.get('hostname') or '?')}{LIBVIRT_HEADLINE.get(host.get('libvirt'), '')}"),
         f"zone {printable(host.get('zone') or '-')}  libvirt {printable(host.get('libvirt_uri') or '-')}  "
         f"root {printable(host.get('root') or '/')}",
         f"started {printable(report.get('started_at', '?'))}  finished {printable(report.get('finished_at', '?'))}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 from guest_helpers import INVENTORY_JSON, MIXED_POLICY, clean_facts, mixed_facts, run
-from vmtest import one, with_sources
+from vmtest import one, set_xml, with_sources
 
 from vmaudit.facts import unavailable
 
@@ -55,6 +55,7 @@ def test_zone_mix_warns_when_unlabelled_guests_hide_the_answer(tmp_path):
     f = one(run(facts, MIXED_POLICY), "M1-ZONE-MIX")
     assert f["status"] == "warn"
     assert f["evidence"]["unlabelled"] == ["lab-old"]
+    assert f["severity"] == "medium"  # a review item, M1-ZONE-UNLABELLED's severity, never critical
 
 
 def test_zone_mix_takes_the_zone_from_the_inventory_when_metadata_has_none(tmp_path):
@@ -165,8 +166,8 @@ def test_net_zone_passes_on_a_clean_host(tmp_path):
 def test_net_zone_interface_vlan_overrides_the_portgroup(tmp_path):
     facts = mixed_facts(tmp_path)
     dom = _domain(facts, "web02")
-    dom["xml"] = dom["xml"].replace("<source network='trunk' portgroup='internal'/>",
-                                    "<source network='trunk' portgroup='internal'/><vlan><tag id='30'/></vlan>")
+    set_xml(dom, dom["xml"].replace("<source network='trunk' portgroup='internal'/>",
+                                    "<source network='trunk' portgroup='internal'/><vlan><tag id='30'/></vlan>"))
     f = one(run(facts, MIXED_POLICY), "M1-NET-ZONE", "guest:web02")
     assert f["status"] == "pass"
     assert f["evidence"]["interfaces"][0]["vlans"] == ["30"]
@@ -222,7 +223,7 @@ def test_net_zone_errors_without_the_guest_list(tmp_path):
 def test_hostile_guest_names_and_portgroups_are_data(tmp_path):
     facts = mixed_facts(tmp_path)
     dom = _domain(facts, "web02")
-    dom["xml"] = dom["xml"].replace("portgroup='internal'", "portgroup=\"x' or '1'='1\"")
+    set_xml(dom, dom["xml"].replace("portgroup='internal'", "portgroup=\"x' or '1'='1\""))
     f = one(run(facts, MIXED_POLICY), "M1-NET-ZONE", "guest:web02")
     # an unknown portgroup: no VLAN from it, the network's bridge br-trunk is unmapped
     assert f["status"] == "warn"

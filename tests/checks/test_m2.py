@@ -181,6 +181,21 @@ def test_iommu_fails_medium_without_passthrough(tmp_path):
     assert f["evidence"]["acpi_tables"] == {"DMAR": False, "IVRS": False, "IORT": False}
 
 
+def test_iommu_on_a_nested_host_points_at_the_outer_hypervisor(tmp_path):
+    """A VMM that is itself a VM (this machine) has no firmware of its own to switch VT-d on in."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node><domain type='kvm'><name>plain</name><memory unit='GiB'>1</memory>"
+                    "<os><type arch='x86_64'>hvm</type></os></domain></node>")
+    facts = collect_facts(root=str(host_root("debian-broken")), uri=f"test://{node}")
+    facts["sources"]["cmdline"] = "console=ttyS0 quiet"  # no intel_iommu=off: the VM simply has none
+    facts["sources"]["cpu"]["flags"] = sorted(set(facts["sources"]["cpu"]["flags"]) | {"hypervisor"})
+    f = one(audit(facts=facts), "M2-IOMMU")
+    assert f["status"] == "fail" and "virtual machine whose hypervisor offers it no virtual IOMMU" in f["message"]
+    assert "outer hypervisor" in f["remediation"] and "firmware" not in f["remediation"]
+    bare = one(audit(facts=with_sources(facts, cpu={**facts["sources"]["cpu"], "flags": ["vmx"]})), "M2-IOMMU")
+    assert "firmware" in bare["message"] and "firmware" in bare["remediation"]
+
+
 def test_iommu_warns_on_passthrough_mode():
     f = one(audit(facts=broken()), "M2-IOMMU")
     assert f["status"] == "warn" and "iommu=pt" in f["message"]
@@ -323,6 +338,17 @@ def test_host_services_fail_lists_each_offender():
     pg = bad["socket:tcp:0.0.0.0:5432"]
     assert pg["evidence"]["process"] == "postgres" and pg["evidence"]["pid"] == 991
     assert "unidentified" in bad["socket:tcp:0.0.0.0:2049"]["message"]
+
+
+def test_host_services_names_the_processes_it_could_not_see():
+    """On this machine PID 1 (process_api) listens on 0.0.0.0:2024 but its open files cannot be read
+    (another user namespace protects it): not 'a kernel socket or another namespace' (issue 11)."""
+    sock = dict(_sock("tcp", "0.0.0.0", 2024, None, None), hidden_owners=[{"pid": 1, "name": "process_api"}])
+    f = one(audit(facts=live(listeners=[sock])), "M2-HOST-SERVICES", "socket:tcp:0.0.0.0:2024")
+    assert f["status"] == "fail"
+    assert f["message"] == ("an owner vmaudit cannot see (the open files of process_api (pid 1) could not be "
+                            "read) listens on tcp 0.0.0.0:2024")
+    assert f["evidence"]["hidden_owners"] == [{"pid": 1, "name": "process_api"}]
 
 
 def test_host_services_policy_allow_and_monitoring_agent():

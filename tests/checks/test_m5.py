@@ -4,7 +4,7 @@ hosts guests-mixed and guests-clean."""
 from __future__ import annotations
 
 from guest_helpers import INVENTORY_CSV, clean_facts, mixed_facts, run
-from vmtest import one, with_sources
+from vmtest import one, set_xml, with_sources
 
 from vmaudit.checks.m5_guests import builtin_eol_list
 from vmaudit.facts import unavailable
@@ -114,7 +114,7 @@ def test_guest_os_policy_list_replaces_the_builtin_one(tmp_path):
 
 def test_guest_os_errors_when_the_xml_is_missing(tmp_path):
     facts = mixed_facts(tmp_path)
-    _domain(facts, "web02")["xml"] = unavailable("libvirt: Domain not found")
+    set_xml(_domain(facts, "web02"), unavailable("libvirt: Domain not found"))
     f = one(run(facts), "M5-GUEST-OS", "guest:web02")
     assert f["status"] == "error"
 

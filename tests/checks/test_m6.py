@@ -14,7 +14,6 @@ import pytest
 from access_helpers import facts, run, tree
 from vmtest import REQUIRE_REAL, audit, host_root, one, sshd_privsep_dir
 
-from vmaudit.checks.m6_admins import analyse_polkit_rule, polkit_rules_of
 from vmaudit.collectors import Context
 from vmaudit.collectors.access import (
     collect_libvirt_sockets,
@@ -23,6 +22,7 @@ from vmaudit.collectors.access import (
     collect_sudoers,
     parse_pkla,
 )
+from vmaudit.collectors.polkit_js import analyse_polkit_rule, polkit_rules_of
 from vmaudit.facts import unavailable
 
 # --- M6-ADMINS ----------------------------------------------------------------------------------
@@ -130,12 +130,36 @@ def test_sudoers_runas_applies_to_the_commands_after_it(tmp_path):
     assert list(f["evidence"]["admins"]) == ["carl"]  # a root shell; dora's shell runs as nobody
 
 
+def test_admins_root_equivalent_groups():
+    """docker, lxd, incus-admin and disk members own the host without sudo: they count (issue 11)."""
+    snap = facts("debian-hardened")
+    groups = snap["sources"]["accounts"]["group"]
+    groups.append({"name": "docker", "gid": 2998, "members": ["carol"]})
+    next(g for g in groups if g["name"] == "disk")["members"] = ["dave"]
+    f = one(run(snap), "M6-ADMINS")
+    assert f["status"] == "fail" and f["evidence"]["count"] == 4
+    assert f["evidence"]["admins"]["carol"] == ["secondary member of group docker (root-equivalent)"]
+    assert f["evidence"]["admins"]["dave"] == ["secondary member of group disk (root-equivalent)"]
+    assert f["evidence"]["root_equivalent_groups"] == ["docker", "lxd", "incus-admin", "disk"]
+    # the policy's list replaces the built-in one
+    g = one(run(snap, '[admins]\nroot_equivalent_groups = ["docker"]\n'), "M6-ADMINS")
+    assert g["status"] == "pass" and "dave" not in g["evidence"]["admins"] and "carol" in g["evidence"]["admins"]
+    e = one(run(facts("debian-hardened") | {"sources": {**snap["sources"], "accounts": unavailable("EACCES")}}),
+            "M6-ADMINS")
+    assert e["status"] == "error"
+
+
 # --- M6-POLKIT ----------------------------------------------------------------------------------
 
 def test_polkit_pass_packaged_rule():
     f = one(run("debian-hardened"), "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")
     assert f["status"] == "pass"
     assert f["evidence"]["rules"][0]["groups"] == ["libvirt"]
+    # Debian's packaged rule (libvirt-daemon-system 9.0.0-4+deb12u2, byte for byte) is named with whom it
+    # lets manage every guest
+    assert f["message"] == ("/usr/share/polkit-1/rules.d/60-libvirt.rules grants root-equivalent libvirt access "
+                            "to group libvirt: alice, bob (administrators only)")
+    assert f["evidence"]["grants_to"] == {"group libvirt": ["alice", "bob"]}
     assert set(f["evidence"]) >= {"path", "rules", "outside_admins", "admins"}
 
 
@@ -146,6 +170,7 @@ def test_polkit_fail_unconditional_and_wide_group():
     f = one(report, "M6-POLKIT", "file:/etc/polkit-1/rules.d/60-libvirt.rules")
     assert f["status"] == "fail"
     assert f["evidence"]["outside_admins"] == {"group users": ["mallory"]}
+    assert "grants root-equivalent libvirt access to group users: " in f["message"]
     # the /etc rule does not hide the packaged rule of the same name: polkitd runs both, /etc first
     assert f["evidence"]["same_name"] == ["/usr/share/polkit-1/rules.d/60-libvirt.rules"]
     packaged = one(report, "M6-POLKIT", "file:/usr/share/polkit-1/rules.d/60-libvirt.rules")

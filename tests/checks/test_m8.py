@@ -23,7 +23,7 @@ from guest_helpers import (
     mixed_facts,
     run,
 )
-from vmtest import findings, host_root, one, with_sources
+from vmtest import findings, host_root, one, set_xml, with_sources
 
 from vmaudit.audit import collect_facts
 from vmaudit.facts import unavailable
@@ -303,7 +303,7 @@ def test_orphan_volumes_error_without_pools(tmp_path):
 
 def test_orphan_volumes_error_while_a_guests_disks_are_unknown(tmp_path):
     facts = mixed_facts(tmp_path)
-    _domain(facts, "web02")["xml"] = unavailable("libvirt: Domain not found")
+    set_xml(_domain(facts, "web02"), unavailable("libvirt: Domain not found"))
     report = run(facts)
     f = one(report, "M8-ORPHAN-VOLUMES")
     assert f["status"] == "error"

@@ -83,3 +83,34 @@ def test_per_guest_answers_without_list_filters_match_the_filtered_ones():
     assert filtered == asked
     assert {d["state"] for d in filtered} >= {"running", "shutoff"}
     assert any(d["snapshots"] for d in filtered) and any(d["persistent"] is False for d in filtered)
+
+
+def test_running_persistent_guests_have_both_definitions_others_one():
+    """XMLDesc(VIR_DOMAIN_XML_INACTIVE) for an active persistent guest only: a shut-off guest's XML is its
+    persistent definition, a transient guest has no other one."""
+    from vmtest import driver_uri
+
+    facts = collect_facts(root="/", uri=driver_uri("guests-mixed"), only=["libvirt"])
+    domains = facts["sources"]["libvirt"]["domains"]
+    kinds = set()
+    for d in domains:
+        active = d["state"] not in ("shutoff", "crashed", "nostate", "unknown")
+        if active and d["persistent"] is True:
+            assert isinstance(d["xml_inactive"], str) and d["xml_inactive"].lstrip().startswith("<domain"), d
+            kinds.add("both")
+        else:
+            assert "xml_inactive" not in d, d
+            kinds.add("transient" if active else "shutoff")
+    assert kinds == {"both", "transient", "shutoff"}
+
+
+def test_unknown_persistence_makes_the_persistent_definition_missing_evidence():
+    from vmaudit.collectors.libvirt import _persistent_definition
+
+    class Dom:
+        def XMLDesc(self, flags):
+            raise AssertionError("a guest that may be transient must not be asked for its inactive XML")
+
+    record = {"state": "running", "persistent": {"unavailable": "libvirt: timed out"}}
+    assert _persistent_definition(Dom(), record) == {"unavailable": "persistence unknown (libvirt: timed out)"}
+    assert _persistent_definition(Dom(), {"state": "shutoff", "persistent": True}) is None

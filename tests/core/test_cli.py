@@ -70,7 +70,7 @@ def test_facts_snapshot_round_trip(tmp_path):
     snap = tmp_path / "facts.json"
     assert vmaudit("facts", "--root", ROOT, "--connect", URI, "--output", str(snap)).returncode == 0
     data = json.loads(snap.read_text())
-    assert data["schema"] == "vmaudit-facts/1" and data["host"]["live"] is False
+    assert data["schema"] == "vmaudit-facts/2" and data["host"]["live"] is False
     assert {d["name"] for d in data["sources"]["libvirt"]["domains"]} == {"web01", "legacy01"}
     _, direct = run_json()
     proc = vmaudit("run", "--facts", str(snap), "--format", "json")
@@ -125,7 +125,7 @@ def test_waiver_without_reason_exits_2(tmp_path):
 
 def test_malformed_snapshot_exits_2(tmp_path):
     bad = tmp_path / "facts.json"
-    bad.write_text('{"schema": "vmaudit-facts/1",\n "host": {}\n "sources": {}}')
+    bad.write_text('{"schema": "vmaudit-facts/2",\n "host": {}\n "sources": {}}')
     proc = vmaudit("run", "--facts", str(bad))
     assert proc.returncode == 2 and f"{bad}, line 3: not a JSON facts snapshot" in proc.stderr
     bad.write_text('{"schema": "something-else/1"}')
@@ -200,7 +200,7 @@ def test_in_process_audit_matches_cli():
 
 def test_mangled_snapshot_sections_are_missing_evidence_not_a_crash(tmp_path):
     # a snapshot is input (saved, or shipped from a remote host): wrong shapes deep inside are `error`
-    base = {"schema": "vmaudit-facts/1", "host": {"hostname": "hv"}}
+    base = {"schema": "vmaudit-facts/2", "host": {"hostname": "hv"}}
     for libvirt in ("x", [1], {"domains": "x"}, {"domains": [1]}):
         report = audit(facts={**base, "sources": {"libvirt": libvirt}})
         assert one(report, "M2-TCG-GUEST")["status"] == "error"

@@ -87,3 +87,20 @@ def test_every_registered_check_is_documented():
     for c in load_checks().values():
         assert "Rule" in c.doc or c.scope == "fleet" or len(c.doc) > 80, c.id
     assert "M2-TEST-ONLY" not in REGISTRY
+
+
+def test_merging_two_definitions_keeps_the_worse_and_says_when():
+    from vmaudit.engine import merge_definitions
+
+    live = [Result("pass", "ok", "guest:a", {"x": 1}), Result("warn", "only now", "file:/live")]
+    persistent = [Result("error", "evidence missing: gone", "guest:a", {"reason": "gone"}),
+                  Result("fail", "only later", "file:/saved", severity="critical")]
+    merged = {r.resource: r for r in merge_definitions(live, persistent)}
+    a = merged["guest:a"]
+    assert a.status == "error" and a.message == "after the next start: evidence missing: gone (now: pass, ok)"
+    assert a.evidence["now"]["evidence"] == {"x": 1} and a.evidence["after_next_start"]["status"] == "error"
+    assert merged["file:/live"].message == "only now (now)" and merged["file:/live"].status == "warn"
+    saved = merged["file:/saved"]
+    assert saved.message == "only later (after the next start)" and saved.severity == "critical"
+    same = merge_definitions([Result("fail", "bad", "guest:b")], [Result("fail", "bad", "guest:b")])
+    assert [(r.status, r.message) for r in same] == [("fail", "bad (now and after the next start)")]

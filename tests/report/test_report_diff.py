@@ -128,7 +128,7 @@ def test_bad_input_exit_2(tmp_path, pair):
     bad_json = tmp_path / "broken.json"
     bad_json.write_text('{"schema": ')
     facts = tmp_path / "facts.json"
-    facts.write_text(json.dumps({"schema": "vmaudit-facts/1", "sources": {}}))
+    facts.write_text(json.dumps({"schema": "vmaudit-facts/2", "sources": {}}))
     bad_finding = tmp_path / "bad-finding.json"
     bad_finding.write_text(json.dumps(_report({"check_id": "M3-KSM", "resource": "host", "status": "broken",
                                                "severity": "high"})))

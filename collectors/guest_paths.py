@@ -1,0 +1,192 @@
+"""The host files and directories guests use, stat'ed under the audited root: disk images and their
+backing chains, kernels, initrds, firmware loaders and NVRAM stores, and the host directories shared
+into guests (`<filesystem>`), with every directory above them. Nothing is ever opened or changed: only
+lstat/stat, and symlinks are resolved inside the root (an absolute link under `--root` means that root's
+file, never the auditing host's).
+
+The paths come from every guest's definitions as libvirt gives them: the live XML of a running guest
+and, for a persistent one, the XML of its next start (`VIR_DOMAIN_XML_INACTIVE`); a disk of type
+`volume` is turned into its file through the storage pool. Auditing an image (`--root` without
+`--connect`) they come from the definitions libvirt would load at boot (collectors/libvirt_files.py);
+volumes are then unknown. Checks map a guest's own XML to these
+entries by path, so a tenant-chosen guest name never becomes a path here.
+
+Source:
+  guest_paths  {"paths": {"<path as written in the XML>": entry},
+                "volumes": {"<pool>/<volume>": "<path>" or marker}}
+    entry: {"type": "file"/"dir"/"block"/"char"/"socket"/"fifo"/"link", "mode": "0640", "uid", "gid"}
+           plus, for a link, "target": the path it resolves to (inside the root; its entry is there too);
+           {"type": "absent"} for a path that does not exist; or a marker when it cannot be stat'ed.
+    Every directory above a file, as written and as resolved, has an entry too
+    ("/var/lib/libvirt/images", "/var/lib/libvirt", ..., "/").
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import xml.etree.ElementTree as ET
+from typing import Any, Iterator
+
+from vmaudit.facts import unavailable
+from vmaudit.schema import Enum, Int, Record, Str, TableOf
+
+from . import Context, collector
+from .libvirt_files import offline_libvirt
+
+VIR_DOMAIN_XML_INACTIVE = 2
+
+_TYPES = ((stat.S_ISLNK, "link"), (stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISBLK, "block"),
+          (stat.S_ISCHR, "char"), (stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"))
+
+
+def _source_paths(source: ET.Element | None) -> list[str]:
+    if source is None:
+        return []
+    return [source.get(a) for a in ("file", "dev", "dir") if source.get(a)]
+
+
+def _backing_chain(disk: ET.Element) -> Iterator[ET.Element]:
+    backing = disk.find("backingStore")
+    while backing is not None and backing.get("type"):
+        yield backing
+        backing = backing.find("backingStore")
+
+
+def guest_file_refs(tree: ET.Element) -> list[tuple[str, str]]:
+    """(what, path) of every host file or directory a guest definition names: disks with their backing
+    chains, os/loader, os/nvram (and its source), os/kernel, os/initrd, filesystem share sources.
+    Volume disks are named ("volume", "<pool>/<volume>"). Shared with the checks, which judge the same
+    list the collector stat'ed."""
+    refs: list[tuple[str, str]] = []
+    for disk in tree.findall("devices/disk"):
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        what = f"disk {dev}" if dev else "disk"
+        source = disk.find("source")
+        if disk.get("type") == "volume" and source is not None and source.get("pool") and source.get("volume"):
+            refs.append((f"{what} (volume)", f"volume:{source.get('pool')}/{source.get('volume')}"))
+        refs.extend((what, p) for p in _source_paths(source))
+        for depth, backing in enumerate(_backing_chain(disk), 1):
+            refs.extend((f"{what} backing file {depth}", p) for p in _source_paths(backing.find("source")))
+    os_el = tree.find("os")
+    if os_el is not None:
+        for tag in ("loader", "kernel", "initrd"):
+            text = (os_el.findtext(tag) or "").strip()
+            if text:
+                refs.append((tag, text))
+        nvram = os_el.find("nvram")
+        if nvram is not None:
+            text = (nvram.text or "").strip()
+            if text:
+                refs.append(("nvram", text))
+            refs.extend(("nvram", p) for p in _source_paths(nvram.find("source")))
+    for fs in tree.findall("devices/filesystem"):
+        if fs.get("type", "mount") == "mount":
+            refs.extend(("filesystem", p) for p in _source_paths(fs.find("source")))
+    return [(w, p) for w, p in refs if p.startswith(("/", "volume:"))]
+
+
+def _entry(st: os.stat_result) -> dict:
+    kind = next((name for test, name in _TYPES if test(st.st_mode)), "other")
+    return {"type": kind, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid, "gid": st.st_gid}
+
+
+def _audited(ctx: Context, real: str) -> str:
+    """A path on this machine (under the root) as the audited host sees it."""
+    if str(ctx.root) == "/":
+        return real
+    rel = os.path.relpath(real, ctx.root)
+    return "/" if rel == "." else "/" + rel
+
+
+def _resolved(ctx: Context, path: str) -> str:
+    if str(ctx.root) == "/":
+        return os.path.realpath(path)
+    return _audited(ctx, str(ctx.resolve(path)))
+
+
+def _stat_into(ctx: Context, path: str, out: dict) -> None:
+    """Record `path`, its link target and every directory above the target."""
+    if path in out:
+        return
+    try:
+        st = os.lstat(ctx.path(path))
+    except (FileNotFoundError, NotADirectoryError):
+        out[path] = {"type": "absent"}
+        return
+    except OSError as exc:
+        out[path] = unavailable(f"cannot stat {path}: {exc.strerror or exc}")
+        return
+    out[path] = _entry(st)
+    # the directories above the path as written (whoever can write one can replace a link in it) ...
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    if parent != path:
+        _stat_into(ctx, parent, out)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            real = _resolved(ctx, path)
+        except OSError as exc:  # a link loop
+            out[path]["target"] = unavailable(f"cannot resolve {path}: {exc.strerror or exc}")
+            return
+        out[path]["target"] = real
+        _stat_into(ctx, real, out)  # ... and the file a link leads to, with the directories above it
+
+
+def _definitions(dom: Any) -> list[str]:
+    xmls = [dom.XMLDesc(0)]
+    try:
+        if dom.isActive() and dom.isPersistent():
+            xmls.append(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE))
+    except Exception:  # undefined meanwhile: the live definition is all there is
+        pass
+    return xmls
+
+
+def _volume_path(conn: Any, ref: str) -> Any:
+    pool, _, volume = ref.partition("/")
+    try:
+        return conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
+    except Exception as exc:
+        msg = exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
+        return unavailable(f"libvirt: volume {volume!r} of pool {pool!r}: {msg}")
+
+
+_ENTRY = Record({"type": Enum("file", "dir", "block", "char", "socket", "fifo", "link", "other", "absent")},
+                optional={"mode": Str(), "uid": Int(min=0), "gid": Int(min=0), "target": Str()})
+GUEST_PATHS_SCHEMA = Record({"paths": TableOf(_ENTRY), "volumes": TableOf(Str())})
+
+
+@collector("guest_paths", schema=GUEST_PATHS_SCHEMA)
+def collect_guest_paths(ctx: Context) -> dict:
+    """`{paths: {"<path as the guest XML names it>": {type, mode ("0640"), uid, gid, target (a link's path
+    resolved inside the root)}}, volumes: {"<pool>/<volume>": path}}`: lstat of every disk (and backing
+    chain), loader, NVRAM, kernel, initrd and shared directory of every guest's live and next-start
+    definition, and of every directory above them, as written and as resolved; never opened
+    """
+    paths: dict = {}
+    volumes: dict = {}
+    if ctx.uri is None:  # an image without a libvirt to ask: the definitions it would load at boot
+        domains = offline_libvirt(ctx).get("domains")
+        xmls = [d["xml"] for d in domains if isinstance(d.get("xml"), str)] if isinstance(domains, list) else []
+        conn = None
+    else:
+        conn = ctx.libvirt()
+        xmls = []
+        for dom in conn.listAllDomains(0):
+            try:
+                xmls += _definitions(dom)
+            except Exception:  # the guest went away since the list: nothing of it to judge
+                continue
+    for xml in xmls:
+        for _what, ref in guest_file_refs(ET.fromstring(xml)):
+            if ref.startswith("volume:"):
+                key = ref[len("volume:"):]
+                if key not in volumes:
+                    volumes[key] = (_volume_path(conn, key) if conn is not None
+                                    else unavailable("a storage volume's path: only a running libvirt knows it"))
+                if isinstance(volumes[key], str):
+                    _stat_into(ctx, volumes[key], paths)
+            else:
+                _stat_into(ctx, ref, paths)
+    return {"paths": dict(sorted(paths.items())), "volumes": dict(sorted(volumes.items()))}
