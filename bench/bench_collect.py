@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # vmtest
 sys.path.insert(0, str(REPO / "tests" / "fleet"))
 
 from sshlab import FLEET, PORT, SSHLab, available  # noqa: E402

@@ -23,7 +23,7 @@ _WORST = ("fail", "error", "warn", "pass", "skip")
 
 
 @check("F-ZONE-HOSTS", severity="critical", scope="fleet",
-       title="Host serves guests of more than one zone, or of another zone than it declares",
+       title="Zones served by each host",
        remediation="Keep one security zone per host (or cluster): move the guests of other zones to hosts "
                    "of their zone and declare each host's zone (vmaudit_zone or [host] zone).",
        sources="guest zone labels (vmaudit metadata, else the inventory); host zone from vmaudit_zone or "
@@ -89,7 +89,7 @@ def _unknown_hosts(fleet) -> list[str]:
 
 
 @check("F-REDUNDANCY", severity="high", scope="fleet",
-       title="All guests of a redundancy group sit on one host",
+       title="Spread of each redundancy group over hosts",
        remediation="Place the members of a redundancy group on different hosts (anti-affinity) so that "
                    "one host failing does not take the whole service down.",
        sources="guest redundancy labels (vmaudit metadata <redundancy>, else the inventory)")
@@ -156,7 +156,7 @@ def _worst_by_check(report: dict) -> dict[str, str]:
 
 
 @check("F-MIGRATION-PARITY", severity="high", scope="fleet",
-       title="Migration peers differ in zone, administrators or hardening",
+       title="Parity of migration peers (zone, administrators, hardening)",
        remediation="Make hosts that migrate guests to each other equal: the same zone, the same "
                    "administrators, the same M2/M3/M6/M7 results; or stop them being peers.",
        sources="migration peers (vmaudit_migration_group / vmaudit_migration_peers, or [host] "
@@ -215,7 +215,7 @@ def migration_parity(fleet, policy):
 
 
 @check("F-DUPLICATE-GUEST", severity="high", scope="fleet",
-       title="One guest UUID is defined on two hosts",
+       title="Uniqueness of guest UUIDs across hosts",
        remediation="Undefine the stale copy (often left behind by a migration without --undefinesource); "
                    "two definitions of one guest can both be started and corrupt its disks.",
        sources="libvirt domain UUIDs of every audited host")
@@ -255,7 +255,7 @@ def duplicate_guest(fleet, policy):
 
 
 @check("F-INVENTORY-MISSING", severity="medium", scope="fleet",
-       title="A registered guest was found on no host",
+       title="Registered guests found in the fleet",
        remediation="Find the guest (a host missing from the collection inventory?) or retire its "
                    "registration; a registry that lists ghosts hides the guests that are really missing.",
        sources="the central inventory ([inventory] path) vs the guest UUIDs of every audited host")
@@ -311,7 +311,7 @@ def inventory_missing(fleet, policy):
 
 
 @check("F-HOST-UNREACHED", severity="high", scope="fleet",
-       title="A host of the inventory could not be audited",
+       title="Reachability of the inventory's hosts",
        remediation="Fix what the reason names: the host being down, SSH access (key, user, known_hosts), "
                    "a hanging command, or vmaudit/python3 missing on the host.",
        sources="the outcome of the SSH collection of every inventory host")

@@ -11,7 +11,7 @@ from ._guests import try_labels
 
 
 @check("M4-GUEST-COUNT", severity="medium",
-       title="Too many guests on one host",
+       title="Number of guests on the host",
        remediation="Spread the guests over more hosts, or raise [limits] max_running_guests after a "
                    "risk decision.",
        sources="listAllDomains(): defined guests and their state; policy [limits] max_running_guests")
@@ -59,7 +59,7 @@ def guest_count(facts, policy):
 
 
 @check("M4-CPU-OVERCOMMIT", severity="medium",
-       title="vCPUs of running guests overcommit the host's CPUs",
+       title="vCPU overcommit of the host's CPUs",
        remediation="Lower the overcommit: fewer or smaller guests per host, or raise [limits] cpu_overcommit "
                    "after a capacity decision.",
        sources="/domain/vcpu (current) of running guests; libvirt nodeinfo cpus, else /proc/cpuinfo; "
@@ -129,7 +129,7 @@ def _label_groups(facts, key: str) -> tuple[dict, dict]:
 
 
 @check("M4-REDUNDANCY", severity="high",
-       title="Redundant guests share one host",
+       title="Redundant guests on this host",
        remediation="Place the members of a redundancy group on different hosts (anti-affinity rules in the "
                    "placement or cluster manager).",
        sources="vmaudit metadata <redundancy> (urn:vmaudit:guest:1) or the inventory")
@@ -161,7 +161,7 @@ def redundancy(facts, policy):
 
 
 @check("M4-INDEPENDENT-SERVICES", severity="low",
-       title="Too many independent services on one host",
+       title="Number of independent services on the host",
        remediation="Group dependent systems on a host and spread independent services over hosts; set "
                    "[limits] max_services to the number one host may carry.",
        sources="vmaudit metadata <service> (urn:vmaudit:guest:1) or the inventory; policy [limits] max_services")

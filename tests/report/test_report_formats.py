@@ -91,6 +91,20 @@ def test_text_lists_every_non_pass_once_worst_first():
     assert len(tcg) == 1 and tcg[0].startswith("FAIL   high ")
 
 
+def test_text_failures_come_first_with_their_remediation_and_a_pointer_at_the_end():
+    sample = load_sample("sample-new.json")
+    lines = render("text", sample).splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.split(" ", 1)[0] in ("FAIL", "ERROR", "WARN", "SKIP"))
+    assert lines[first].startswith("FAIL")
+    assert first < next(i for i, ln in enumerate(lines) if ln.startswith("measure "))
+    fails = [f for f in sample["findings"] if f["status"] == "fail" and "waiver" not in f]
+    for f in fails:
+        i = next(i for i, ln in enumerate(lines)
+                 if ln.startswith("FAIL") and f" {f['check_id']} " in ln and f"{f['resource']}: " in ln)
+        assert lines[i + 1].strip() == f"fix: {f['remediation']}", lines[i:i + 2]
+    assert lines[-1].startswith("More: `vmaudit explain ") and "--format html" in lines[-1]
+
+
 def test_text_colour_only_when_asked_and_no_color_unset(monkeypatch):
     sample = load_sample("sample-new.json")
     monkeypatch.delenv("NO_COLOR", raising=False)
