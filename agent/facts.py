@@ -25,7 +25,9 @@ turning a value of the wrong type into a marker naming its path. Checks read fac
     for name, value, missing in facts.source("vfio").partial(): ...   # per-item partial evidence
 
 Containers that hold a marker are GuardedMap / GuardedList (dict / list subclasses) whose item access,
-`get`, `items`, `values` and iteration raise instead of returning the marker; `partial()` (and the
+`get`, `items`, `values`, iteration, `pop`, `setdefault`, `in` (a list's: False is no answer while a
+marker may be the item), `index`, `count`, `reversed` raise instead of returning the marker, and
+whose copies (`copy`, `copy.copy`, `+`, `*`) stay guarded; `partial()` (and the
 module function `partial(container)`, which also accepts plain containers) is the one explicit way
 to see which items are missing.
 
@@ -38,6 +40,7 @@ equal to the live one.
 from __future__ import annotations
 
 import re
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from functools import cached_property
@@ -110,6 +113,21 @@ class GuardedMap(dict):
         out.where = self.where
         return out
 
+    __copy__ = copy  # copy.copy() would otherwise go through __reduce__ (a plain dict, markers in it)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            self[key]  # raises at a marker, before removing it
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else dict.setdefault(self, key, default)
+
+    def popitem(self) -> tuple:
+        if dict.__len__(self):
+            self[next(reversed(dict.keys(self)))]  # the item popitem() takes: raises at a marker
+        return dict.popitem(self)
+
     def values(self) -> list:  # type: ignore[override]
         return [self[k] for k in self]
 
@@ -161,6 +179,62 @@ class GuardedList(list):
                 raise _missing(v, f"{self.where}[{i}]")
             yield v
 
+    # list's own methods that read items without __getitem__/__iter__: each either raises at the
+    # marker or returns a list that still guards it
+    def _first_gap(self) -> Exception:
+        for i, v in enumerate(list.__iter__(self)):
+            if _marked(v):
+                return _missing(v, f"{self.where}[{i}]")
+        raise AssertionError("a GuardedList holds a marker")  # only built around one
+
+    def __contains__(self, item: Any) -> bool:
+        # True is an answer; False is not while a marker may be that very item
+        if list.__contains__(self, item) and not _marked(item):
+            return True
+        raise self._first_gap()
+
+    def index(self, item: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        # the first index is known only when no marker comes before it
+        try:
+            at = -1 if _marked(item) else list.index(self, item, start, stop)
+        except ValueError:
+            at = -1
+        if at >= 0 and not any(_marked(v) for v in list.__getitem__(self, slice(start, at))):
+            return at
+        raise self._first_gap()
+
+    def count(self, item: Any) -> int:
+        raise self._first_gap()  # any marker may be one more
+
+    def pop(self, index: int = -1) -> Any:
+        value = self[index]  # raises at a marker, before removing it
+        list.pop(self, index)
+        return value
+
+    def _guarded(self, items: Any) -> GuardedList:
+        out = GuardedList(items)
+        out.where = self.where
+        return out
+
+    def copy(self) -> GuardedList:
+        return self._guarded(list.__iter__(self))
+
+    __copy__ = copy
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(list(self))  # iteration raises at a marker
+
+    def __add__(self, other: Any) -> GuardedList:
+        return self._guarded(list.__add__(self.plain(), other))
+
+    def __radd__(self, other: Any) -> GuardedList:
+        return self._guarded(list.__add__(list(other), self.plain()))
+
+    def __mul__(self, n: Any) -> GuardedList:
+        return self._guarded(list.__mul__(self.plain(), n))
+
+    __rmul__ = __mul__
+
     def partial(self) -> Iterator[tuple[int, Any, Exception | None]]:
         """(index, value, None) for each item with evidence, (index, None, exception) for a marked one."""
         for i, v in enumerate(list.__iter__(self)):
@@ -201,7 +275,7 @@ def unguarded(value: Any) -> Any:
                         out = dict(value)
                     out[k] = p
         return value if out is None else out
-    if t is list:
+    if t is list or t is tuple:  # json.dumps writes a tuple as an array: the same walk
         out = None
         for i, v in enumerate(value):
             if type(v) in _CONTAINERS:
@@ -214,7 +288,7 @@ def unguarded(value: Any) -> Any:
     return value
 
 
-_CONTAINERS = (dict, list, GuardedMap, GuardedList)
+_CONTAINERS = (dict, list, tuple, GuardedMap, GuardedList)
 
 
 def partial(container: Any) -> Iterator[tuple[Any, Any, Exception | None]]:
@@ -249,11 +323,8 @@ def is_marker(value: Any) -> bool:
 
 def need(value: Any, what: str) -> Any:
     """Return `value`, or raise the exception its marker stands for, naming `what` was missing."""
-    if isinstance(value, dict) and len(value) == 1:
-        if "unavailable" in value:
-            raise EvidenceMissing(f"{what}: {value['unavailable']}")
-        if "not_collected" in value:
-            raise NotApplicable(f"{what}: {value['not_collected']}")
+    if isinstance(value, dict) and len(value) == 1 and ("unavailable" in value or "not_collected" in value):
+        raise _missing(value, what)  # the reason once, also when it names the path already
     return value
 
 
@@ -336,9 +407,14 @@ class Facts:
         check_envelope(data)
         if data.get("schema") == SCHEMA_V1:
             data = upgrade_v1(data)
-        from vmaudit.collectors import source_schemas
+        from vmaudit.collectors import skippable_sources, source_schemas
 
-        sources = conform_sources(data["sources"], source_schemas())
+        host = data["host"]
+        # which not_collected markers are the collectors' own answers depends on the kind of host
+        # (live or not, libvirt absent, an image read from its files); anywhere else they are errors
+        skippable = skippable_sources(bool(host.get("live")), host.get("libvirt"))
+        image = host.get("libvirt") == "offline" and host.get("root") not in (None, "/")
+        sources = conform_sources(data["sources"], source_schemas(), skippable, image)
         self.data = data if sources is data["sources"] else {**data, "sources": sources}
         self._guests: list[Guest] | None = None
 
@@ -629,7 +705,7 @@ class Guest:
         try:
             self.precompute()
             self.release()
-        except EvidenceMissing:
+        except (EvidenceMissing, NotApplicable):
             pass
 
     def precompute(self) -> None:

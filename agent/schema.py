@@ -17,6 +17,7 @@ snapshot (exit 2) or, for a single value, a marker.
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from typing import Any, Callable
 
 # --- limits (part of the contract; docs/architecture.md) ----------------------------------------
@@ -25,6 +26,8 @@ MAX_DEPTH = 64                    # nesting of arrays/objects anywhere in a snap
 MAX_INT = 1 << 63                 # |integer| bound (sizes, counters, ids all fit in 64 bits)
 MAX_STR = 16 << 20                # one string (a guest's XML, a config file) at most 16 MiB
 MAX_ITEMS = 1_000_000             # entries of one array or object
+MAX_REASON = 1000                 # a marker's reason (longer ones are cut): one line for a person, which
+                                  # every finding that needs the value repeats
 
 
 def is_marker(value: Any) -> bool:
@@ -50,8 +53,13 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _unavailable(reason: str) -> dict:
+    """A marker whose reason is at most MAX_REASON characters (a path may hold a key of any length)."""
+    return {"unavailable": reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 1] + "…"}
+
+
 def wrong(path: str, expected: str, value: Any) -> dict:
-    return {"unavailable": f"{path}: expected {expected}, got {_json_type(value)}"}
+    return _unavailable(f"{path}: expected {expected}, got {_json_type(value)}")
 
 
 class Schema:
@@ -75,6 +83,40 @@ class Schema:
         {name: str, uuid?: str}, str | null."""
         return self.describe
 
+    def may_skip(self) -> bool:
+        """Whether `not_collected` is a legitimate value at this position in the snapshot being
+        validated (see Skippable); nowhere below the top of a source otherwise."""
+        return False
+
+
+# Set by conform_sources for the snapshot at hand: True in the snapshot of an image audited from its
+# files (host.libvirt "offline"), where what only a running libvirt knows is `not_collected`.
+_IMAGE_SKIPS: ContextVar[bool] = ContextVar("image_skips", default=False)
+
+
+class Skippable(Schema):
+    """A position that an image audited from its definition files cannot know (a guest's run state,
+    its snapshots, the host's capabilities: only a running libvirt tells). There, and only in such a
+    snapshot, `not_collected` is the collector's own answer (its checks say `skip`); in any other
+    snapshot it is missing evidence like every other nested `not_collected`."""
+
+    def __init__(self, inner: Schema):
+        self.inner = inner
+        self.types = inner.types
+        self.describe = inner.describe
+
+    def conform(self, value: Any, path: str, depth: int = 0) -> Any:
+        return self.inner.conform(value, path, depth)
+
+    def doc(self) -> str:
+        return self.inner.doc()
+
+    def notation(self) -> str:
+        return f"{self.inner.notation()} (image: not_collected)"
+
+    def may_skip(self) -> bool:
+        return _IMAGE_SKIPS.get()
+
 
 class _Scalar(Schema):
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
@@ -87,14 +129,17 @@ class _Scalar(Schema):
 
 
 class Str(_Scalar):
-    describe = "a string"
     types = (str,)
 
+    def __init__(self, nonempty: bool = False):
+        self.nonempty = nonempty  # "" describes nothing real here (a kernel release, a name)
+        self.describe = "a non-empty string" if nonempty else "a string"
+
     def notation(self) -> str:
-        return "str"
+        return "str ≠ \"\"" if self.nonempty else "str"
 
     def ok(self, value: str) -> bool:
-        return len(value) <= MAX_STR
+        return len(value) <= MAX_STR and (bool(value) or not self.nonempty)
 
 
 class Int(_Scalar):
@@ -180,7 +225,7 @@ class AnyJSON(Schema):
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         problem = _bounded(value, depth)
-        return value if problem is None else {"unavailable": f"{path}: {problem}"}
+        return value if problem is None else _unavailable(f"{path}: {problem}")
 
 
 def _bounded(value: Any, depth: int) -> str | None:
@@ -215,33 +260,37 @@ def _guard(items: Any, path: str, kind: type) -> Any:
 class ListOf(Schema):
     types = (list,)
 
-    def __init__(self, item: Schema, max_len: int = MAX_ITEMS):
+    def __init__(self, item: Schema, max_len: int = MAX_ITEMS, min_len: int = 0):
         self.item = item
         self.max_len = max_len
+        self.min_len = min_len  # 1 where an empty list describes no real host (an /etc/passwd without root)
 
     def doc(self) -> str:
-        return f"a list of {_noun(self.item.doc())}"
+        return f"a {'non-empty ' if self.min_len else ''}list of {_noun(self.item.doc())}"
 
     def notation(self) -> str:
-        return f"[{self.item.notation()}]"
+        return f"[{self.item.notation()}, …]" if self.min_len else f"[{self.item.notation()}]"
 
     @property
     def describe(self) -> str:  # type: ignore[override]
-        return "a list"
+        return "a non-empty list" if self.min_len else "a list"
 
     def conform(self, value: Any, path: str, depth: int = 0) -> Any:
         if type(value) is not list and not isinstance(value, list):
-            return wrong(path, "a list", value)
+            return wrong(path, self.describe, value)
         if len(value) > self.max_len:
-            return {"unavailable": f"{path}: more than {self.max_len} entries"}
+            return _unavailable(f"{path}: expected no entries, got {len(value)}" if not self.max_len
+                                else f"{path}: more than {self.max_len} entries")
+        if len(value) < self.min_len:
+            return _unavailable(f"{path}: expected at least {self.min_len} entries, got {len(value)}")
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         item = self.item
         changed = marked = False
         out = None
         for i, v in enumerate(list.__iter__(value)):  # list's own: a GuardedList would raise
             if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
-                r = _marker(v, f"{path}[{i}]")
+                r = _marker(v, f"{path}[{i}]", item.may_skip())
             else:
                 r = item.conform(v, f"{path}[{i}]", depth + 1)
             if r is not v:
@@ -277,9 +326,9 @@ class TableOf(Schema):
         if not isinstance(value, dict):
             return wrong(path, "a table", value)
         if len(value) > self.max_len:
-            return {"unavailable": f"{path}: more than {self.max_len} entries"}
+            return _unavailable(f"{path}: more than {self.max_len} entries")
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         return _conform_items(value, path, depth, lambda _k: self.value)
 
 
@@ -313,24 +362,31 @@ class Record(Schema):
         if not isinstance(value, dict):
             return wrong(path, "a table", value)
         if depth >= MAX_DEPTH:
-            return {"unavailable": f"{path}: nested deeper than {MAX_DEPTH} levels"}
+            return _unavailable(f"{path}: nested deeper than {MAX_DEPTH} levels")
         fields, extra = self.fields, self.extra
         out = _conform_items(value, path, depth, lambda k: fields.get(k, extra))
         missing = [k for k in self.required if k not in value]
         if missing:
             out = dict(dict.items(out))
             for k in missing:
-                out[k] = {"unavailable": f"{path}.{k}: missing from this snapshot"}
+                out[k] = _unavailable(f"{path}.{k}: missing from this snapshot")
             return _guard(out, path, dict)
         return out
 
 
-def _marker(value: dict, path: str) -> dict:
-    """A marker as found; its reason must be a string."""
+def _marker(value: dict, path: str, may_skip: bool = False) -> dict:
+    """A marker as found; its reason must be a string. `not_collected` only where `may_skip`: below
+    the top of a source no collector writes it, and a `skip` does not count against the exit status,
+    so anywhere else it is missing evidence."""
     reason = value.get("unavailable", value.get("not_collected"))
-    if isinstance(reason, str) and len(reason) <= MAX_STR:
-        return value
-    return {"unavailable": f"{path}: a marker whose reason is not a string"}
+    if not isinstance(reason, str):
+        return _unavailable(f"{path}: a marker whose reason is not a string")
+    if "not_collected" in value and not may_skip:
+        return _unavailable(f"{path}: not_collected, which this snapshot's collector never records "
+                            f"here ({reason[:200]})")
+    if len(reason) > MAX_REASON:
+        return {next(iter(value)): _unavailable(reason)["unavailable"]}
+    return value
 
 
 def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str], Schema]) -> Any:
@@ -339,7 +395,7 @@ def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str]
     for k, v in dict.items(value):  # dict's own: a GuardedMap would raise
         where = f"{path}.{k}" if path else k
         if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
-            r = _marker(v, where)
+            r = _marker(v, where, schema_of(k).may_skip())
         else:
             r = schema_of(k).conform(v, where, depth + 1)
         if r is not v:
@@ -352,6 +408,36 @@ def _conform_items(value: dict, path: str, depth: int, schema_of: Callable[[str]
     if marked:
         return _guard(out if changed else value, path, dict)
     return out if changed else value
+
+
+class Presence(Schema):
+    """A record with a `present` flag: held to `present` (the shape of something that exists) or, when
+    the flag is false, to `absent` (null / empty values). Checks stop reading at present = false (no
+    KSM: pass; no sshd: skip), so a record that says absent yet carries values contradicts itself and
+    is no evidence either way: a marker for the whole record."""
+
+    describe = "a table"
+    types = (dict,)
+
+    def __init__(self, present: Record, absent: Record):
+        self.present = present
+        self.absent = absent
+
+    def doc(self) -> str:
+        return self.present.doc()
+
+    def notation(self) -> str:
+        return f"{self.present.notation()} \\| {self.absent.notation()}"
+
+    def conform(self, value: Any, path: str, depth: int = 0) -> Any:
+        if not isinstance(value, dict) or dict.get(value, "present") is not False:
+            return self.present.conform(value, path, depth)
+        out = self.absent.conform(value, path, depth)
+        if out is value:
+            return value
+        why = next((m.get("unavailable", "") for m in dict.values(out) if type(m) is dict and len(m) == 1
+                    and "unavailable" in m), "")
+        return _unavailable(f"{path}: says present: false, but {why.removeprefix(path + '.')}")
 
 
 class OneOf(Schema):
@@ -408,11 +494,27 @@ def _noun(text: str) -> str:
 # --- whole snapshots ----------------------------------------------------------------------------
 
 
-def conform_sources(sources: dict, schemas: dict[str, Schema]) -> dict:
-    """The snapshot's sources held to their declared schemas (a source without one: any JSON)."""
-    out = _conform_items(sources, "", -1, lambda name: schemas.get(name, _ANY))
+def conform_sources(sources: dict, schemas: dict[str, Schema], skippable: frozenset = frozenset(),
+                    image: bool = False) -> dict:
+    """The snapshot's sources held to their declared schemas (a source without one: any JSON); a
+    whole source may be `not_collected` if it is in `skippable` or has no schema (a newer collector's);
+    a nested one only at a `Skippable` position of an `image` snapshot."""
+    token = _IMAGE_SKIPS.set(image)
+    try:
+        out = None
+        for name, v in dict.items(sources):
+            if type(v) is dict and len(v) == 1 and ("unavailable" in v or "not_collected" in v):
+                r = _marker(v, name, name in skippable or name not in schemas)
+            else:
+                r = schemas.get(name, _ANY).conform(v, name, 0)
+            if r is not v:
+                if out is None:
+                    out = dict(dict.items(sources))
+                out[name] = r
+    finally:
+        _IMAGE_SKIPS.reset(token)
     # the table of sources stays plain: Facts.source() is its guard, and reporting lists its markers
-    return dict(dict.items(out)) if out is not sources else out
+    return sources if out is None else out
 
 
 _ANY = AnyJSON()

@@ -404,7 +404,8 @@ def passthrough_group(guest, facts, policy):
     Rule: per guest with PCI passthrough, every other member of each device's IOMMU group must be idle
     (no driver), bound to vfio-pci / pci-stub, or a PCI bridge (the kernel's VFIO accepts bridges with
     any driver, e.g. pcieport); a member bound to a host driver or passed to another guest -> fail; a
-    passed device without an IOMMU group -> fail; a device not present on the host -> warn; otherwise
+    passed device without an IOMMU group -> fail; a device not present on the host -> warn; a group
+    the snapshot does not hold (or that does not list the device) -> error; otherwise
     pass with the groups as evidence. Guests without PCI passthrough -> skip.
     Definitions: both, and every definition of the other guests (a device a guest takes at its next
     start is taken).
@@ -439,8 +440,15 @@ def passthrough_group(guest, facts, policy):
         if group is None:
             problems.append(f"{bdf} has no IOMMU group (no DMA isolation)")
             continue
-        members = groups.get(group, {}).get("devices", [])
+        if group not in groups:
+            # sysfs links a device only to a group that exists: its members are unknown, not none
+            unknown.append(f"iommu.groups: no group {group}, which {bdf} belongs to")
+            continue
+        members = groups[group]["devices"]
         evidence["groups"][group] = members
+        if not any(m["bdf"] == bdf for m in members):
+            unknown.append(f"iommu.groups.{group}: does not list {bdf}, which belongs to it")
+            continue
         for m in members:
             if m["bdf"] in devices:
                 continue  # passed to this guest too (libvirt rebinds managed devices at start)

@@ -33,21 +33,35 @@ class Collector:
     func: Callable[[Context], Any]
     schema: Schema
     live: bool = False
+    # when the collector itself may record the whole source `not_collected` (see may_skip)
+    skips: str = "never"
 
+    def may_skip(self, live: bool) -> bool:
+        """Whether `{"not_collected": ...}` is a state this source can be in, in a snapshot whose
+        host is `live` or not. Anywhere else the marker is a broken or hostile agent's: a skip does
+        not count against the exit status, so Facts() turns it into missing evidence (`error`)."""
+        return self.skips == "always" or (not live and (self.live or self.skips == "offline"))
+
+
+# Collector.skips: "never"; "offline" (a file-system image has no such state: sysfs sources);
+# "always" (a live host may lack it too: services without systemd, pending updates without --online)
+SKIPS = ("never", "offline", "always")
 
 COLLECTORS: dict[str, Collector] = {}
 
 
-def collector(name: str, *, schema: Schema, live: bool = False) -> Callable:
+def collector(name: str, *, schema: Schema, live: bool = False, skips: str = "never") -> Callable:
     """Register `func` as the collector of source `name`, whose value has the shape `schema` (a marker
-    is allowed at every position)."""
+    is allowed at every position; `not_collected` only for the whole source, as `skips` says)."""
     if not isinstance(schema, Schema):
         raise TypeError(f"collector {name}: schema must be a vmaudit.schema.Schema")
+    if skips not in SKIPS:
+        raise ValueError(f"collector {name}: skips must be one of {SKIPS}")
 
     def register(func: Callable) -> Callable:
         if name in COLLECTORS and COLLECTORS[name].func.__qualname__ != func.__qualname__:
             raise ValueError(f"collector {name} registered twice")
-        COLLECTORS[name] = Collector(name, func, schema, live)
+        COLLECTORS[name] = Collector(name, func, schema, live, skips)
         return func
     return register
 
@@ -60,6 +74,21 @@ def source_schemas() -> dict[str, Schema]:
     if not _SCHEMAS:
         _SCHEMAS.update((name, col.schema) for name, col in load_collectors().items())
     return _SCHEMAS
+
+
+_SKIPPABLE: dict[tuple, frozenset] = {}
+
+
+def skippable_sources(live: bool, libvirt: str | None = None) -> frozenset:
+    """The sources that may be `not_collected` as a whole in a snapshot whose host is `live` or not,
+    with `libvirt` as host.libvirt says: on a host without libvirt, every libvirt source (LIBVIRT_SOURCES)."""
+    key = (live, libvirt == "absent")
+    if key not in _SKIPPABLE:
+        names = {name for name, col in load_collectors().items() if col.may_skip(live)}
+        if libvirt == "absent":
+            names.update(LIBVIRT_SOURCES)
+        _SKIPPABLE[key] = frozenset(names)
+    return _SKIPPABLE[key]
 
 
 class Absent:

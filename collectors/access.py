@@ -53,7 +53,7 @@ import stat
 from typing import Callable
 
 from vmaudit.facts import unavailable
-from vmaudit.schema import AnyJSON, Bool, Int, ListOf, Optional, Record, Str, TableOf
+from vmaudit.schema import AnyJSON, Bool, Enum, Int, ListOf, Optional, Presence, Record, Str, TableOf
 
 from . import ABSENT, Context, collector
 
@@ -119,9 +119,10 @@ def parse_nsswitch(text: str) -> dict:
     return out
 
 
+# every /etc/passwd holds root and every /etc/group the root group: an empty one was not read right
 ACCOUNTS_SCHEMA = Record({"passwd": ListOf(Record({"name": Str(), "uid": Int(), "gid": Int()},
-                                                  optional={"home": Str(), "shell": Str()})),
-                    "group": ListOf(Record({"name": Str(), "gid": Int(), "members": ListOf(Str())}))},
+                                                  optional={"home": Str(), "shell": Str()}), min_len=1),
+                    "group": ListOf(Record({"name": Str(), "gid": Int(), "members": ListOf(Str())}), min_len=1)},
                    optional={"nsswitch": TableOf(ListOf(Str())), "compat": ListOf(Str())})
 
 
@@ -502,9 +503,13 @@ def _sshd_words(line: str) -> list[str]:
     return words
 
 
-SSHD_CONFIG_SCHEMA = Record({"path": Str(), "present": Bool(), "files": ListOf(Str()), "unreadable": TableOf(AnyJSON()),
-                       "entries": ListOf(Record({"keyword": Str(), "value": Str(), "file": Str(), "line": Int(min=0),
-                                                 "match": Optional(Str())}, optional={"match_all": Bool()}))})
+SSHD_CONFIG_SCHEMA = Presence(
+    Record({"path": Str(), "present": Bool(), "files": ListOf(Str()), "unreadable": TableOf(AnyJSON()),
+            "entries": ListOf(Record({"keyword": Str(), "value": Str(), "file": Str(), "line": Int(min=0),
+                                      "match": Optional(Str())}, optional={"match_all": Bool()}))}),
+    # no sshd_config: no file read, no entry (an unreadable one is present: false with its marker)
+    Record({"path": Str(), "present": Enum(False), "files": ListOf(AnyJSON(), max_len=0),
+            "unreadable": TableOf(AnyJSON()), "entries": ListOf(AnyJSON(), max_len=0)}))
 
 
 @collector("sshd_config", schema=SSHD_CONFIG_SCHEMA)

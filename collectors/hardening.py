@@ -46,7 +46,20 @@ from typing import Any
 from urllib.parse import quote
 
 from vmaudit.facts import not_collected, unavailable
-from vmaudit.schema import AnyJSON, Bool, Enum, Float, Int, ListOf, Optional, Record, Str, TableOf
+from vmaudit.schema import (
+    AnyJSON,
+    Bool,
+    Enum,
+    Float,
+    Int,
+    ListOf,
+    Null,
+    Optional,
+    Presence,
+    Record,
+    Str,
+    TableOf,
+)
 
 from . import ABSENT, Context, collector
 
@@ -555,7 +568,7 @@ PENDING_UPDATES_SCHEMA = Record({"tool": Str(), "security": ListOf(_UPDATE)},
                                    "lists_mtime": Optional(Float())})
 
 
-@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True)
+@collector("pending_updates", schema=PENDING_UPDATES_SCHEMA, live=True, skips="always")
 def collect_pending_updates(ctx: Context) -> Any:
     """(live, only with `--online`, else not_collected) `{tool: "apt-get"/"dnf", command, security: [{package,
     version, origin}], other: n or null, lists_mtime: epoch or null}`
@@ -628,7 +641,7 @@ LSM_SCHEMA = Record({"sysfs": Bool(), "active": Optional(ListOf(Str())),
                                    "profiles": Optional(ListOf(Record({"name": Str(), "mode": Str()})))})})
 
 
-@collector("lsm", schema=LSM_SCHEMA)
+@collector("lsm", schema=LSM_SCHEMA, skips="offline")
 def collect_lsm(ctx: Context) -> Any:
     """`{sysfs: true, active: [/sys/kernel/security/lsm], selinux: {enabled, enforce: "1"/"0"/null, config:
     {SELINUX, SELINUXTYPE} or null}, apparmor: {enabled: "Y"/"N"/null, profiles: [{name, mode}] or marker or
@@ -662,11 +675,13 @@ def collect_lsm(ctx: Context) -> Any:
 # --- KSM, CPU, nested -----------------------------------------------------------------------------
 
 
-KSM_SCHEMA = Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
-               "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))})
+KSM_SCHEMA = Presence(Record({"present": Bool(), "run": Optional(Enum(0, 1, 2)),
+                              "pages_shared": Optional(Int(min=0)), "pages_sharing": Optional(Int(min=0))}),
+                       Record({"present": Enum(False), "run": Null(), "pages_shared": Null(),
+                               "pages_sharing": Null()}))
 
 
-@collector("ksm", schema=KSM_SCHEMA)
+@collector("ksm", schema=KSM_SCHEMA, skips="offline")
 def collect_ksm(ctx: Context) -> Any:
     """`{present, run, pages_shared, pages_sharing}` from /sys/kernel/mm/ksm"""
     marker = _sysfs(ctx)
@@ -685,7 +700,7 @@ CPU_SECURITY_SCHEMA = Record({"vulnerabilities": TableOf(Optional(Str())), "thre
                       optional={"smt_control": Optional(Str()), "smt_active": Optional(Str())})
 
 
-@collector("cpu_security", schema=CPU_SECURITY_SCHEMA)
+@collector("cpu_security", schema=CPU_SECURITY_SCHEMA, skips="offline")
 def collect_cpu_security(ctx: Context) -> Any:
     """`{vulnerabilities: {name: text} or marker, smt_control, smt_active, thread_siblings: {"<cpu>": "0,4"} or
     marker}` from /sys/devices/system/cpu
@@ -715,7 +730,7 @@ def collect_cpu_security(ctx: Context) -> Any:
 KVM_NESTED_SCHEMA = Record({"kvm_intel": Optional(Str()), "kvm_amd": Optional(Str())})
 
 
-@collector("kvm_nested", schema=KVM_NESTED_SCHEMA)
+@collector("kvm_nested", schema=KVM_NESTED_SCHEMA, skips="offline")
 def collect_kvm_nested(ctx: Context) -> Any:
     """`{kvm_intel: "Y"/"N"/"1"/"0"/null, kvm_amd: ...}` (null: module not loaded)"""
     marker = _sysfs(ctx)

@@ -75,7 +75,7 @@ def collect_meminfo(ctx: Context) -> dict:
     return out
 
 
-KERNEL_SCHEMA = Record({"running": Str(), "installed": ListOf(Str())})
+KERNEL_SCHEMA = Record({"running": Str(nonempty=True), "installed": ListOf(Str())})
 
 
 @collector("kernel", schema=KERNEL_SCHEMA)

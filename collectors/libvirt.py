@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.facts import unavailable
-from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Str
+from vmaudit.schema import Bool, Int, ListOf, Optional, Record, Skippable, Str
 
 from . import Context, collector
 from .libvirt_files import offline_libvirt
@@ -181,25 +181,29 @@ def _domains(conn: Any) -> list:
 
 _SNAPSHOT = Record({"name": Str()}, optional={"creation_time": Optional(Int(min=0)), "state": Optional(Str()),
                                           "memory": Bool(), "xml_error": Str()})
-# a guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
-# still tells which record it was
-_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Str(), "xml": Str()},
-                 optional={"id": Int(), "persistent": Bool(), "autostart": Bool(), "managed_save": Bool(),
-                           "snapshots": ListOf(_SNAPSHOT), "xml_inactive": Str(), "file": Str()})
+# A guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
+# still tells which record it was. Skippable: what an image audited from its files cannot know
+# (collectors/libvirt_files.py says not_collected there); in any other snapshot a not_collected at
+# these positions is missing evidence.
+_DOMAIN = Record({"name": Str() | Int(), "uuid": Str(), "state": Skippable(Str()), "xml": Str()},
+                 optional={"id": Int(), "persistent": Bool(), "autostart": Bool(),
+                           "managed_save": Skippable(Bool()), "snapshots": Skippable(ListOf(_SNAPSHOT)),
+                           "xml_inactive": Str(), "file": Str()})
 _VOLUME = Record({"name": Str()}, optional={"path": Optional(Str()), "format": Optional(Str()),
                                             "backing": Optional(Str())})
 LIBVIRT_SCHEMA = Record({"domains": ListOf(_DOMAIN)},
-                 optional={"uri": Optional(Str()), "definitions_from": Str(), "lib_version": Int(min=0), "hv_version": Int(min=0), "hv_type": Str(),
-                           "capabilities": Str(),
-                           "nodeinfo": Record(optional={"model": Str(), "memory_mib": Int(min=0),
+                 optional={"uri": Optional(Str()), "definitions_from": Str(),
+                           "lib_version": Skippable(Int(min=0)), "hv_version": Skippable(Int(min=0)),
+                           "hv_type": Skippable(Str()), "capabilities": Skippable(Str()),
+                           "nodeinfo": Skippable(Record(optional={"model": Str(), "memory_mib": Int(min=0),
                                                         "cpus": Int(min=0), "mhz": Int(min=0),
                                                         "numa_nodes": Int(min=0), "sockets": Int(min=0),
-                                                        "cores": Int(min=0), "threads": Int(min=0)}),
-                           "pools": ListOf(Record({"name": Str()},
+                                                        "cores": Int(min=0), "threads": Int(min=0)})),
+                           "pools": Skippable(ListOf(Record({"name": Str()},
                                                   optional={"active": Bool(), "type": Optional(Str()),
                                                             "target": Optional(Str()),
-                                                            "volumes": ListOf(_VOLUME)})),
-                           "networks": ListOf(Record({"name": Str()}, optional={"active": Bool(), "xml": Str(),
+                                                            "volumes": ListOf(_VOLUME)}))),
+                           "networks": ListOf(Record({"name": Str()}, optional={"active": Skippable(Bool()), "xml": Str(),
                                                                             "autostart": Bool(), "file": Str()}))})
 
 

@@ -248,7 +248,7 @@ def systemd_booted() -> bool:
 SERVICES_SCHEMA = Record({"systemd": Bool()}, optional={"running": ListOf(Str())})
 
 
-@collector("services", schema=SERVICES_SCHEMA, live=True)
+@collector("services", schema=SERVICES_SCHEMA, live=True, skips="always")
 def collect_services(ctx: Context):
     """(live) `{systemd: true, running: [unit names]}` from `systemctl list-units --type=service
     --state=running`, or `not_collected` when PID 1 is not systemd

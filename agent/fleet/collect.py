@@ -29,8 +29,10 @@ command timeout: it ends by itself soon after we stop waiting, and the exit trap
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
+import posixpath
 import re
 import shlex
 import threading
@@ -118,9 +120,14 @@ def become_for(host: FleetHost, settings: Settings) -> Become | None:
     return Become(method, user)
 
 
+def facts_root(host: FleetHost, settings: Settings) -> str:
+    """The root vmaudit asks the host to audit (`/`: its live system)."""
+    return str(host.vars.get("vmaudit_root") or settings.root)
+
+
 def facts_args(host: FleetHost, settings: Settings) -> str:
     uri = str(host.vars.get("vmaudit_connect") or settings.connect)
-    root = str(host.vars.get("vmaudit_root") or settings.root)
+    root = facts_root(host, settings)
     return " ".join(shlex.quote(a) for a in ("facts", "-q", "--output", "-", "--connect", uri, "--root", root))
 
 
@@ -192,7 +199,7 @@ class Collector:
                     mode = "agentless"
                 else:
                     out.mode = "installed"
-                    out.facts = _parse(done, "vmaudit facts")
+                    out.facts = _parse(done, "vmaudit facts", facts_root(host, self.settings))
                     out.reached = True
             if mode == "agentless":
                 out.mode = "agentless"
@@ -262,7 +269,7 @@ class Collector:
             if done.status == 127:
                 raise Unreached(f"agentless: {python} not found on the host", "command")
             _check_become(done, become)
-            return _parse(done, "the vmaudit zipapp")
+            return _parse(done, "the vmaudit zipapp", facts_root(host, self.settings))
         finally:
             if not ran and transport.is_active():  # the remote trap removes it once the zipapp ran
                 try:
@@ -313,17 +320,25 @@ def _tail(data: bytes, limit: int = 300) -> str:
     return text[-limit:]
 
 
-def _parse(done, what: str) -> dict:
+def _parse(done, what: str, root: str) -> dict:
+    """The snapshot the host answered with, asked to audit `root`; Unreached (stage facts) if it is not one."""
     if done.status != 0:
         raise Unreached(f"{what} exited with status {done.status}: {_tail(done.stderr) or 'no message'}",
                         "command")
     try:
         # the facts contract's limits and envelope; the sources are held to their schemas (a wrong type
         # becomes a marker naming its path) when the host is evaluated: Facts(data)
-        return parse_snapshot(done.stdout, what)
+        data = parse_snapshot(done.stdout, what)
     except SnapshotError as exc:
         raise Unreached(f"{exc}; stderr: {_tail(done.stderr)}" if "JSON" in str(exc) else str(exc),
                         "facts") from None
+    host = data["host"]
+    if posixpath.normpath(root) == "/" and (host.get("live") is not True or host.get("root") != "/"):
+        # a snapshot that is not live skips every live and sysfs fact (skips do not fail the exit
+        # status): not an answer to "audit your running system"
+        raise Unreached(f"{what}: asked for the live system (root /), the host answered with facts of root "
+                        f"{str(host.get('root'))[:200]!r} (live: {json.dumps(host.get('live'))})", "facts")
+    return data
 
 
 def collect_all(hosts: list[FleetHost], collector: Collector, settings: Settings,

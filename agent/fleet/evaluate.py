@@ -35,7 +35,7 @@ from vmaudit.engine import (
     summarize,
 )
 from vmaudit.errors import InventoryError
-from vmaudit.facts import EvidenceMissing, Facts, Guest
+from vmaudit.facts import EvidenceMissing, Facts, Guest, NotApplicable
 from vmaudit.policy import Policy
 
 from .collect import Outcome
@@ -122,7 +122,7 @@ class HostView:
             for g in guests:
                 g.settle()
             self._guests = guests
-        except EvidenceMissing as exc:
+        except (EvidenceMissing, NotApplicable) as exc:  # a guest list that is not there is not there
             self._guest_error = str(exc)
 
     def guests(self) -> list[Guest]:

@@ -158,10 +158,10 @@ def test_guarded_containers_raise_and_partial_tells_what_is_missing():
 
 
 def test_not_collected_marker_raises_not_applicable():
-    facts = snapshot()
-    facts["sources"]["ksm"]["run"] = {"not_collected": "not here"}
+    facts = snapshot()  # not live: a sysfs source may be not_collected as a whole (a root without /sys)
+    facts["sources"]["ksm"] = {"not_collected": "not here"}
     with pytest.raises(NotApplicable):
-        Facts(facts).source("ksm")["run"]
+        Facts(facts).source("ksm")
 
 
 @pytest.mark.parametrize("text,why", [
@@ -198,16 +198,18 @@ def test_values_over_the_limits_become_markers():
 def test_every_collector_output_on_the_fixture_hosts_conforms():
     """What the collectors produce already satisfies their declared schemas: validation of a real
     snapshot changes nothing (so a marker it adds always means a broken or hostile input)."""
-    from vmaudit.collectors import source_schemas
+    from vmaudit.collectors import skippable_sources, source_schemas
     from vmaudit.schema import conform_sources
 
     schemas = source_schemas()
     for host in ("debian-hardened", "debian-broken", "rhel-hardened", "rhel-broken", "empty"):
         for node in ("core", "guests-mixed", "m2-broken", "m3-broken", "m3-hardened", "hardened"):
-            sources = snapshot(host, node)["sources"]
+            facts = snapshot(host, node)
+            sources = facts["sources"]
             assert set(sources) == set(schemas)
             before = sorted(iter_markers(sources))
-            assert sorted(iter_markers(conform_sources(sources, schemas))) == before, (host, node)
+            skippable = skippable_sources(facts["host"]["live"])  # the skips each collector declares
+            assert sorted(iter_markers(conform_sources(sources, schemas, skippable))) == before, (host, node)
 
 
 def test_a_crashing_check_is_not_an_expected_error():
@@ -234,10 +236,10 @@ def test_fleet_facts_from_a_host_are_held_to_the_same_contract():
     for text, why in (("[" * 100_000, "nested too deeply"), ("{", "not a JSON facts snapshot"),
                       ('{"schema": "vmaudit-facts/9"}', "not a vmaudit facts snapshot")):
         with pytest.raises(Unreached) as err:
-            _parse(done(text.encode()), "vmaudit facts")
+            _parse(done(text.encode()), "vmaudit facts", "/")
         assert err.value.stage == "facts" and why in str(err.value) and "\n" not in str(err.value)
     facts = put(snapshot(), ("ksm", "run"), {})
-    data = _parse(done(json.dumps(facts).encode()), "vmaudit facts")
+    data = _parse(done(json.dumps(facts).encode()), "vmaudit facts", facts["host"]["root"])
     assert one(audit(facts=data), "M3-KSM")["status"] == "error"
 
 
