@@ -181,3 +181,18 @@ def test_pending_rpm_unexpected_href_is_not_followed(tmp_path):
     e = verdict(root)
     assert e["status"] == "error" and "primary outside repodata/" in e["evidence"]["reason"]
 
+
+
+def test_pending_rpm_marker_or_wrong_type_is_never_pass(tmp_path):
+    """A marker or a value of the wrong type where a version or a repository belongs: error, never pass."""
+    root = host(tmp_path, installed=[SSL_OLD])
+    idx = collect_package_indexes(Context(root=root, live=False))
+    entry = idx["rpm_candidates"]["openssl-libs.x86_64"]
+    cases = [{**idx, "rpm_candidates": {"openssl-libs.x86_64": {**entry, where: value}}}
+             for where, value in (("installed", unavailable("cut")), ("installed", ["3.0.7"]), ("installed", []),
+                                  ("offered", [{"version": 3, "repo": BASEOS, "advisory": "A", "severity": ""}]),
+                                  ("offered", [unavailable("cut")]))]
+    cases += [{**idx, "repos": [unavailable("cut")]}, {**idx, "repos": unavailable("cut")}]
+    for bad in cases:
+        f = verdict(root, package_indexes=bad)
+        assert f["status"] == "error", (bad, f["message"])
