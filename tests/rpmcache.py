@@ -127,3 +127,21 @@ def cache(root: Path, repo: Repo, cache_dir: str = "var/cache/dnf", mtime: float
     if mtime is not None:
         os.utime(target / "repomd.xml", (mtime, mtime))
     return target
+
+
+# A hardened RHEL 9 host's package state (the false-positive hosts): what is installed is what the cached
+# BaseOS repository's security advisories fix, nothing is pending.
+HARDENED_INSTALLED = [Pkg("openssl-libs", "3.0.7", "27.el9", epoch=1), Pkg("glibc", "2.34", "100.el9_4.2"),
+                      Pkg("libvirt-daemon", "10.0.0", "6.7.el9_4"),
+                      Pkg("qemu-kvm-core", "8.2.0", "11.el9_4.6", epoch=17)]
+HARDENED_BASEOS = Repo("rhel-9-for-x86_64-baseos-rpms",
+                       [Pkg("openssl-libs", "3.0.7", "24.el9", epoch=1), *HARDENED_INSTALLED],
+                       [Advisory("RHSA-2024:2447", [HARDENED_INSTALLED[0]]),
+                        Advisory("RHSA-2024:3339", [HARDENED_INSTALLED[1]]),
+                        Advisory("RHSA-2024:4276", [HARDENED_INSTALLED[2], HARDENED_INSTALLED[3]])])
+
+
+def hardened_rhel(root: Path, fetched_at: float) -> None:
+    """Give a RHEL fixture root the hardened package state, its dnf cache fetched at `fetched_at`."""
+    install(root, HARDENED_INSTALLED)
+    cache(root, HARDENED_BASEOS, mtime=fetched_at)

@@ -17,7 +17,6 @@ import re
 
 import pytest
 import rpmcache
-from rpmcache import Advisory, Pkg, Repo
 from vmtest import LIBVIRT, REQUIRE_REAL, audit, make_policy, make_root, put_guest_images
 
 from vmaudit.audit import collect_facts
@@ -26,13 +25,6 @@ from vmaudit.inventory import parse_inventory
 HOSTS = {"debian-hardened": "apparmor", "rhel-hardened": "selinux"}
 COLLECTED_AT = "2026-11-25T08:00:00Z"
 COLLECTED_TS = 1795593600
-# RHEL 9: what is installed, and what the cached BaseOS repository's security advisories fix
-RHEL_INSTALLED = [Pkg("openssl-libs", "3.0.7", "27.el9", epoch=1), Pkg("glibc", "2.34", "100.el9_4.2"),
-                  Pkg("libvirt-daemon", "10.0.0", "6.7.el9_4"), Pkg("qemu-kvm-core", "8.2.0", "11.el9_4.6", epoch=17)]
-RHEL_BASEOS = Repo("rhel-9-for-x86_64-baseos-rpms",
-                   [Pkg("openssl-libs", "3.0.7", "24.el9", epoch=1), *RHEL_INSTALLED],
-                   [Advisory("RHSA-2024:2447", [RHEL_INSTALLED[0]]), Advisory("RHSA-2024:3339", [RHEL_INSTALLED[1]]),
-                    Advisory("RHSA-2024:4276", [RHEL_INSTALLED[2], RHEL_INSTALLED[3]])])
 POLICY = """
 [host]
 zone = "dmz"
@@ -62,8 +54,7 @@ def hardened_facts(host: str, tmp_path) -> dict:
     if model == "selinux":
         if not rpmcache.have_tools() and not REQUIRE_REAL:
             pytest.skip("rpm/rpmbuild/createrepo_c (scripts/install-deps.sh --test) make the RHEL package state")
-        rpmcache.install(root, RHEL_INSTALLED)
-        rpmcache.cache(root, RHEL_BASEOS, mtime=COLLECTED_TS - 86400)
+        rpmcache.hardened_rhel(root, COLLECTED_TS - 86400)
     put_guest_images(root, {"/var/lib/libvirt/images/web01.qcow2": (0o600, 0, 0),
                             "/var/lib/libvirt/images/db01.img": (0o600, 0, 0)})
     facts = collect_facts(root=str(root), uri=f"test://{node}")
