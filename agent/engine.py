@@ -251,7 +251,9 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         checks = {k: v for k, v in checks.items() if k in wanted}
     guest_checks = [c for c in checks.values() if c.scope == "guest"]
     host_checks = [c for c in checks.values() if c.scope == "host"]
-    results: list[tuple[CheckSpec, Result]] = []
+    # Each result becomes its finding at once: holding 100,000s of Result objects until the end would
+    # add their memory to the findings' at the peak.
+    findings: list[dict] = []
 
     try:
         guests = facts.labelled_guests(getattr(policy, "inventory", None))
@@ -260,15 +262,14 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         guests, guest_error = [], exc
     for guest in guests:
         for spec in guest_checks:
-            results.extend((spec, r) for r in evaluate_guest_check(spec, guest, facts, policy))
+            findings.extend(make_finding(spec, r) for r in evaluate_guest_check(spec, guest, facts, policy))
         guest.settle()  # the shared views are cached; the tree can go
     if guest_error is not None:
-        results.extend((spec, _missing(spec, guest_error)) for spec in guest_checks)
+        findings.extend(make_finding(spec, _missing(spec, guest_error)) for spec in guest_checks)
 
     for spec in host_checks:
-        results.extend((spec, r) for r in run_check(spec, (facts, policy), "host"))
+        findings.extend(make_finding(spec, r) for r in run_check(spec, (facts, policy), "host"))
 
-    findings = [make_finding(spec, r) for spec, r in results]
     findings.sort(key=lambda f: (f["check_id"], f["resource"]))
     return findings
 

@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
+from .fsutil import read_bounded
 from .schema import MAX_SNAPSHOT_BYTES, Bool, Optional, Record, Str, conform_sources
 
 # The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts
@@ -60,6 +61,10 @@ NS_LIBOSINFO = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 NS_QEMU = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 _PLAIN_TAG = re.compile(r"[A-Za-z_][\w.-]*$")  # a bare element name: no predicate, namespace or step
+
+# path -> its <tag> if it is a plain "devices/<tag>", else "" (Guest._device_list: checks ask the same
+# few dozen paths for every guest, so the pattern is matched once per path, not once per call)
+_DEVICE_TAG: dict[str, str] = {}
 
 LABEL_KEYS = ("zone", "service", "owner", "redundancy", "patch_group")
 
@@ -377,12 +382,7 @@ def parse_snapshot(text: str | bytes, where: str) -> dict:
 
 def load_snapshot_file(path: str) -> dict:
     """Read and parse a saved snapshot (SnapshotError, one line naming the file, if it is not one)."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_SNAPSHOT_BYTES + 1)
-    except OSError as exc:
-        raise SnapshotError(f"{path}: cannot read facts snapshot: {exc.strerror or exc}") from None
-    return parse_snapshot(text, path)
+    return parse_snapshot(read_bounded(path, "facts snapshot", SnapshotError), path)
 
 
 # Functions of a guest's XML tree that host-scope checks need (see Guest.view): the engine computes
@@ -504,6 +504,25 @@ class Facts:
         return self._guests
 
 
+class _view:
+    """functools.cached_property without its lock: before Python 3.12 every first read of one takes a
+    lock, which for the ten views of each of 10,000s of guests (and definitions) was a tenth of the
+    engine's own time. The value goes into the instance's __dict__, where later reads find it first;
+    an exception (EvidenceMissing) is not cached, as with cached_property."""
+
+    def __init__(self, func: Any):
+        self.func, self.name, self.__doc__ = func, func.__name__, func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, cls: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class Guest:
     """One libvirt domain: the collected record plus views of its XML that checks share.
 
@@ -519,6 +538,7 @@ class Guest:
         name, uuid = dict.get(record, "name", "?"), dict.get(record, "uuid")
         self.name: str = "?" if _marked(name) else str(name)
         self.uuid: str = "" if _marked(uuid) or not uuid else str(uuid)
+        self._resource = f"guest:{self.name}"  # one string shared by all of the guest's findings
         self._tree: ET.Element | None = None
         self._views: dict = {}
         self._devices: dict | None = None  # <devices> children by tag, while the tree is held
@@ -530,7 +550,7 @@ class Guest:
 
     @property
     def resource(self) -> str:
-        return f"guest:{self.name}"
+        return self._resource
 
     # --- the XML --------------------------------------------------------------------------------
     @property
@@ -574,7 +594,12 @@ class Guest:
     def _device_list(self, path: str) -> list | None:
         """`devices/<tag>` from an index of the device children, built once per guest: the guest checks
         ask for a dozen device kinds each, and ElementPath would walk <devices> for every one."""
-        if not path.startswith("devices/") or not _PLAIN_TAG.match(path, 8):
+        tag = _DEVICE_TAG.get(path)
+        if tag is None:
+            tag = path[8:] if path.startswith("devices/") and _PLAIN_TAG.match(path, 8) else ""
+            if len(_DEVICE_TAG) < 4096:  # bounded, should a caller ever build paths from data
+                _DEVICE_TAG[path] = tag
+        if not tag:
             return None
         if self._devices is None:
             index: dict = {}
@@ -582,7 +607,7 @@ class Guest:
             for child in devices if devices is not None else ():
                 index.setdefault(child.tag, []).append(child)
             self._devices = index
-        return self._devices.get(path[8:], [])
+        return self._devices.get(tag, [])
 
     # --- libvirt state --------------------------------------------------------------------------
     @property
@@ -623,20 +648,20 @@ class Guest:
         return lookup(self.record, key, default)
 
     # --- derived views shared by several checks -------------------------------------------------
-    @cached_property
+    @_view
     def domain_type(self) -> str:
         return self.tree.get("type", "")
 
-    @cached_property
+    @_view
     def memory_kib(self) -> int:
         return _kib(self.tree.find("memory"))
 
-    @cached_property
+    @_view
     def current_memory_kib(self) -> int:
         node = self.tree.find("currentMemory")
         return _kib(node) if node is not None else self.memory_kib
 
-    @cached_property
+    @_view
     def vcpus(self) -> int:
         node = self.tree.find("vcpu")
         if node is None:
@@ -644,7 +669,7 @@ class Guest:
         current = node.get("current")
         return int(current if current else (node.text or "1").strip())
 
-    @cached_property
+    @_view
     def metadata_labels(self) -> dict:
         """Labels from the vmaudit metadata element (`urn:vmaudit:guest:1`)."""
         labels: dict = {}
@@ -662,7 +687,7 @@ class Guest:
                         labels.setdefault(key, text)
         return labels
 
-    @cached_property
+    @_view
     def _label_info(self) -> tuple[dict, dict]:
         return guest_labels(self)
 
@@ -677,27 +702,28 @@ class Guest:
         running guest's live definition has it: it is gone after the next start) or "inventory"."""
         return self._label_info[1].get(key)
 
-    @cached_property
+    @_view
     def os_id(self) -> str | None:
         node = self.tree.find(f"metadata/{{{NS_LIBOSINFO}}}libosinfo/{{{NS_LIBOSINFO}}}os")
         return node.get("id") if node is not None else None
 
-    @cached_property
+    @_view
     def hostdev_pci(self) -> list[str]:
         """PCI addresses (DDDD:BB:SS.F) of the guest's passed-through PCI devices, SR-IOV NICs included."""
         out = []
-        nodes = self.tree.findall("devices/hostdev[@type='pci']") + self.tree.findall("devices/interface[@type='hostdev']")
+        nodes = ([d for d in self.findall("devices/hostdev") if d.get("type") == "pci"]
+                 + [d for d in self.findall("devices/interface") if d.get("type") == "hostdev"])
         for hd in nodes:
             addr = hd.find("source/address")
             if addr is not None and addr.get("type", "pci") == "pci":
                 out.append(pci_bdf(addr))
         return out
 
-    @cached_property
+    @_view
     def has_hostdev(self) -> bool:
         """Any device passed through from the host: <hostdev> or <interface type='hostdev'>."""
-        return (self.tree.find("devices/hostdev") is not None
-                or self.tree.find("devices/interface[@type='hostdev']") is not None)
+        return (self.find("devices/hostdev") is not None
+                or any(d.get("type") == "hostdev" for d in self.findall("devices/interface")))
 
     def settle(self) -> None:
         """Compute the shared views, then drop the XML tree (a guest without readable XML keeps

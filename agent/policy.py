@@ -12,6 +12,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from .fsutil import check_depth, read_text_bounded, too_deep
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # RHEL 9 ships Python 3.9
@@ -22,40 +24,121 @@ DEFAULT_PATH = "/etc/vmaudit/policy.toml"
 
 from .errors import PolicyError  # noqa: E402 - re-exported for callers of load_policy()
 
-# Section -> key -> (type or tuple of types, default). A list type is written [type].
+# Section -> key -> (type or tuple of types, default, meaning). A list type is written [type].
+# docs/policy.md is generated from this table (scripts/gen-policy-doc.py): a key's meaning lives here only.
 _NUM = (int, float)
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     "host": {
-        "zone": (str, None),
-        "migration_peers": ([str], None),      # None: peers not declared
-        "allow_nested": (bool, False),
+        "zone": (str, None, "The one security zone this host may serve (M1-ZONE-MIX, M1-NET-ZONE). "
+                 "Unset: the guests' own zones are compared with each other only."),
+        "migration_peers": ([str], None, "Host names this host may exchange guests with by live migration: "
+                            "hosts of the same administrators and zone (M7-MIGRATION-PEERS). "
+                            "Unset: peers are not declared (a warning)."),
+        "allow_nested": (bool, False, "Accept nested virtualization (kvm_intel/kvm_amd nested=1) on this "
+                         "host (M3-NESTED)."),
     },
-    "zones": {"networks": (dict, {})},         # network / bridge / direct dev / "vlan:<id>" -> zone
+    "zones": {"networks": (dict, {}, "Table of libvirt network, bridge, direct device or \"vlan:ID\" (a VLAN "
+                           "tag) -> "
+                           "zone name; a guest attached to a network of another zone fails M1-NET-ZONE. "
+                           "Written as its own table: [zones.networks].")},
     "limits": {
-        "max_running_guests": (int, 20),
-        "cpu_overcommit": (_NUM, 4.0),
-        "host_memory_reserve": ((str, int), "10%"),   # "10%", "4GiB" or a number of MiB
-        "host_memory_reserve_min": ((str, int), "2GiB"),
-        "max_services": (int, None),            # None: no limit
+        "max_running_guests": (int, 20, "Most guests that may run on the host (M4-GUEST-COUNT); twice this "
+                               "many may be defined."),
+        "cpu_overcommit": (_NUM, 4.0, "Most vCPUs of running guests per host CPU (M4-CPU-OVERCOMMIT)."),
+        "host_memory_reserve": ((str, int), "10%", "RAM kept for the host, not promised to guests "
+                                "(M2-MEM-OVERCOMMIT): a share (\"10%\"), a size (\"4GiB\", \"512MiB\") or a "
+                                "number of MiB."),
+        "host_memory_reserve_min": ((str, int), "2GiB", "Lower bound of the reserve above, in the same "
+                                    "forms (the larger of the two applies)."),
+        "max_services": (int, None, "Most independent services (guest service labels) on one host "
+                         "(M4-INDEPENDENT-SERVICES). Unset: no limit."),
     },
-    "patch": {"warn_days": (int, 14), "fail_days": (int, 30),
-              "lists_max_age_days": (int, 7)},       # older package indexes: pending updates unknown
-    "services": {"allow": ([str], []), "monitoring_agent": (str, None)},
-    "admins": {"max": (int, 3), "allow": ([str], None),
-               "root_equivalent_groups": ([str], None)},  # None: docker, lxd, incus-admin, disk
-    "inventory": {"path": (str, None)},
+    "patch": {
+        "warn_days": (int, 14, "Days since the last package upgrade after which M3-PATCH-AGE warns."),
+        "fail_days": (int, 30, "Days since the last package upgrade after which M3-PATCH-AGE fails."),
+        "lists_max_age_days": (int, 7, "Days the cached package lists of the security suites may age "
+                               "(by their files' mtime) before M3-PENDING-UPDATES warns that pending "
+                               "updates are unknown."),
+    },
+    "services": {
+        "allow": ([str], [], "Services (unit or process names) allowed on the host beyond the built-in "
+                  "virtualization allowlist (M2-HOST-SERVICES)."),
+        "monitoring_agent": (str, None, "The one monitoring agent allowed on the host (M2-HOST-SERVICES)."),
+    },
+    "admins": {
+        "max": (int, 3, "Most administrator accounts on the host (M6-ADMINS)."),
+        "allow": ([str], None, "The administrators by name; any other administrator fails M6-ADMINS, and "
+                  "M6-POLKIT / M6-SOCKET-PERMS compare libvirt's access with this list. Unset: the "
+                  "accounts found to be administrators."),
+        "root_equivalent_groups": ([str], None, "Groups whose members count as administrators without "
+                                   "sudo (M6-ADMINS), replacing the built-in list. Unset: docker, lxd, "
+                                   "incus-admin, disk."),
+    },
+    "inventory": {"path": (str, None, "The central registry of guests, CSV or JSON (M8-UNREGISTERED, "
+                           "M8-AUTOSTART; guest labels where the metadata has none). A relative path is "
+                           "read from the policy file's directory. Unset: registration is not verified.")},
     "guests": {
-        "eol_os": ([str], None),                # None: the built-in list (checks/eol_os.toml)
-        "idle_days": (int, 90),
-        "never_started_days": (int, 30),
-        "sensitive_paths": ([str], []),         # added to the built-in list of M3-HOST-SHARE
+        "eol_os": ([str], None, "libosinfo IDs or globs of end-of-life guest OSes (M5-GUEST-OS), e.g. "
+                   "\"http://centos.org/centos/7*\". Unset: the built-in list (checks/eol_os.toml)."),
+        "idle_days": (int, 90, "Days a guest may stay shut off before M8-IDLE-GUEST reports it."),
+        "never_started_days": (int, 30, "Days a defined guest may stay never started before "
+                               "M8-IDLE-GUEST reports it."),
+        "sensitive_paths": ([str], [], "Host directories added to M3-HOST-SHARE's built-in list (/, /etc, "
+                            "/root, /boot, /usr, /var/lib/libvirt, /proc, /sys, /dev, /home): a share "
+                            "into a guest at or above one fails."),
     },
-    "snapshots": {"max_age_days": (int, 30), "max_count": (int, 3)},
-    "saved_state": {"max_age_days": (int, 30)},
-    "agent": {"interval": ((str, int), "1d"), "history_days": (int, 90), "state_dir": (str, None)},
-    "fleet": {"concurrency": (int, 16), "connect_timeout": (_NUM, 10), "command_timeout": (_NUM, 300)},
+    "snapshots": {
+        "max_age_days": (int, 30, "Oldest snapshot age in days before M8-SNAPSHOTS warns."),
+        "max_count": (int, 3, "Most snapshots per guest before M8-SNAPSHOTS warns."),
+    },
+    "saved_state": {"max_age_days": (int, 30, "Oldest saved memory image (managed save) in days before "
+                                     "M8-SAVED-STATE reports it.")},
+    "agent": {
+        "interval": ((str, int), "1d", "How often `vmaudit agent` audits: \"30m\", \"6h\", \"1d\" or a "
+                     "number of seconds."),
+        "history_days": (int, 90, "Days of reports and history the state directory keeps."),
+        "state_dir": (str, None, "The state directory of `vmaudit agent`, `vmaudit history` and "
+                      "`vmaudit diff --last` when --state-dir is not given."),
+    },
+    "fleet": {
+        "concurrency": (int, 16, "Hosts `vmaudit collect` audits at the same time."),
+        "connect_timeout": (_NUM, 10, "Seconds to wait for a host's SSH connection."),
+        "command_timeout": (_NUM, 300, "Seconds a host's collection may take before it is reported as "
+                            "not audited."),
+        "facts_max_age_days": (int, 7, "Days a host's latest facts may age before `vmaudit fleet` reports "
+                               "the host stale (F-HOST-UNREACHED) instead of evaluating them."),
+        "history_days": (int, None, "Days of runs the fleet store keeps (a host's latest facts are always "
+                         "kept). Unset: [agent] history_days."),
+    },
+    "plan": {
+        "pinned": ([str], [], "Guests (name or UUID globs) `vmaudit plan` never moves."),
+        "drain": ([str], [], "Hosts (names or globs) every guest must leave in `vmaudit plan`."),
+    },
+}
+SECTIONS = {
+    "host": "This hypervisor's place in the fleet.",
+    "zones": "Which security zone each network belongs to.",
+    "limits": "How much one host may consolidate.",
+    "patch": "How old the host's packages may get.",
+    "services": "What may run on the host beside virtualization.",
+    "admins": "Who administers the host.",
+    "inventory": "The central guest registry.",
+    "guests": "Guest life cycle.",
+    "snapshots": "Snapshots kept per guest.",
+    "saved_state": "Saved guest memory images.",
+    "agent": "The scheduled audit (`vmaudit agent`, the systemd timer) and its state directory.",
+    "fleet": "Collection over SSH (`vmaudit collect`), the fleet store and `vmaudit fleet`.",
+    "plan": "Migration plans (`vmaudit plan`).",
 }
 WAIVER_KEYS = {"check": str, "resource": str, "reason": str, "expires": date, "ticket": str}
+WAIVER_DOCS = {
+    "check": ("required", "The check ID, or a glob of IDs (\"M8-*\")."),
+    "resource": ("\"*\"", "The resource, or a glob (\"host\", \"guest:lab-*\")."),
+    "reason": ("required", "Why the finding is accepted; shown in every report."),
+    "expires": ("required", "The last day the waiver applies (a TOML date, 2027-01-31); after it the "
+                "finding counts again and the waiver is listed under expired_waivers."),
+    "ticket": ("none", "A reference for the record (\"SEC-1234\")."),
+}
 
 
 @dataclass(frozen=True)
@@ -174,6 +257,9 @@ def parse_policy(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise too_deep(source, "policy", PolicyError) from None
+    check_depth(data, source, "policy", PolicyError)
 
     values: dict[str, dict] = {}
     waivers: list[Waiver] = []
@@ -252,16 +338,23 @@ def parse_size(value: Any, total_mib: float) -> float:
     return num * scale[unit]
 
 
+MAX_INTERVAL = 366 * 86400  # a year and a day: beyond it the scheduler's clock arithmetic overflows
+
+
 def parse_interval(value: Any) -> int:
-    """'30m', '6h', '1d', '90s' or a number of seconds -> seconds."""
-    if isinstance(value, int):
-        if value <= 0:
+    """'30m', '6h', '1d', '90s' or a number of seconds -> seconds (at most MAX_INTERVAL)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+        if seconds <= 0:
             raise ValueError("must be positive")
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(value))
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
-    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    else:
+        m = re.fullmatch(r"\s*([0-9]+)\s*([smhd]?)\s*", str(value))
+        if not m or int(m.group(1)) <= 0:
+            raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
+        seconds = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds > MAX_INTERVAL:
+        raise ValueError(f"{value!r} is longer than {MAX_INTERVAL // 86400} days")
+    return seconds
 
 
 def load_policy(path: str | None) -> Policy:
@@ -274,10 +367,7 @@ def load_policy(path: str | None) -> Policy:
     p = Path(path)
     if not explicit and not p.exists():
         return Policy()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_bounded(path, "policy", PolicyError)
     policy = parse_policy(text, str(p))
     inv_path = policy.get("inventory", "path")
     if inv_path:

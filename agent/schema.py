@@ -20,9 +20,13 @@ import math
 from contextvars import ContextVar
 from typing import Any, Callable
 
+from .fsutil import MAX_DEPTH as FILE_MAX_DEPTH
+from .fsutil import MAX_INPUT_BYTES
+
 # --- limits (part of the contract; docs/architecture.md) ----------------------------------------
-MAX_SNAPSHOT_BYTES = 1 << 30      # a 10,000-guest snapshot is ~100 MB
-MAX_DEPTH = 64                    # nesting of arrays/objects anywhere in a snapshot
+# the one size and depth limit of every input file (vmaudit.fsutil); a 10,000-guest snapshot is ~100 MB
+MAX_SNAPSHOT_BYTES = MAX_INPUT_BYTES
+MAX_DEPTH = FILE_MAX_DEPTH        # nesting of arrays/objects anywhere in a snapshot
 MAX_INT = 1 << 63                 # |integer| bound (sizes, counters, ids all fit in 64 bits)
 MAX_STR = 16 << 20                # one string (a guest's XML, a config file) at most 16 MiB
 MAX_ITEMS = 1_000_000             # entries of one array or object

@@ -13,6 +13,15 @@ leaves everything as it was (SQLite rolls the journal back on the next open, `at
 replaces a file with half of one); after it, the report files are derived from the history, and the
 next run (`StateDir.repair`) re-derives any the killed one did not finish writing.
 
+Links. vmaudit runs as root, and the directory may belong to another user (a service's DynamicUser):
+it is opened once (O_DIRECTORY|O_NOFOLLOW) and every entry is used relative to that descriptor, created
+O_EXCL|O_NOFOLLOW and renamed into place with renameat, so no path is ever resolved through a link. A
+state directory that is a symbolic link, that its group or others may write, or that holds a symbolic
+link (checked when it is opened, and for each run directory and the history's files when used) is
+refused with exit status 5: a link there is someone's attempt to aim root's writes elsewhere. It is
+created 0750 (whatever the umask) when missing, but never its missing parents: a mistyped path is an
+error, not a tree of new directories.
+
 Concurrency. A run holds an exclusive flock on `lock` from before collection until its reports are
 written; a second run waits for it within a bound, then gives up with `LockTimeout` (exit status 4).
 Readers (`vmaudit history`, `last_two_reports`) need no lock: SQLite gives them a consistent view.
@@ -29,6 +38,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import time
 import zlib
 from contextlib import contextmanager
@@ -37,7 +47,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import PolicyError
-from .fsutil import atomic_write
+from .fsutil import DIR_MODE, FILE_MODE, IsALink, atomic_write_at, make_dir_at, open_dir_at
+from .termsafe import clean
 
 log = logging.getLogger("vmaudit")
 
@@ -128,30 +139,120 @@ class StateDir:
         self.lock_path = self.path / LOCK_NAME
         self.runs_path = self.path / RUNS_DIR
         self._lock_fd: int | None = None
+        self._dir_fd: int | None = None
+
+    # --- the directory, opened once -------------------------------------------------------------
+
+    def _refuse_link(self, where: Path) -> StateError:
+        return StateError(f"{where} is a symbolic link: refused (vmaudit never follows links in its state "
+                          f"directory; remove the link)")
+
+    def _open(self, create: bool) -> int | None:
+        """The directory's descriptor (None when it does not exist and `create` is false)."""
+        if self._dir_fd is not None:
+            return self._dir_fd
+        created = False
+        if create:
+            try:
+                os.mkdir(self.path, DIR_MODE)
+                created = True
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                raise StateError(f"state directory {self.path}: {self.path.parent} does not exist (vmaudit "
+                                 f"creates the state directory, never its parents)") from None
+            except OSError as exc:
+                raise StateError(f"state directory {self.path} is not writable: {_why(exc)}") from None
+        try:
+            fd = open_dir_at(None, str(self.path))
+        except IsALink:
+            raise self._refuse_link(self.path) from None
+        except FileNotFoundError:
+            if create:
+                raise StateError(f"state directory {self.path} vanished while it was opened") from None
+            return None
+        except OSError as exc:
+            raise StateError(f"state directory {self.path} cannot be opened: {_why(exc)}") from None
+        try:
+            if created:
+                os.fchmod(fd, DIR_MODE)
+            st = os.fstat(fd)
+            loose = st.st_mode & 0o022
+            if loose:
+                who = " and ".join(w for bit, w in ((0o020, "its group"), (0o002, "others")) if loose & bit)
+                raise StateError(f"state directory {self.path} is writable by {who} (mode "
+                                 f"{stat.S_IMODE(st.st_mode):04o}): refused; make it writable by its owner "
+                                 f"alone (chmod 0750 {self.path})")
+            self._check_links(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._dir_fd = fd
+        return fd
+
+    def _check_links(self, dir_fd: int, where: Path) -> None:
+        """StateError when an entry of the directory `dir_fd` is a symbolic link."""
+        for name in os.listdir(dir_fd):
+            try:
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(mode):
+                raise self._refuse_link(where / name)
+
+    def _exists(self, name: str) -> bool:
+        """Whether the entry exists (lstat, relative to the directory); a link is refused."""
+        fd = self._open(create=False)
+        if fd is None:
+            return False
+        try:
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(mode):
+            raise self._refuse_link(self.path / name)
+        return True
+
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     # --- the lock ---------------------------------------------------------------------------------
 
-    def _holder(self) -> str:
+    def _holder(self, fd: int) -> str:
         try:
-            text = self.lock_path.read_text().strip()
+            text = os.pread(fd, 200, 0).decode(errors="replace").strip()
         except OSError:
             return "another vmaudit run"
-        return f"another vmaudit run ({text})" if text else "another vmaudit run"
+        return f"another vmaudit run ({clean(text)})" if text else "another vmaudit run"
 
     @contextmanager
     def lock(self, wait: float = 60.0) -> Iterator[None]:
         """Hold the directory's exclusive lock; wait up to `wait` seconds for another holder.
 
-        Creates the directory (0750) if needed. Raises StateError when it cannot be created or
-        written, LockTimeout when the other run does not finish in time. The kernel drops the lock
-        when the process dies, even by SIGKILL, so a killed run never blocks the next one.
+        Opens the directory (creating it 0750, never its parents), refusing links and a directory
+        others may write. Raises StateError when it cannot be used, LockTimeout when the other run does
+        not finish in time. The kernel drops the lock when the process dies, even by SIGKILL, so a killed
+        run never blocks the next one.
         """
+        dir_fd = self._open(create=True)
         try:
-            self.path.mkdir(mode=0o750, parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
+                         dir_fd=dir_fd)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._refuse_link(self.lock_path) from None
             raise StateError(f"state directory {self.path} is not writable: {_why(exc)}") from None
         try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, FILE_MODE)  # created under any umask
             deadline = time.monotonic() + max(wait, 0)
             announced = False
             while True:
@@ -161,10 +262,10 @@ class StateDir:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
-                            f"{self._holder()} holds {self.lock_path}; gave up after waiting {wait:g} s "
+                            f"{self._holder(fd)} holds {self.lock_path}; gave up after waiting {wait:g} s "
                             "(try again later, or raise --wait)") from None
                     if not announced:
-                        log.info("%s holds %s; waiting up to %g s", self._holder(), self.lock_path, wait)
+                        log.info("%s holds %s; waiting up to %g s", self._holder(fd), self.lock_path, wait)
                         announced = True
                     time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
             try:  # who holds it, for the message of a run that waits (best effort: may be full)
@@ -181,9 +282,19 @@ class StateDir:
     # --- the history database -----------------------------------------------------------------------
 
     def _connect(self, write: bool) -> sqlite3.Connection:
+        # SQLite opens its files by path: right before it does, none of them may be a link (the lock
+        # and the directory's mode keep anyone but its owner from planting one afterwards)
+        dir_fd = self._open(create=write)
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            self._exists(DB_NAME + suffix)
         if write:
-            if not self.db_path.exists():  # created 0640, like the reports: findings are sensitive
-                os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640))
+            try:  # created 0640, like the reports: findings are sensitive
+                fd = os.open(DB_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             FILE_MODE, dir_fd=dir_fd)
+                os.fchmod(fd, FILE_MODE)
+                os.close(fd)
+            except FileExistsError:
+                pass
             conn = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         else:
             # Read-only open; fall back to it only when a normal open is refused (read-only medium),
@@ -214,13 +325,13 @@ class StateDir:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             return conn
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot open the history {self.db_path}: {exc}") from None
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StateError(f"cannot open the history {self.db_path}: {_why(exc)}") from None
 
     @contextmanager
     def reader(self) -> Iterator[sqlite3.Connection | None]:
         """A connection for reading, or None when no run has been recorded yet."""
-        if not self.db_path.exists():
+        if not self._exists(DB_NAME):
             yield None
             return
         try:
@@ -279,11 +390,11 @@ class StateDir:
                                  "stored, the history and latest.json are unchanged") from None
         finally:
             conn.close()
-        run_dir = self.runs_path / _run_dir_name(run_id, report.get("started_at") or _now())
+        run_dir = _run_dir_name(run_id, report.get("started_at") or _now())
         self._write_files(run_dir, report, {"json": json_text}, renders)
         if history_days is not None:
             self.prune(history_days)
-        return run_id, run_dir
+        return run_id, self.runs_path / run_dir
 
     @staticmethod
     def _insert_findings(conn: sqlite3.Connection, run_id: int, findings: list[dict]) -> None:
@@ -293,34 +404,48 @@ class StateDir:
             [(run_id, f.get("check_id", ""), f.get("resource", ""), f.get("status", ""),
               f.get("severity", ""), 1 if "waiver" in f else 0, f.get("message", "")) for f in findings])
 
-    def _write_files(self, run_dir: Path, report: dict, texts: dict[str, str],
+    def _write_files(self, run_dir: str, report: dict, texts: dict[str, str],
                      renders: dict[str, Callable[[dict], str]]) -> None:
-        """Write the run's report files, then latest.html, and latest.json last; each atomically.
+        """Write the run's report files (in runs/`run_dir`), then latest.html, and latest.json last; each
+        atomically, relative to the directory's descriptor.
 
         latest.json last: when it holds the newest recorded run, the other files were written before
         it (`repair` checks both). A renderer that fails still lets the JSON files through.
         """
+        dir_fd = self._open(create=True)
+        where = self.runs_path / run_dir
+        fds: list[int] = []
         try:
-            self.runs_path.mkdir(mode=0o750, exist_ok=True)
-            run_dir.mkdir(mode=0o750, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"run recorded in the history, but {run_dir} could not be created: "
-                             f"{_why(exc)}") from None
-        problems = []
-        for fmt in STORED:
-            if fmt not in texts and fmt in renders:
-                try:
-                    texts[fmt] = renders[fmt](report)
-                except Exception as exc:  # a renderer defect must not lose the recorded run's JSON
-                    problems.append(f"the {fmt} report could not be rendered ({type(exc).__name__}: {exc})")
-        order = [(run_dir / STORED[f][0], f) for f in STORED if f in texts]
-        order += [(self.path / STORED[f][1], f) for f in reversed(STORED) if f in texts]
-        for target, fmt in order:
             try:
-                atomic_write(target, texts[fmt], mode=0o640)
+                runs_fd = make_dir_at(dir_fd, RUNS_DIR)[0]
+                fds.append(runs_fd)
+                self._check_links(runs_fd, self.runs_path)
+                run_fd = make_dir_at(runs_fd, run_dir)[0]
+                fds.append(run_fd)
+                self._check_links(run_fd, where)
+            except IsALink as exc:
+                raise self._refuse_link(self.path / RUNS_DIR if exc.filename == RUNS_DIR else where) from None
             except OSError as exc:
-                problems.append(f"{target} not written: {_why(exc)}")
-                break
+                raise StateError(f"run recorded in the history, but {where} could not be created: "
+                                 f"{_why(exc)}") from None
+            problems = []
+            for fmt in STORED:
+                if fmt not in texts and fmt in renders:
+                    try:
+                        texts[fmt] = renders[fmt](report)
+                    except Exception as exc:  # a renderer defect must not lose the recorded run's JSON
+                        problems.append(f"the {fmt} report could not be rendered ({type(exc).__name__}: {exc})")
+            order = [(run_fd, where, STORED[f][0], f) for f in STORED if f in texts]
+            order += [(dir_fd, self.path, STORED[f][1], f) for f in reversed(STORED) if f in texts]
+            for fd, parent, name, fmt in order:
+                try:
+                    atomic_write_at(fd, name, texts[fmt], mode=FILE_MODE)
+                except OSError as exc:
+                    problems.append(f"{parent / name} not written: {_why(exc)}")
+                    break
+        finally:
+            for fd in fds:
+                os.close(fd)
         if problems:
             raise StateError("run recorded in the history, but " + "; ".join(problems) +
                              " (the previous files are intact; the next run writes them again)")
@@ -330,17 +455,26 @@ class StateDir:
     def repair(self, renders: dict[str, Callable[[dict], str]]) -> None:
         """Finish what a killed run left: temporary files, and report files of the newest recorded run.
 
-        Also checks that the directory can be written before an audit is spent on it.
+        Also checks that the directory can be written before an audit is spent on it, and that no run
+        directory holds a link.
         """
         self._require_lock()
+        dir_fd = self._open(create=True)
         if not os.access(self.path, os.W_OK):
             raise StateError(f"state directory {self.path} is not writable")
-        for tmp in list(self.path.glob(".*.tmp")) + list(self.runs_path.glob("*/.*.tmp")):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-        if not self.db_path.exists():
+        _remove_temporary(dir_fd)
+        with self._runs_dir() as runs_fd:
+            if runs_fd is not None:
+                for name in os.listdir(runs_fd):
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=runs_fd, follow_symlinks=False).st_mode):
+                        continue
+                    run_fd = open_dir_at(runs_fd, name)
+                    try:
+                        self._check_links(run_fd, self.runs_path / name)
+                        _remove_temporary(run_fd)
+                    finally:
+                        os.close(run_fd)
+        if not self._exists(DB_NAME):
             return
         with self.reader() as conn:
             if conn is None:
@@ -350,10 +484,10 @@ class StateDir:
             known = {r[0] for r in conn.execute("SELECT id FROM runs")}
         if row is not None:
             run_id, started_at, sha, blob = row
-            latest = self.path / STORED["json"][1]
-            run_dir = self.runs_path / _run_dir_name(run_id, started_at)
-            current = _sha256_file(latest)
-            complete = all((run_dir / name).exists() for fmt, (name, _) in STORED.items() if fmt in renders)
+            run_dir = _run_dir_name(run_id, started_at)
+            current = _sha256_at(dir_fd, STORED["json"][1])
+            complete = all(self._exists(f"{RUNS_DIR}/{run_dir}/{name}")
+                           for fmt, (name, _) in STORED.items() if fmt in renders)
             if current != sha or not complete:
                 log.info("completing the reports of run %d, which was interrupted after it was recorded",
                          run_id)
@@ -366,14 +500,37 @@ class StateDir:
                     log.warning("could not complete the reports of run %d: %s", run_id, exc)
         self._remove_orphans(known)
 
+    @contextmanager
+    def _runs_dir(self) -> Iterator[int | None]:
+        """runs/ opened without following a link (None when it does not exist yet)."""
+        dir_fd = self._open(create=False)
+        fd = None
+        if dir_fd is not None:
+            try:
+                fd = open_dir_at(dir_fd, RUNS_DIR)
+            except IsALink:
+                raise self._refuse_link(self.runs_path) from None
+            except FileNotFoundError:
+                fd = None
+        try:
+            if fd is not None:
+                self._check_links(fd, self.runs_path)
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
+
     def _remove_orphans(self, known: set[int]) -> None:
         """Run directories whose run is no longer (or never was) in the history."""
-        if not self.runs_path.is_dir():
-            return
-        for d in self.runs_path.iterdir():
-            m = re.match(r"^(\d+)-", d.name)
-            if d.is_dir() and m and int(m.group(1)) not in known:
-                shutil.rmtree(d, ignore_errors=True)
+        with self._runs_dir() as runs_fd:
+            if runs_fd is None:
+                return
+            for name in os.listdir(runs_fd):
+                m = re.match(r"^(\d+)-", name)
+                if m and int(m.group(1)) not in known and \
+                        stat.S_ISDIR(os.stat(name, dir_fd=runs_fd, follow_symlinks=False).st_mode):
+                    # rmtree never follows a link inside the tree (it walks by descriptor)
+                    shutil.rmtree(self.runs_path / name, ignore_errors=True)
 
     def prune(self, history_days: int, now: datetime | None = None) -> int:
         """Forget runs that started more than `history_days` ago (always keeping the newest two, so
@@ -457,11 +614,23 @@ def last_two_reports(state_dir: str) -> tuple[dict, dict]:
     return reports[0], reports[1]
 
 
-def _sha256_file(path: Path) -> str | None:
+def _sha256_at(dir_fd: int, name: str) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _remove_temporary(dir_fd: int) -> None:
+    """The `.NAME.*.tmp` files atomic_write_at leaves when killed between creating and renaming."""
+    for name in os.listdir(dir_fd):
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except OSError:
+                pass
 
 
 def _now() -> str:

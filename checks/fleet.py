@@ -23,7 +23,7 @@ _WORST = ("fail", "error", "warn", "pass", "skip")
 
 
 @check("F-ZONE-HOSTS", severity="critical", scope="fleet",
-       title="Host serves guests of more than one zone, or of another zone than it declares",
+       title="Zones served by each host",
        remediation="Keep one security zone per host (or cluster): move the guests of other zones to hosts "
                    "of their zone and declare each host's zone (vmaudit_zone or [host] zone).",
        sources="guest zone labels (vmaudit metadata, else the inventory); host zone from vmaudit_zone or "
@@ -89,7 +89,7 @@ def _unknown_hosts(fleet) -> list[str]:
 
 
 @check("F-REDUNDANCY", severity="high", scope="fleet",
-       title="All guests of a redundancy group sit on one host",
+       title="Spread of each redundancy group over hosts",
        remediation="Place the members of a redundancy group on different hosts (anti-affinity) so that "
                    "one host failing does not take the whole service down.",
        sources="guest redundancy labels (vmaudit metadata <redundancy>, else the inventory)")
@@ -156,7 +156,7 @@ def _worst_by_check(report: dict) -> dict[str, str]:
 
 
 @check("F-MIGRATION-PARITY", severity="high", scope="fleet",
-       title="Migration peers differ in zone, administrators or hardening",
+       title="Parity of migration peers (zone, administrators, hardening)",
        remediation="Make hosts that migrate guests to each other equal: the same zone, the same "
                    "administrators, the same M2/M3/M6/M7 results; or stop them being peers.",
        sources="migration peers (vmaudit_migration_group / vmaudit_migration_peers, or [host] "
@@ -215,7 +215,7 @@ def migration_parity(fleet, policy):
 
 
 @check("F-DUPLICATE-GUEST", severity="high", scope="fleet",
-       title="One guest UUID is defined on two hosts",
+       title="Uniqueness of guest UUIDs across hosts",
        remediation="Undefine the stale copy (often left behind by a migration without --undefinesource); "
                    "two definitions of one guest can both be started and corrupt its disks.",
        sources="libvirt domain UUIDs of every audited host")
@@ -255,7 +255,7 @@ def duplicate_guest(fleet, policy):
 
 
 @check("F-INVENTORY-MISSING", severity="medium", scope="fleet",
-       title="A registered guest was found on no host",
+       title="Registered guests found in the fleet",
        remediation="Find the guest (a host missing from the collection inventory?) or retire its "
                    "registration; a registry that lists ghosts hides the guests that are really missing.",
        sources="the central inventory ([inventory] path) vs the guest UUIDs of every audited host")
@@ -311,7 +311,7 @@ def inventory_missing(fleet, policy):
 
 
 @check("F-HOST-UNREACHED", severity="high", scope="fleet",
-       title="A host of the inventory could not be audited",
+       title="Reachability of the inventory's hosts",
        remediation="Fix what the reason names: the host being down, SSH access (key, user, known_hosts), "
                    "a hanging command, or vmaudit/python3 missing on the host.",
        sources="the outcome of the SSH collection of every inventory host")
@@ -332,3 +332,66 @@ def host_unreached(fleet, policy):
         else:
             yield Result("error", f"host {host.name} could not be audited: {out.reason}", host.resource,
                          evidence | {"reason": out.reason, "stage": out.stage})
+
+
+def _is_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _same_host(reported: str, names: list[str]) -> bool:
+    """A reported host name matches an inventory name or address: equal ignoring case and a trailing
+    dot, or equal in the first label when only one side is fully qualified (hv01 vs hv01.example.org)."""
+    r = reported.lower().rstrip(".")
+    for n in names:
+        n = n.lower().rstrip(".")
+        if r == n or ("." in r) != ("." in n) and r.split(".")[0] == n.split(".")[0]:
+            return True
+    return False
+
+
+@check("F-HOST-IDENTITY", severity="high", scope="fleet",
+       title="A host answered with another host name than the inventory's",
+       remediation="Correct the inventory (ansible_host, DNS, ~/.ssh/config HostName) so that each entry "
+                   "reaches the machine it names; until then this entry's report describes another host.",
+       sources="the host name in each collected snapshot; the inventory name and ansible_host")
+def host_identity(fleet, policy):
+    """Every report of a fleet run is filed under an inventory name. If the machine that answered is
+    another one (a stale DNS record, a recycled address, a copy-pasted ansible_host), its findings are
+    filed under the wrong name while the host the inventory means goes unaudited, and fleet checks
+    place its guests on the wrong host.
+
+    Rule: per audited host: the host name its snapshot reports equals the inventory name or its
+    ansible_host (ignoring case, a trailing dot, and the domain when only one side has one) -> pass;
+    another name -> fail, saying which host answered; the snapshot reports no host name -> error;
+    the inventory names the host by address only -> skip (nothing to compare with); not audited ->
+    error. Sources: the snapshot's host name (the audited host's own), the inventory.
+    """
+    for host in fleet.hosts:
+        inv_host = host.outcome.host
+        names = [inv_host.name, inv_host.address]
+        evidence = {"inventory_name": inv_host.name, "address": inv_host.address}
+        if not host.reached or host.report is None:
+            yield Result("error", f"host {host.name} could not be audited: {host.reason}", host.resource,
+                         evidence | {"reason": host.reason})
+            continue
+        reported = (host.report.get("host") or {}).get("hostname")
+        evidence["reported_hostname"] = reported
+        if not isinstance(reported, str) or not reported.strip():
+            yield Result("error", f"host {host.name}: its snapshot reports no host name", host.resource,
+                         evidence)
+        elif all(_is_address(n) for n in names):
+            yield Result("skip", f"host {host.name} is named by address only in the inventory: nothing to "
+                         f"compare its host name {reported} with", host.resource, evidence)
+        elif _same_host(reported, names):
+            yield Result("pass", f"host {host.name} answered as {reported}", host.resource, evidence,
+                         expected=inv_host.name, actual=reported)
+        else:
+            yield Result("fail", f"inventory host {host.name} ({inv_host.address}) was answered by a host "
+                         f"named {reported}: its report describes {reported}, not {host.name}",
+                         host.resource, evidence, expected=inv_host.name, actual=reported)

@@ -34,7 +34,7 @@ def _zones_of_guests(facts: Any) -> tuple[dict, list, dict]:
 
 
 @check("M1-ZONE-MIX", severity="critical",
-       title="Guests of several security zones share the host",
+       title="Security zones of the host's guests",
        remediation="Run one host (or cluster) per security zone: move the guests of other zones away, "
                    "and declare the host's zone in the policy ([host] zone).",
        sources="vmaudit metadata <zone> (urn:vmaudit:guest:1) or the inventory; policy [host] zone")
@@ -80,7 +80,7 @@ def zone_mix(facts, policy):
 
 
 @check("M1-ZONE-UNLABELLED", severity="medium", scope="guest", definitions="guest",
-       title="Guest has no security zone",
+       title="Guest's security zone label",
        remediation="Label the guest: virsh metadata <guest> --uri urn:vmaudit:guest:1 --key vmaudit --config "
                    "--set '<guest><zone>…</zone></guest>', or register it with a zone in the inventory.",
        sources="vmaudit metadata <zone> (urn:vmaudit:guest:1) or the inventory")
@@ -225,7 +225,7 @@ def _interfaces_of_definitions(guest: Any, nets: _Networks, zone_map: dict) -> l
 
 
 @check("M1-NET-ZONE", severity="high",
-       title="Guest attached to a network of another zone",
+       title="Zone of the guest's networks",
        remediation="Give each zone its own NIC/bridge (or VLAN) per host, attach each guest only to its "
                    "zone's network, and map every network to its zone in the policy ([zones.networks]).",
        sources="/domain/devices/interface/source/@network|@bridge|@dev, vlan/tag/@id, portgroup; "

@@ -9,14 +9,14 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.capacity import counts_for_memory, host_memory
 from vmaudit.checks._net import loopback
 from vmaudit.engine import Result, check
 from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
-from vmaudit.policy import parse_size
 
 
 @check("M2-TCG-GUEST", severity="high", scope="guest", definitions="both",
-       title="Guest runs under binary translation (TCG) instead of KVM",
+       title="Guest's virtualization type (KVM or TCG)",
        remediation="Define the guest with <domain type='kvm'> on a host with hardware virtualization.",
        sources="/domain/@type")
 def tcg_guest(guest, facts, policy):
@@ -161,7 +161,7 @@ def _mib(kib: float) -> int:
 # --- host platform --------------------------------------------------------------------------------
 
 @check("M2-HW-VIRT", severity="high",
-       title="Hardware-assisted virtualization (KVM) is not usable",
+       title="Hardware-assisted virtualization (KVM)",
        remediation="Enable VT-x/AMD-V in the firmware and load kvm_intel / kvm_amd so that /dev/kvm exists.",
        sources="/proc/cpuinfo flags; /dev/kvm; /sys/module/kvm*; /proc/modules; libvirt capabilities")
 def hw_virt(facts, policy):
@@ -220,7 +220,7 @@ def hw_virt(facts, policy):
 
 
 @check("M2-BARE-METAL", severity="medium",
-       title="The VMM itself runs inside another virtual machine",
+       title="VMM on bare metal",
        remediation="Run the hypervisor on bare metal.",
        sources="/proc/cpuinfo hypervisor flag; /sys/class/dmi/id/sys_vendor, product_name; /sys/hypervisor/type")
 def bare_metal(facts, policy):
@@ -272,7 +272,7 @@ def bare_metal(facts, policy):
 
 
 @check("M2-IOMMU", severity="high",
-       title="No active IOMMU protects host memory against device DMA",
+       title="IOMMU protection against device DMA",
        remediation="Enable VT-d / AMD-Vi in the firmware, boot with intel_iommu=on where the kernel does "
                    "not enable it by default, and drop iommu=pt on hosts that pass devices through.",
        sources="/sys/class/iommu; /sys/kernel/iommu_groups; /sys/firmware/acpi/tables/DMAR|IVRS; /proc/cmdline")
@@ -351,7 +351,7 @@ def iommu(facts, policy):
 
 
 @check("M2-VFIO-UNSAFE", severity="critical",
-       title="VFIO runs without IOMMU protection or with unsafe interrupts",
+       title="VFIO's IOMMU and interrupt safety options",
        remediation="Remove enable_unsafe_noiommu_mode / allow_unsafe_interrupts from the module options "
                    "(/etc/modprobe.d, kernel command line) and reboot.",
        sources="/sys/module/vfio/parameters/enable_unsafe_noiommu_mode; "
@@ -391,7 +391,7 @@ def vfio_unsafe(facts, policy):
 
 
 @check("M2-PASSTHROUGH-GROUP", severity="high", scope="guest", definitions="both",
-       title="A passed-through device shares its IOMMU group with devices the host still uses",
+       title="IOMMU groups of passed-through devices",
        remediation="Pass whole IOMMU groups to vfio-pci (or park the other members on pci-stub); use "
                    "ACS-capable slots so that each device gets its own group.",
        sources="<hostdev type='pci'>, <interface type='hostdev'>; "
@@ -525,7 +525,7 @@ def _libvirt_dnsmasq(sock: dict) -> bool:
 
 
 @check("M2-HOST-SERVICES", severity="medium",
-       title="The host runs services beyond virtualization",
+       title="Services running on the host",
        remediation="Remove or disable the service, or move it into a guest; list legitimate agents under "
                    "[services] allow / monitoring_agent in the policy.",
        sources="(live) systemctl list-units --type=service --state=running; listening sockets (psutil)")
@@ -598,7 +598,7 @@ def host_services(facts, policy):
 # --- statically allocated resources ---------------------------------------------------------------
 
 @check("M2-BALLOON", severity="medium", scope="guest", definitions="both",
-       title="Guest memory is ballooned (dynamically allocated)",
+       title="Guest's memory allocation (ballooning)",
        remediation="<memballoon model='none'/> and currentMemory equal to memory.",
        sources="/domain/devices/memballoon/@model, @autodeflate, @freePageReporting; /domain/currentMemory")
 def balloon(guest, facts, policy):
@@ -636,7 +636,7 @@ def balloon(guest, facts, policy):
 
 
 @check("M2-MEM-OVERCOMMIT", severity="medium",
-       title="Guests' memory exceeds the host's RAM minus its reserve",
+       title="Guest memory against host RAM and reserve",
        remediation="Size running and autostart guests within host RAM minus the host reserve.",
        sources="/domain/memory of running and autostart guests; /proc/meminfo MemTotal or getInfo(); "
                "policy [limits] host_memory_reserve, host_memory_reserve_min")
@@ -651,34 +651,18 @@ def mem_overcommit(facts, policy):
     their next start (their persistent definitions); the larger counts. Under --root (an image) no
     guest is known to run: its autostart guests are what runs when it boots.
     """
-    meminfo, meminfo_gap = facts.lookup("meminfo")
-    total_mib, source = None, None
-    mem_total, gap = lookup(meminfo, "MemTotal") if meminfo_gap is None else (None, meminfo_gap)
-    if mem_total:
-        total_mib, source = mem_total / 1024, "/proc/meminfo MemTotal"
-    else:
-        lv, gap = facts.lookup("libvirt")
-        node, gap = lookup(lv, "nodeinfo") if gap is None else (None, gap)
-        memory_mib, gap = lookup(node, "memory_mib") if node is not None else (None, gap)
-        if memory_mib:
-            total_mib, source = float(memory_mib), "libvirt getInfo()"
-    if total_mib is None:
-        raise EvidenceMissing(f"host RAM: /proc/meminfo ({_evidence(meminfo, meminfo_gap)}) and libvirt "
-                              "node info are both unavailable")
-    reserve = max(parse_size(policy.get("limits", "host_memory_reserve"), total_mib),
-                  parse_size(policy.get("limits", "host_memory_reserve_min"), total_mib))
-    available = total_mib - reserve
+    memory = host_memory(facts, policy)
+    total_mib, source, reserve, available = memory.total_mib, memory.source, memory.reserve_mib, memory.available_mib
     counted, unknown = [], []
     for g in facts.guests():
         # what runs now (the live definition) and what runs after the next start (the persistent one)
         now, later = _mib(g.memory_kib), _mib(g.will_run.memory_kib)
         autostart, gap = g.lookup("autostart")
-        running = g.runs  # an image under --root: none known to run, its autostart guests will
         entry = {"name": g.name, "memory_mib": now, "state": g.state if g.state_marker is None else "unknown",
                  "autostart": _evidence(autostart, gap)}
         if later != now:
             entry["memory_mib_after_next_start"] = later
-        if running or autostart is True:
+        if counts_for_memory(g)[0]:
             counted.append(entry)
         elif gap is not None:
             unknown.append(entry)
@@ -742,7 +726,7 @@ def _legacy_devices(guest: Guest) -> list[str]:
 
 
 @check("M2-LEGACY-DEVICES", severity="medium", scope="guest", definitions="both",
-       title="Guest uses emulated legacy devices instead of virtio",
+       title="Guest's device models (virtio or emulated legacy)",
        remediation="Use virtio disks and NICs; remove floppy, sound, USB redirection and smartcard devices "
                    "the guest does not need.",
        sources="/domain/devices: disk (floppy, bus ide/fdc), interface/model, sound, redirdev, smartcard")
@@ -767,7 +751,7 @@ def legacy_devices(guest, facts, policy):
 
 
 @check("M2-RAW-QEMU-ARGS", severity="high", scope="guest", definitions="both",
-       title="Guest passes raw arguments to QEMU, bypassing libvirt",
+       title="Raw QEMU arguments in the guest definition",
        remediation="Model the setting in domain XML and remove <qemu:commandline> / <qemu:override>.",
        sources="/domain/qemu:commandline, /domain/qemu:override (http://libvirt.org/schemas/domain/qemu/1.0)")
 def raw_qemu_args(guest, facts, policy):

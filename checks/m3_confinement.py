@@ -45,7 +45,7 @@ def capability_models(facts) -> list[str]:
 
 
 @check("M3-SECURITY-DRIVER", severity="critical",
-       title="libvirt's security driver (sVirt) is off or has no SELinux/AppArmor model",
+       title="libvirt's security driver (sVirt)",
        remediation="Enable SELinux or AppArmor and libvirt's security driver: remove security_driver = "
                    "\"none\", keep security_default_confined = 1, set security_require_confined = 1.",
        sources="qemu.conf security_driver / security_default_confined / security_require_confined; "
@@ -148,7 +148,7 @@ def _configured_seclabel_problems(view: dict) -> dict:
 
 
 @check("M3-GUEST-SECLABEL", severity="high",
-       title="Guest runs without its own sVirt label",
+       title="Guest's own sVirt label",
        remediation="Use dynamic labels: remove <seclabel type='none'/>, model='none', relabel='no' and "
                    "shared static labels from the guest.",
        sources="/domain/seclabel, /domain/devices/disk/source/seclabel, the live XML of running guests")
@@ -253,7 +253,7 @@ LIBVIRT_DAEMON_PROFILES = ("libvirtd", "/usr/sbin/libvirtd", "virtqemud", "/usr/
 
 
 @check("M3-LSM-ENFORCING", severity="high",
-       title="No enforcing SELinux/AppArmor for libvirt",
+       title="SELinux/AppArmor enforcement for libvirt",
        remediation="Run SELinux in enforcing mode (SELINUX=enforcing, reboot or setenforce 1), or AppArmor "
                    "with libvirt's profiles in enforce mode (aa-enforce).",
        sources="/sys/fs/selinux/enforce; /sys/module/apparmor/parameters/enabled; "
@@ -324,7 +324,7 @@ def lsm_enforcing(facts, policy):
 
 
 @check("M3-SECCOMP", severity="high",
-       title="QEMU runs without its seccomp sandbox",
+       title="QEMU's seccomp sandbox",
        remediation="Remove seccomp_sandbox = 0 from qemu.conf (default 1) and restart the guests.",
        sources="qemu.conf seccomp_sandbox; (live) Seccomp: in /proc/<qemu pid>/status")
 def seccomp(facts, policy):
@@ -384,7 +384,7 @@ def root_dac_label(tree) -> str | None:
 
 
 @check("M3-QEMU-USER", severity="critical",
-       title="QEMU runs as root",
+       title="Account QEMU runs as",
        remediation="Set user and group in qemu.conf to an unprivileged account (libvirt-qemu on Debian, qemu "
                    "on RHEL) and restart the guests.",
        sources="qemu.conf user/group (default: the distro's build default); each guest's "
@@ -478,7 +478,7 @@ def qemu_user(facts, policy):
 
 
 @check("M3-QEMU-ISOLATION", severity="medium",
-       title="libvirt's per-guest isolation of QEMU is weakened in qemu.conf",
+       title="Per-guest isolation settings of QEMU in qemu.conf",
        remediation="Restore the defaults: dynamic_ownership = 1, namespaces = [\"mount\"], the default "
                    "cgroup_device_acl, cgroup_controllers with \"devices\", clear_emulator_capabilities = 1.",
        sources="qemu.conf dynamic_ownership, namespaces, cgroup_device_acl, cgroup_controllers, "

@@ -123,7 +123,7 @@ def _ancestors(path: str) -> list[str]:
 
 
 @check("M3-IMAGE-PERMS", severity="high", scope="guest", definitions="both",
-       title="Guest image, firmware or kernel files can be changed or read by others on the host",
+       title="Permissions of the guest's image, firmware and kernel files on the host",
        remediation="Keep images root- or QEMU-owned (root:<qemu group> 0660, or 0600) in a directory no one "
                    "else can write (0711 or 0751, like /var/lib/libvirt/images): chmod o-rwx the images, "
                    "chmod o-w (or +t) the directories, chown them away from personal accounts.",
@@ -277,7 +277,7 @@ CHARDEV_TAGS = ("serial", "parallel", "console", "channel")
 
 
 @check("M3-CHARDEV-EXPOSED", severity="high", scope="guest", definitions="both",
-       title="Guest serial console or channel listens on the network without TLS",
+       title="Network exposure of the guest's serial consoles and channels",
        remediation="Use <serial type='pty'> or a UNIX socket (reach it with virsh console), bind TCP "
                    "character devices to 127.0.0.1, or set chardev_tls = 1 in qemu.conf (with "
                    "chardev_tls_x509_verify = 1 and client certificates) and drop tls='no'.",
@@ -363,7 +363,7 @@ def _at_or_above(share: str, sensitive: str) -> bool:
 
 
 @check("M3-HOST-SHARE", severity="high", scope="guest", definitions="both",
-       title="A host directory is shared into the guest (sensitive, or writable)",
+       title="Host directories shared into the guest",
        remediation="Share a dedicated data directory, read-only (<readonly/>), never /, /etc, /root, /boot, "
                    "/usr, /var/lib/libvirt or a directory above them; for 9p use accessmode='mapped' or "
                    "'squash', never 'passthrough' on a writable share.",
@@ -456,7 +456,7 @@ def host_share(guest, facts, policy):
 
 
 @check("M3-SHARED-MEMORY", severity="medium", scope="guest", definitions="both",
-       title="Guest shares memory with the host or other guests",
+       title="Guest's memory shared with the host or other guests",
        remediation="Remove <shmem> and shared memoryBacking access unless a device requires them.",
        sources="/domain/devices/shmem, /domain/memoryBacking/access[@mode='shared']")
 def shared_memory(guest, facts, policy):
@@ -485,7 +485,7 @@ SPICE_CHANNELS = {"main", "display", "inputs", "cursor", "playback", "record", "
 
 
 @check("M3-GRAPHICS-EXPOSED", severity="high", scope="guest", definitions="both",
-       title="Guest console (VNC/SPICE) reachable from the network without TLS",
+       title="Network exposure of the guest console (VNC/SPICE)",
        remediation="Listen on 127.0.0.1 or a UNIX socket (tunnel over SSH), or enable vnc_tls / spice_tls "
                    "with defaultMode='secure'.",
        sources="/domain/devices/graphics (listen, <listen>, autoport, passwd); qemu.conf vnc_listen, vnc_tls, "

@@ -41,7 +41,7 @@ def guest_zones(facts) -> tuple[dict, Any]:
 
 
 @check("M3-KSM", severity="high",
-       title="Kernel same-page merging shares memory between guests",
+       title="Kernel same-page merging (KSM) between guests",
        remediation="echo 2 > /sys/kernel/mm/ksm/run; disable ksmtuned/ksm services; or give each guest "
                    "<memoryBacking><nosharepages/></memoryBacking>.",
        sources="/sys/kernel/mm/ksm/run; /domain/memoryBacking/nosharepages")
@@ -138,7 +138,7 @@ def attack_vectors_supported(facts) -> bool:
 
 
 @check("M3-CPU-VULNS", severity="high",
-       title="CPU side-channel vulnerabilities are not mitigated",
+       title="CPU side-channel mitigations",
        remediation="Update microcode and kernel; remove from the kernel command line what the finding names "
                    "as turning mitigations off; use nosmt (or core scheduling) where the kernel reports "
                    "'SMT vulnerable'.",
@@ -229,7 +229,7 @@ def _guest_cpus(g, all_cpus: set[int]) -> set[int]:
 
 
 @check("M3-CORE-SHARING", severity="medium",
-       title="Guests of different zones may share a physical core (SMT siblings)",
+       title="Physical cores (SMT siblings) shared across zones",
        remediation="Pin guests of each zone to separate physical cores (vcpupin/emulatorpin), or disable SMT.",
        sources="/domain/cputune/vcpupin, emulatorpin, vcpu/@cpuset; "
                "/sys/devices/system/cpu/cpu*/topology/thread_siblings_list")
@@ -301,7 +301,7 @@ def core_sharing(facts, policy):
 
 
 @check("M3-NESTED", severity="medium",
-       title="Nested virtualization is enabled",
+       title="Nested virtualization",
        remediation="Load kvm_intel/kvm_amd with nested=0 (options kvm_intel nested=0 in /etc/modprobe.d), "
                    "or set [host] allow_nested = true where it is needed.",
        sources="/sys/module/kvm_intel/parameters/nested, /sys/module/kvm_amd/parameters/nested")

@@ -39,7 +39,7 @@ def kernel_flavour(release: str) -> str:
 
 
 @check("M3-PATCH-AGE", severity="high",
-       title="Host packages have not been upgraded recently",
+       title="Age of the host's last package upgrade",
        remediation="Patch the host; enable unattended-upgrades (Debian/Ubuntu) or dnf-automatic (RHEL/Fedora).",
        sources="/var/log/apt/history.log*, /var/log/dpkg.log*, /var/log/dnf.rpm.log*, /var/log/yum.log*, "
                "/var/lib/dnf/history.sqlite, /usr/lib/sysimage/libdnf5/transaction_history.sqlite, "
@@ -107,7 +107,7 @@ def patch_age(facts, policy):
 
 
 @check("M3-PENDING-UPDATES", severity="high",
-       title="Security updates are pending on the host",
+       title="Pending security updates on the host",
        remediation="Install the pending security updates (apt-get dist-upgrade / dnf upgrade --security); "
                    "keep the package lists fresh (apt-get update, unattended-upgrades).",
        sources="/var/lib/apt/lists/*_Packages with their InRelease/Release (the -security suites) against "
@@ -165,7 +165,7 @@ def pending_updates(facts, policy):
 
 
 @check("M3-STALE-BINARIES", severity="high",
-       title="QEMU/libvirt processes run deleted binaries, or a reboot is pending",
+       title="QEMU/libvirt binaries in use and pending reboot",
        remediation="Restart or migrate the guests whose QEMU maps deleted files, restart the libvirt "
                    "daemons; reboot into the newest kernel.",
        sources="processes (live: /proc/<pid>/maps '(deleted)'); /run/reboot-required; /proc/sys/kernel/"

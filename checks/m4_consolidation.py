@@ -3,14 +3,15 @@ overcommit, and keep redundant pairs and many independent services off the same 
 
 from __future__ import annotations
 
+from vmaudit.capacity import host_cpus
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, lookup, need
+from vmaudit.facts import EvidenceMissing, need
 
 from ._guests import try_labels
 
 
 @check("M4-GUEST-COUNT", severity="medium",
-       title="Too many guests on one host",
+       title="Number of guests on the host",
        remediation="Spread the guests over more hosts, or raise [limits] max_running_guests after a "
                    "risk decision.",
        sources="listAllDomains(): defined guests and their state; policy [limits] max_running_guests")
@@ -57,23 +58,8 @@ def guest_count(facts, policy):
                      "host", evidence, expected=f"<= {limit} running", actual=str(len(running)))
 
 
-def _host_cpus(facts) -> tuple[int, str]:
-    """Logical CPUs of the host: libvirt's node info, else /proc/cpuinfo."""
-    lv, gap = facts.lookup("libvirt")
-    node, node_gap = lookup(lv, "nodeinfo", {}) if gap is None else (None, gap)
-    cpus = lookup(node, "cpus")[0] if node is not None else None
-    if cpus:
-        return cpus, "libvirt nodeinfo"
-    cpu, cpu_gap = facts.lookup("cpu")
-    logical, logical_gap = lookup(cpu, "logical_cpus") if cpu_gap is None else (None, cpu_gap)
-    if logical:
-        return logical, "/proc/cpuinfo"
-    reasons = [str(r) for r in (node_gap or (None if node else "no node info"), logical_gap) if r]
-    raise EvidenceMissing(f"number of host CPUs: {'; '.join(map(str, reasons)) or 'unknown'}")
-
-
 @check("M4-CPU-OVERCOMMIT", severity="medium",
-       title="vCPUs of running guests overcommit the host's CPUs",
+       title="vCPU overcommit of the host's CPUs",
        remediation="Lower the overcommit: fewer or smaller guests per host, or raise [limits] cpu_overcommit "
                    "after a capacity decision.",
        sources="/domain/vcpu (current) of running guests; libvirt nodeinfo cpus, else /proc/cpuinfo; "
@@ -94,7 +80,7 @@ def cpu_overcommit(facts, policy):
         if g.state_marker is not None:  # an image under --root: which guests run is not known
             need(g.state_marker, "running guests")
     guests = [g for g in every if g.active]
-    cpus, cpu_source = _host_cpus(facts)
+    cpus, cpu_source = host_cpus(facts)
     limit = float(policy.get("limits", "cpu_overcommit"))
     now = later = 0
     per_guest: dict[str, int] = {}
@@ -143,7 +129,7 @@ def _label_groups(facts, key: str) -> tuple[dict, dict]:
 
 
 @check("M4-REDUNDANCY", severity="high",
-       title="Redundant guests share one host",
+       title="Redundant guests on this host",
        remediation="Place the members of a redundancy group on different hosts (anti-affinity rules in the "
                    "placement or cluster manager).",
        sources="vmaudit metadata <redundancy> (urn:vmaudit:guest:1) or the inventory")
@@ -175,7 +161,7 @@ def redundancy(facts, policy):
 
 
 @check("M4-INDEPENDENT-SERVICES", severity="low",
-       title="Too many independent services on one host",
+       title="Number of independent services on the host",
        remediation="Group dependent systems on a host and spread independent services over hosts; set "
                    "[limits] max_services to the number one host may carry.",
        sources="vmaudit metadata <service> (urn:vmaudit:guest:1) or the inventory; policy [limits] max_services")

@@ -22,7 +22,7 @@ AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 @check("M5-GUEST-AGENT", severity="low", scope="guest", definitions="both",
-       title="Guest has no QEMU guest agent channel",
+       title="Guest's QEMU guest agent channel",
        remediation="Add a guest-agent channel (<channel type='unix'><target type='virtio' "
                    "name='org.qemu.guest_agent.0'/></channel>) and install and run qemu-guest-agent in the guest.",
        sources="/domain/devices/channel/target[@name='org.qemu.guest_agent.0'], live @state")
@@ -78,7 +78,7 @@ def _builtin_hit(os_id: str) -> tuple | None:
 
 
 @check("M5-GUEST-OS", severity="medium", scope="guest", definitions="both",
-       title="Guest runs an end-of-life operating system",
+       title="Support status of the guest's operating system",
        remediation="Upgrade the guest to a supported OS release (or retire it); keep the libosinfo metadata "
                    "(virt-install --os-variant / virt-xml --metadata os_name=) accurate.",
        sources="libosinfo metadata os/@id (http://libosinfo.org/xmlns/libvirt/domain/1.0); end-of-life list "
@@ -132,7 +132,7 @@ def guest_os(guest, facts, policy):
 
 
 @check("M5-GUEST-OWNER", severity="low", scope="guest", definitions="guest",
-       title="Nobody is recorded as patching the guest",
+       title="Guest's owner or patch group",
        remediation="Record the guest's owner or patch group: vmaudit metadata <owner>/<patch_group> "
                    "(urn:vmaudit:guest:1) or the inventory's owner / patch_group columns.",
        sources="vmaudit metadata <owner>, <patch_group> (urn:vmaudit:guest:1) or the inventory")

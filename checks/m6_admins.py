@@ -101,7 +101,7 @@ def admins_of(report: dict) -> list[str] | None:
 
 
 @check("M6-ADMINS", severity="high",
-       title="More administrators than the policy allows, or an administrator outside its allowlist",
+       title="Administrator accounts",
        remediation="Remove accounts from libvirt/kvm/sudo/wheel, from the root-equivalent groups (docker, lxd, "
                    "incus-admin, disk) and from sudoers grants until only the declared administrators remain; "
                    "delete any second uid-0 account.",
@@ -335,7 +335,7 @@ def judge_pkla(src: dict, facts, admin_set) -> list[Result]:
 
 
 @check("M6-POLKIT", severity="high",
-       title="A polkit rule opens libvirt to everyone or to more accounts than the administrators",
+       title="polkit rules for libvirt",
        remediation="Grant org.libvirt.unix.manage / org.libvirt.api.* only with subject.isInGroup() of a "
                    "group holding the declared administrators (in a .pkla: Identity=unix-group:<that group>); "
                    "never return polkit.Result.YES unconditionally, never grant to unix-user:* or default.",
@@ -520,7 +520,7 @@ def _group_beyond_admins(facts, policy, group: str, cache: dict) -> tuple[list[s
 
 
 @check("M6-SOCKET-PERMS", severity="critical",
-       title="libvirt's management socket is open to every local user without authentication",
+       title="Access to libvirt's management socket",
        remediation="Keep auth_unix_rw = \"polkit\" (or restrict unix_sock_rw_perms / SocketMode to 0770 "
                    "with a unix_sock_group of administrators); unix_sock_admin_perms and the admin socket "
                    "unit's SocketMode 0700/0600.",
@@ -613,7 +613,7 @@ SSH_MATCHABLE = ("permitrootlogin", "passwordauthentication", "kbdinteractiveaut
 
 
 @check("M6-SSH-ROOT", severity="high",
-       title="root can log in over SSH, or SSH accepts passwords",
+       title="SSH root login and password authentication",
        remediation="Set 'PermitRootLogin no' and 'PasswordAuthentication no' (and "
                    "'KbdInteractiveAuthentication no') first in sshd_config or sshd_config.d; administrators "
                    "log in with their own keys and escalate with sudo.",

@@ -26,7 +26,7 @@ def _qemu_conf(facts) -> dict:
 
 
 @check("M7-REMOTE-TCP", severity="critical",
-       title="libvirt accepts remote connections over plain TCP",
+       title="libvirt remote access over plain TCP",
        remediation="Disable libvirtd-tcp.socket / virtproxyd-tcp.socket (or listen_tcp = 0); use TLS "
                    "(the *-tls.socket units, listen_tls) with client certificates, or qemu+ssh.",
        sources="libvirtd.conf / virtproxyd.conf; /etc/default|sysconfig/<daemon>; socket units; listeners")
@@ -69,7 +69,7 @@ def remote_tcp(facts, policy):
 
 
 @check("M7-TLS-VERIFY", severity="high",
-       title="libvirt's TLS listener does not verify or allowlist its clients",
+       title="Client verification of libvirt's TLS listener",
        remediation="tls_no_verify_certificate = 0; list the peers' certificate DNs in tls_allowed_dn_list "
                    "(and SASL users in sasl_allowed_username_list).",
        sources="libvirtd.conf / virtproxyd.conf: tls_no_verify_certificate, tls_allowed_dn_list, "
@@ -123,7 +123,7 @@ def tls_verify(facts, policy):
 
 
 @check("M7-MIGRATION-TLS", severity="high",
-       title="Live migration may run unencrypted or without verifying the peer",
+       title="Encryption and peer verification of live migration",
        remediation="In qemu.conf set migrate_tls_force = 1 and keep migrate_tls_x509_verify (and "
                    "default_tls_x509_verify) = 1, with certificates in migrate_tls_x509_cert_dir.",
        sources="/etc/libvirt/qemu.conf: migrate_tls_force, migrate_tls_x509_verify, default_tls_x509_verify")
@@ -160,7 +160,7 @@ def migration_tls(facts, policy):
 
 
 @check("M7-MIGRATION-NETWORK", severity="medium",
-       title="Incoming migrations listen on every address of the host",
+       title="Address incoming migrations listen on",
        remediation="Set migration_address (and migration_host) in qemu.conf to the host's address on a "
                    "dedicated migration network.",
        sources="/etc/libvirt/qemu.conf: migration_address, migration_host")
@@ -189,7 +189,7 @@ def migration_network(facts, policy):
 
 
 @check("M7-MIGRATION-PEERS", severity="medium",
-       title="Migration peers are not declared, or nothing vetoes migrations from others",
+       title="Declared migration peers",
        remediation="Declare [host] migration_peers in the policy; with remote access on, install an "
                    "/etc/libvirt/hooks/qemu hook that refuses 'migrate' from hosts outside the peers.",
        sources="policy [host] migration_peers; /etc/libvirt/hooks/qemu; remote listeners")

@@ -19,7 +19,7 @@ def _inventory_entry(guest, policy):
 
 
 @check("M8-UNREGISTERED", severity="high",
-       title="Guest is not registered in the central inventory",
+       title="Guest's registration in the central inventory",
        remediation="Register the guest (its UUID) in the central inventory, or remove it; configure the "
                    "inventory in the policy ([inventory] path).",
        sources="guest UUIDs (listAllDomains) vs the inventory named by policy [inventory] path")
@@ -58,7 +58,7 @@ def unregistered(facts, policy):
 
 
 @check("M8-IDLE-GUEST", severity="medium", scope="guest", definitions="guest",
-       title="Guest has been shut off for a long time (or never started)",
+       title="Time the guest has been shut off",
        remediation="Decommission the guest, or patch it and run it; raise [guests] idle_days if such "
                    "guests are expected.",
        sources="state (listAllDomains); mtime of /var/log/libvirt/qemu/<name>.log and "
@@ -87,7 +87,7 @@ def idle_guest(guest, facts, policy):
 
 
 @check("M8-TRANSIENT", severity="medium", scope="guest", definitions="guest",
-       title="Guest is transient (not persistently defined)",
+       title="Guest's persistent definition",
        remediation="Define the guest persistently (virsh dumpxml NAME > NAME.xml; virsh define NAME.xml) so "
                    "it is registered in libvirt's configuration and survives a host restart.",
        sources="isPersistent()")
@@ -110,7 +110,7 @@ def transient(guest, facts, policy):
 
 
 @check("M8-SAVED-STATE", severity="medium",
-       title="Stale saved guest memory image",
+       title="Age of saved guest memory images",
        remediation="Start the guest (which consumes its managed save) or discard it (virsh managedsave-remove "
                    "NAME); delete stale files under /var/lib/libvirt/qemu/save.",
        sources="hasManagedSaveImage(); mtimes of /var/lib/libvirt/qemu/save/*; policy [saved_state] max_age_days")
@@ -203,7 +203,7 @@ def saved_state(facts, policy):
 
 
 @check("M8-SNAPSHOTS", severity="medium", scope="guest", definitions="guest",
-       title="Old or many guest snapshots",
+       title="Age and number of the guest's snapshots",
        remediation="Prune snapshots (virsh snapshot-delete); keep few, short-lived ones and document every "
                    "rollback so a restored guest is patched again at once.",
        sources="listAllSnapshots(): creationTime, memory state; policy [snapshots] max_age_days, max_count")
@@ -302,7 +302,7 @@ def _disk_refs(tree: ET.Element) -> tuple[set, set]:
 
 
 @check("M8-ORPHAN-VOLUMES", severity="low",
-       title="Storage volume used by no guest",
+       title="Storage volumes and the guests using them",
        remediation="Delete the volume (virsh vol-delete) or archive it outside the hypervisor's pools after "
                    "checking that no guest or backup needs it.",
        sources="storage pools' volumes (listAllVolumes, path, backingStore) vs every guest's disk sources and "
@@ -383,7 +383,7 @@ def orphan_volumes(facts, policy):
 
 
 @check("M8-AUTOSTART", severity="low", scope="guest", definitions="guest",
-       title="Autostart on an unregistered or idle guest",
+       title="Autostart of unregistered or idle guests",
        remediation="Disable autostart (virsh autostart --disable NAME) until the guest is registered and "
                    "maintained.",
        sources="autostart(); inventory; M8-IDLE-GUEST's evidence")

@@ -24,7 +24,8 @@ def tmp_policy(tmp_path):
 
 @pytest.fixture(scope="session")
 def real_libvirtd():
-    """A real libvirtd on qemu:///system with the e2e guests of tests/realenv.py; yields the URI."""
+    """A private real libvirtd of this session (tests/realenv.py) with the e2e guests; yields its URI.
+    Stopped, with everything defined on it, when the session ends, pass or fail."""
     import realenv
 
     reason = realenv.available()
@@ -32,12 +33,46 @@ def real_libvirtd():
         if REQUIRE_REAL:
             pytest.fail(f"real libvirtd required in CI: {reason}")
         pytest.skip(reason)
-    realenv.setup()
-    yield realenv.URI
+    try:
+        realenv.setup()
+        yield realenv.URI
+    finally:
+        realenv.stop()
+
+
+@pytest.fixture
+def libvirt_guests(real_libvirtd):
+    """Define guests of one test on the private libvirtd: `libvirt_guests.define(name, ...)`; every one
+    is destroyed and undefined (snapshots, images too) when the test ends, pass or fail."""
+    import realenv
+
+    factory = realenv.GuestFactory()
+    try:
+        yield factory
+    finally:
+        factory.remove_all()
+
+
+_SYSTEM_BEFORE: list = []
+
+
+def pytest_sessionstart(session):
+    """Record what the host's own libvirtd holds: the suite must leave it exactly so."""
+    import realenv
+
+    _SYSTEM_BEFORE[:] = [realenv.system_state()]
 
 
 def pytest_sessionfinish(session, exitstatus):
     """With the whole suite run, every host check must have been seen failing (or warning)."""
+    import realenv
+
+    if _SYSTEM_BEFORE and _SYSTEM_BEFORE[0] is not None:
+        after = realenv.system_state()
+        if after != _SYSTEM_BEFORE[0]:
+            session.exitstatus = 1
+            changed = sorted(set(_SYSTEM_BEFORE[0].items()) ^ set((after or {}).items()), key=str)
+            print(f"\nthe test session changed the host's libvirtd ({realenv.SYSTEM_URI}): {changed}")
     opt = session.config.option
     if exitstatus != 0 or opt.keyword or opt.markexpr or opt.collectonly or getattr(opt, "lf", False):
         return

@@ -2,8 +2,11 @@
 is registered with its measure and default severity, every fleet check (F-*) too once it exists, and
 nothing is registered that the catalogue does not define.
 
-The catalogue is found beside the repository (in CI the repository is a clone with shared/ beside it),
-or in the directory named by VMAUDIT_SPEC_DIR.
+The project's own catalogue is the code and docs/checks.md (generated from it; tests/test_docs.py keeps
+it current): those tests run in any clone. This module compares it with the shared spec, found beside the
+repository (in CI the repository is a clone with shared/ beside it) or in the directory named by
+VMAUDIT_SPEC_DIR. Where the spec is missing these tests skip, except in CI (vmtest.REQUIRE_REAL), where a
+missing spec fails them like any other missing real part.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
+from vmtest import REQUIRE_REAL
 
 from vmaudit.engine import SEVERITIES, load_checks
 
@@ -70,13 +74,21 @@ def _catalogue() -> dict[str, list[dict]] | None:
 
 
 CATALOGUE = _catalogue()
+
+
+@pytest.fixture
+def catalogue():
+    """The shared spec's tables; a missing spec skips the test (fails it in CI)."""
+    if CATALOGUE is None:
+        (pytest.fail if REQUIRE_REAL else pytest.skip)(
+            f"the shared check catalogue {spec_path()} is not here (set VMAUDIT_SPEC_DIR to the "
+            "directory holding CHECKS.md)")
+    return CATALOGUE
 HOST_ROWS = CATALOGUE["host"] if CATALOGUE else []
 FLEET_ROWS = CATALOGUE["fleet"] if CATALOGUE else []
 
 
-def test_the_catalogue_is_found_and_parsed():
-    assert CATALOGUE is not None, (f"{spec_path()} not found: set VMAUDIT_SPEC_DIR to the directory "
-                                   "holding CHECKS.md")
+def test_the_catalogue_is_found_and_parsed(catalogue):
     assert len(HOST_ROWS) >= 40 and len(FLEET_ROWS) >= 5
     ids = [r["id"] for r in HOST_ROWS + FLEET_ROWS]
     assert len(ids) == len(set(ids)), "a check ID appears twice in the catalogue"
@@ -115,8 +127,26 @@ def test_every_fleet_check_is_registered_as_catalogued(row):
     assert (spec.measure, spec.severity, spec.scope) == ("F", row["severity"], "fleet")
 
 
-def test_nothing_is_registered_outside_the_catalogue():
-    assert CATALOGUE is not None
-    known = {r["id"] for r in HOST_ROWS + FLEET_ROWS}
+def readme_extra_checks() -> set[str]:
+    """Check IDs the README lists under its Extensions as beyond CHECKS.md (additive, documented)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next((x for x in readme.split("\n- ") if x.startswith("Checks beyond CHECKS.md:")), "")
+    return set(re.findall(r"`([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+)`", line))
+
+
+def test_nothing_is_registered_outside_the_catalogue(catalogue):
+    known = {r["id"] for r in HOST_ROWS + FLEET_ROWS} | readme_extra_checks()
     extra = sorted(set(load_checks()) - known)
     assert not extra, f"registered but not in the catalogue: {extra}"
+
+
+# a verdict word in a title makes it wrong next to some status ("KVM is not usable" beside a green pass)
+VERDICT_WORDS = re.compile(r"\b(not|no|none|without|too|never|nobody|exceeds?|unsafe|stale|old|enabled|"
+                           r"disabled|weakened|open|fails?|missing|bypassing|instead|beyond|more than)\b", re.I)
+
+
+def test_titles_name_the_subject_not_the_verdict():
+    """A title is shown beside every status (pass, fail, warn, error, skip): it names what is checked;
+    the finding's message says what was found."""
+    bad = {c.id: c.title for c in load_checks().values() if VERDICT_WORDS.search(c.title)}
+    assert not bad, f"titles that state a verdict: {bad}"

@@ -28,6 +28,12 @@ sys.path.insert(0, str(TESTS))  # tests/realenv.py
 REQUIRE_REAL = os.environ.get("VMAUDIT_REQUIRE_REAL") == "1" or os.environ.get("CI") == "true"
 
 
+def sshd_privsep_dir() -> None:
+    """Create /run/sshd, which sshd (even `sshd -T`) refuses to run without. systemd's unit makes it at
+    boot; on a host without systemd nothing does, so every test that runs sshd calls this first."""
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+
 def host_root(name: str) -> Path:
     return HOSTS / name
 

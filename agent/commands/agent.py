@@ -67,7 +67,9 @@ def main(args: argparse.Namespace) -> int:
             log.info("%s: stopping", name)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    cycles = {"ok": 0, "failed": 0}
+    # audits by exit status (0 clean, 1 failures found, 3 evidence missing, ...) and those that could not run
+    statuses: dict[int, int] = {}
+    cycles = {"not_run": 0}
 
     def cycle() -> None:
         busy.set()
@@ -75,14 +77,14 @@ def main(args: argparse.Namespace) -> int:
             outcome = audit_into_state(state_dir, policy_path=args.policy, root=args.root, uri=args.connect,
                                        online=args.online, fail_on=args.fail_on, wait=args.wait)
         except (InputError, StateError) as exc:
-            cycles["failed"] += 1
+            cycles["not_run"] += 1
             log.error("audit failed: %s", exc)
         except Exception as exc:  # a defect must not end a long-running agent; the next cycle retries
-            cycles["failed"] += 1
+            cycles["not_run"] += 1
             log.error("audit failed: %s: %s", type(exc).__name__, exc)
             log.debug("audit failure", exc_info=True)
         else:
-            cycles["ok"] += 1
+            statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
             log.info("%s", outcome.line())
         finally:
             busy.clear()
@@ -99,5 +101,18 @@ def main(args: argparse.Namespace) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    log.info("agent: stopped after %d audit(s), %d failed", cycles["ok"] + cycles["failed"], cycles["failed"])
+    log.info("agent: stopped: %s", stop_summary(statuses, cycles["not_run"]))
     return 0
+
+
+def stop_summary(statuses: dict[int, int], not_run: int) -> str:
+    """'3 audit(s): 1 found failures (exit 1), 2 clean (exit 0), 1 could not run' — the real outcomes,
+    so that an audit that found failures is never counted as a success or left out."""
+    meaning = {0: "clean", 1: "found failures", 3: "lacked evidence", 4: "waited for the lock too long",
+               5: "could not write the state directory"}
+    parts = [f"{statuses[code]} {meaning.get(code, 'ended')} (exit {code})"
+             for code in sorted(statuses, key=lambda c: (c == 0, c))]
+    if not_run:
+        parts.append(f"{not_run} could not run")
+    total = sum(statuses.values()) + not_run
+    return f"{total} audit(s)" + (": " + ", ".join(parts) if parts else "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -24,6 +25,8 @@ import time
 from vmaudit.engine import SEVERITIES
 
 from .common import log
+
+MAX_TIMEOUT = 86400  # a day: larger timeouts overflow the remote `timeout` and select()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only these hosts or groups (comma-separated, globs allowed; may be repeated)")
     p.add_argument("--policy", metavar="FILE", help="the central policy (default: /etc/vmaudit/policy.toml if present)")
     p.add_argument("--output", metavar="DIR", default="vmaudit-fleet", help="report directory (default: ./vmaudit-fleet)")
-    p.add_argument("--store", metavar="FILE", help="SQLite history (default: DIR/fleet-history.sqlite)")
+    p.add_argument("--shard", metavar="K/N", help="only the K-th of N stable shards of the hosts (by name), for "
+                   "several collectors sharing one inventory and store")
+    p.add_argument("--store", metavar="URL", help="fleet store: a SQLite file (default: DIR/fleet-history.sqlite) "
+                   "or postgresql://… (libpq; no password in the URL: PGPASSFILE or a service file)")
     p.add_argument("--no-store", action="store_true", help="do not record this run in the history")
     p.add_argument("--no-html", action="store_true", help="write JSON reports only")
     p.add_argument("--mode", choices=("auto", "installed", "agentless"),
@@ -45,9 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect", metavar="URI", default="qemu:///system",
                    help="libvirt URI on the hosts (default qemu:///system; per host: vmaudit_connect)")
     p.add_argument("--root", metavar="DIR", default="/", help="audited root on the hosts (per host: vmaudit_root)")
-    p.add_argument("-f", "--concurrency", metavar="N", type=int, help="hosts at a time (default: [fleet] concurrency, 16)")
-    p.add_argument("--connect-timeout", metavar="S", type=float, help="per SSH step (default: [fleet] connect_timeout, 10)")
-    p.add_argument("--command-timeout", metavar="S", type=float, help="per remote command (default: [fleet] command_timeout, 300)")
+    p.add_argument("-f", "--concurrency", metavar="N", type=positive_int,
+                   help="hosts at a time (default: [fleet] concurrency, 16)")
+    p.add_argument("--connect-timeout", metavar="S", type=positive_seconds,
+                   help="per SSH step (default: [fleet] connect_timeout, 10)")
+    p.add_argument("--command-timeout", metavar="S", type=positive_seconds,
+                   help="per remote command (default: [fleet] command_timeout, 300)")
     p.add_argument("-l", "--user", metavar="USER", help="SSH user when neither inventory nor ~/.ssh/config names one")
     p.add_argument("-b", "--become", action="store_true",
                    help="run the facts command as --become-user through sudo -n (or doas -n) on every host whose "
@@ -70,6 +79,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when standard error is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def positive_int(text: str) -> int:
+    """-f N: a whole number of hosts, at least 1 (0 is refused here as it is in the policy)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0 (nan and inf are floats to Python, not timeouts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds above 0 and at most "
+                                         f"{MAX_TIMEOUT}")
+    return value
 
 
 def safe_name(name: str) -> str:
@@ -105,13 +137,13 @@ class Progress:
 def _write(path: str, text: str) -> None:
     from vmaudit.fsutil import atomic_write
 
-    atomic_write(path, text, mode=0o640)
+    atomic_write(path, text)
 
 
 def main(args: argparse.Namespace) -> int:
     from vmaudit.audit import now_rfc3339
-    from vmaudit.engine import exit_status
     from vmaudit.errors import UsageError
+    from vmaudit.fleet.central import exit_status_of, host_meta, select_shard, slim
     from vmaudit.fleet.collect import Collector, Settings, collect_all
     from vmaudit.fleet.evaluate import (
         FleetView,
@@ -127,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.fleet.ssh import Connector, SSHOptions
     from vmaudit.fleet.zipapp import build_zipapp
     from vmaudit.policy import load_policy
+    from vmaudit.store import StoreError, open_store, record_run, utc_text
 
     # paramiko logs every connection (INFO) and each failed one with a traceback (ERROR); the reason of
     # a failure is reported per host by vmaudit itself
@@ -135,20 +168,25 @@ def main(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     inv = load_hosts(args.inventory) if args.inventory else hosts_from_list(args.hosts)
     limit = [p.strip() for item in (args.limit or []) for p in item.split(",") if p.strip()]
-    hosts = inv.select(limit)
+    hosts = select_shard(inv.select(limit), args.shard)
     if not hosts:
-        raise UsageError(f"{inv.source}: the inventory lists no hosts")
+        raise UsageError(f"{inv.source}: the inventory lists no hosts"
+                         + (f" in shard {args.shard}" if args.shard else ""))
     peers = peer_map(hosts, policy)
     settings = Settings(
         mode=args.mode, connect=args.connect, root=args.root,
-        concurrency=args.concurrency or policy.get("fleet", "concurrency"),
-        connect_timeout=args.connect_timeout or float(policy.get("fleet", "connect_timeout")),
-        command_timeout=args.command_timeout or float(policy.get("fleet", "command_timeout")),
+        concurrency=args.concurrency if args.concurrency is not None else policy.get("fleet", "concurrency"),
+        connect_timeout=(args.connect_timeout if args.connect_timeout is not None
+                         else float(policy.get("fleet", "connect_timeout"))),
+        command_timeout=(args.command_timeout if args.command_timeout is not None
+                         else float(policy.get("fleet", "command_timeout"))),
         become=args.become, become_method=args.become_method, become_user=args.become_user)
     if not valid_become_user(settings.become_user):
         raise UsageError(f"--become-user {settings.become_user!r} is not a user name")
     if settings.concurrency < 1 or settings.connect_timeout <= 0 or settings.command_timeout <= 0:
         raise UsageError("concurrency and timeouts must be positive")
+    if max(settings.connect_timeout, settings.command_timeout) > MAX_TIMEOUT:
+        raise UsageError(f"[fleet] timeouts must be at most {MAX_TIMEOUT} seconds")
     known = [os.path.expanduser(k) for k in args.known_hosts or []]
     connector = Connector(SSHOptions(
         ssh_config=args.ssh_config, known_hosts=known, accept_new=args.accept_new_host_keys,
@@ -156,14 +194,18 @@ def main(args: argparse.Namespace) -> int:
         connect_timeout=settings.connect_timeout, command_timeout=settings.command_timeout))
 
     out_dir = args.output
-    for sub in ("hosts", "facts"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    store = None
-    if not args.no_store:
-        from vmaudit.fleet.store import Store, StoreError
+    from vmaudit.fsutil import make_dir
 
+    try:
+        for sub in ("hosts", "facts"):
+            make_dir(os.path.join(out_dir, sub), parents=True)  # 0750, as every directory vmaudit makes
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot create the report directory: {exc.strerror or exc}") from None
+    store = writer = None
+    store_error: str | None = None
+    if not args.no_store:
         try:
-            store = Store(args.store or os.path.join(out_dir, "fleet-history.sqlite"))
+            store = open_store(args.store or os.path.join(out_dir, "fleet-history.sqlite"))
         except StoreError as exc:
             raise UsageError(str(exc)) from None
 
@@ -193,10 +235,19 @@ def main(args: argparse.Namespace) -> int:
     entries: dict[str, dict] = {}
     progress = Progress(len(hosts), sys.stderr.isatty() if args.progress is None else args.progress)
     started = now_rfc3339()
+    if store is not None:
+        try:  # one transaction for the whole run: the store shows all of it or nothing
+            writer = store.begin_run("collect", started, inventory=inv.source, policy_sha256=policy.sha256,
+                                     shard=args.shard)
+        except StoreError as exc:
+            store.close()
+            raise UsageError(str(exc)) from None
 
     def done(outcome) -> None:
         # runs in the main thread as each host finishes, while the others are still being collected
+        nonlocal writer, store_error
         host = outcome.host
+        facts = outcome.facts
         fname = names[host.name]
         view = HostView(host.name, declared_zone(host, policy), outcome, inventory=policy.inventory)
         paths: dict = {"report": None, "html": None, "facts": None}
@@ -218,8 +269,17 @@ def main(args: argparse.Namespace) -> int:
             outcome.facts = None  # written to disk; the fleet checks use the prepared guest views
         else:
             log.info("%s: not audited: %s", host.name, outcome.reason)
-        views[host.name] = view
         entries[host.name] = host_entry(view, host, peers[host.name], paths)
+        if writer is not None:
+            when = utc_text((facts or {}).get("collected_at")) if outcome.reached else None
+            entries[host.name]["collected_at"] = when
+            try:
+                writer.add_host(entries[host.name], view.report, facts if outcome.reached else None,
+                                host_meta(host), when)
+            except StoreError as exc:
+                store_error, writer = str(exc), None
+                log.error("%s; collection goes on, the reports are written", store_error)
+        views[host.name] = slim(view)  # the fleet checks' inputs only: the host's facts and report go
         progress.step(outcome.reached)
 
     try:
@@ -232,10 +292,7 @@ def main(args: argparse.Namespace) -> int:
     findings = evaluate_fleet(fleet, policy)
     report = fleet_report([entries[h.name] for h in hosts], findings, policy, started_at=started,
                           interrupted=interrupted, inventory_source=inv.source)
-    if store is not None:
-        store.append(report)
-        report["trend"] = store.trend()
-        store.close()
+    store_error = record_run(store, writer, report, policy.get("fleet", "history_days") or policy.get("agent", "history_days"), store_error)
     _write(os.path.join(out_dir, "fleet.json"), json.dumps(report, indent=1))
     if not args.no_html:
         from vmaudit.fleet.html import render
@@ -245,7 +302,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"vmaudit collect: {s['hosts']} hosts, {s['reached']} audited, {s['unreached']} not audited, "
           f"{s['hosts_failing']} with failures; fleet checks {s['fleet']['fail']} fail, "
           f"{s['fleet']['error']} error; reports in {out_dir}/fleet.html", file=sys.stderr)
+    if store_error:
+        print(f"vmaudit collect: the run was NOT recorded: {store_error}", file=sys.stderr)
     if interrupted:
         return 130
-    every = findings + [f for v in views.values() if v.report for f in v.report["findings"]]
-    return exit_status(every, args.fail_on)
+    if store_error:
+        return 4
+    return exit_status_of(findings, list(entries.values()), args.fail_on)

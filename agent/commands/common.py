@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from vmaudit.engine import SEVERITIES
 
@@ -49,7 +48,7 @@ def write_output(text, output: str) -> None:
         sys.stdout.flush()
         return
     try:
-        atomic_write(output, text, mode=0o644)
+        atomic_write(output, text)  # FILE_MODE (0640): findings are sensitive
     except OSError as exc:
         raise UsageError(f"{output}: cannot write report: {exc.strerror or exc}") from None
 
@@ -66,8 +65,10 @@ def output_targets(formats: list[str], output: str) -> list[tuple[str, str]]:
         return [(formats[0], output)]
     if output == "-":
         raise UsageError("several --format values need --output DIR (one file per format)")
+    from vmaudit.fsutil import make_dir
+
     try:
-        Path(output).mkdir(parents=True, exist_ok=True)
+        make_dir(output, parents=True)
     except OSError as exc:
         raise UsageError(f"{output}: cannot create the report directory: {exc.strerror or exc}") from None
     return [(fmt, os.path.join(output, filename(fmt))) for fmt in formats]

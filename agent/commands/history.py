@@ -21,6 +21,7 @@ def main(args: argparse.Namespace) -> int:
     from vmaudit.errors import UsageError
     from vmaudit.policy import load_policy
     from vmaudit.state import StateDir, StateError, resolve_state_dir
+    from vmaudit.termsafe import clean
 
     state_dir = resolve_state_dir(args.state_dir, None if args.state_dir else load_policy(args.policy))
     if not Path(state_dir).is_dir():
@@ -37,7 +38,9 @@ def main(args: argparse.Namespace) -> int:
         log.info("%s: no run recorded yet", state_dir)
         return 0
     head = ("RUN", "STARTED (UTC)", "HOST", "EXIT", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "WAIVED")
-    rows = [(str(r["id"]), r["started_at"], r["hostname"] or "?", str(r["exit_status"]),
+    # the host name is the audited host's: a hostname holding an escape sequence or a newline must not
+    # drive the terminal or forge a row
+    rows = [(str(r["id"]), clean(r["started_at"]), clean(r["hostname"] or "?"), str(r["exit_status"]),
              *(str(r["summary"][k]) for k in ("pass", "fail", "warn", "error", "skip", "waived")))
             for r in runs]
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]

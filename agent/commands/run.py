@@ -49,11 +49,31 @@ class Outcome:
                 f"{counts} in {self.seconds:.1f} s; reports in {self.run_dir}")
 
 
-def stored_renders() -> dict:
-    """The formats a state directory keeps, rendered with the product's renderers."""
-    from vmaudit.report import render
+TREND_RUNS = 20  # runs of the state directory the HTML report's trend chart shows
 
-    return {"json": lambda report: render("json", report), "html": lambda report: render("html", report)}
+
+def stored_renders(state: Any = None) -> dict:
+    """The formats a state directory keeps, rendered with the product's renderers. With `state`, the
+    HTML report of a run being recorded gets the trend of the directory's last runs (that run included:
+    record() renders it after the run is in the history)."""
+    from vmaudit.report import html, render
+
+    def render_html(report: dict) -> str:
+        return html.render(report, trend=trend_of(state) if state is not None else None)
+
+    return {"json": lambda report: render("json", report), "html": render_html}
+
+
+def trend_of(state: Any, current: dict | None = None) -> list[dict]:
+    """Fails and warnings of the state directory's last runs, oldest first, for the HTML trend chart;
+    `current`, a report not recorded yet, is added as the newest run."""
+    runs = [{"label": r["started_at"], "fail": r["summary"]["fail"], "warn": r["summary"]["warn"]}
+            for r in reversed(state.runs(limit=TREND_RUNS - (current is not None)))]
+    if current is not None:
+        summary = current.get("summary", {})
+        runs.append({"label": current.get("started_at", ""), "fail": summary.get("fail", 0),
+                     "warn": summary.get("warn", 0)})
+    return runs
 
 
 def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/",
@@ -88,7 +108,7 @@ def audit_into_state(state_dir: str, *, policy_path: str | None, root: str = "/"
         status = exit_status(report["findings"], fail_on)
         if emit is not None:
             emit(report)
-        run_id, run_dir = state.record(report, status, renders,
+        run_id, run_dir = state.record(report, status, stored_renders(state),
                                        history_days=policy.get("agent", "history_days"))
     return Outcome(report, status, run_id, str(run_dir), time.monotonic() - t0)
 
@@ -133,8 +153,15 @@ def _main_state(args: argparse.Namespace) -> int:
     color = sys.stdout.isatty()
 
     def emit(report: dict) -> None:
+        from vmaudit.report import html
+        from vmaudit.state import StateDir
+
         for fmt, path in targets:
-            write_output(render(fmt, report, color=color and path == "-"), path)
+            if fmt == "html":  # the same page as the state directory's: with the trend of its runs
+                text = html.render(report, trend=trend_of(StateDir(args.state_dir), current=report))
+            else:
+                text = render(fmt, report, color=color and path == "-")
+            write_output(text, path)
 
     try:
         outcome = audit_into_state(args.state_dir, policy_path=args.policy, root=args.root, uri=args.connect,

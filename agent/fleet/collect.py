@@ -4,8 +4,9 @@ watchdog that holds every host to its time budget, and Ctrl-C that keeps what wa
 Per host, two ways (inventory variable `vmaudit_mode`, or --mode):
 
 * installed: run `vmaudit facts` on the host (one SSH command, nothing copied);
-* agentless: create a private directory with `mktemp -d` (mode 0700), copy the zipapp there over SFTP,
-  run it with the host's python3 and remove the directory;
+* agentless: in one remote command, set the exit trap that removes the directory, create a private
+  directory with `mktemp -d` (mode 0700), receive the zipapp on standard input, run it with the host's
+  python3 (the trap then removes the directory, also when the collector was killed mid-way);
 * auto (default): installed when `vmaudit` is on the remote PATH, else agentless. Both are decided in
   the first command, so an installed host costs one round trip.
 
@@ -28,7 +29,6 @@ command timeout: it ends by itself soon after we stop waiting, and the exit trap
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vmaudit.facts import SnapshotError, parse_snapshot
+from vmaudit.termsafe import clean_tail
 
 from .hosts import BECOME_METHODS, FleetHost, valid_become_user
 from .ssh import Connector, Session, Unreached, run
@@ -50,7 +51,8 @@ log = logging.getLogger("vmaudit.fleet")
 
 NOT_INSTALLED = 97  # exit status of the auto-mode probe when vmaudit is not on the remote PATH
 NO_BECOME = 98     # exit status of the scripts when the become program is not on the remote PATH
-_TMPDIR_RE = re.compile(r"^/[A-Za-z0-9_./-]+/vmaudit\.[A-Za-z0-9]+$")
+NO_TMPDIR = 94     # agentless: mktemp failed
+SHORT_COPY = 93    # agentless: the zipapp on standard input was cut short
 
 
 @dataclass
@@ -222,60 +224,48 @@ class Collector:
         return out
 
     def _agentless(self, transport, host: FleetHost, session: Session, become: Become | None = None) -> dict:
-        timeout = self.settings.command_timeout
         if become is not None and become.user not in ("root", "#0"):
             # the private directory is the SSH user's (0700): only root can read the zipapp there
             raise Unreached(f"agentless collection can become root only, not {become.user!r} (the zipapp's "
                             f"private directory is readable by the SSH user alone); install vmaudit on the host "
                             f"or become root", "become")
-        check = become.check() if become is not None else ""
-        made = run(transport, _sh(check + 'umask 077 && mktemp -d "${TMPDIR:-/tmp}/vmaudit.XXXXXXXXXX"'),
-                   self.settings.connect_timeout, session)
-        _check_become(made, become)
-        tmp = made.stdout.decode(errors="replace").strip()
-        if made.status != 0 or not _TMPDIR_RE.match(tmp):
-            raise Unreached(f"agentless: cannot create a private temporary directory: "
-                            f"{_tail(made.stderr) or tmp or made.status}", "command")
-        ran = False
-        try:
-            import paramiko
+        python = remote_python(host)
+        run_py = f"$t {shlex.quote(python)}"
+        if become is not None:
+            # escalated, the zipapp unpacks psutil as the directory's owner (zipapp.py), so the SSH
+            # user's exit trap removes everything even after root's run was killed: no `sudo rm`,
+            # which a rule allowing the zipapp alone refuses (and sudo logs as an incident)
+            run_py = (f"p=$(command -v {shlex.quote(python)}) || exit 127; "
+                      f"$t {become.prefix()} \"$p\"")
+        zipapp = self._zipapp()
+        done = run(transport, _sh(agentless_script(host, self.settings, become, len(zipapp), run_py)),
+                   self.settings.command_timeout, session, stdin=zipapp)
+        if done.status == 127:
+            raise Unreached(f"agentless: {python} not found on the host", "command")
+        _check_become(done, become)
+        if done.status in (NO_TMPDIR, SHORT_COPY) and b"vmaudit-collect: agentless:" in done.stderr:
+            raise Unreached(_tail(done.stderr).replace("vmaudit-collect: ", ""), "command")
+        return _parse(done, "the vmaudit zipapp", facts_root(host, self.settings))
 
-            try:
-                sftp = paramiko.SFTPClient.from_transport(transport, window_size=1 << 22)
-                session.adopt(sftp)
-                sftp.get_channel().settimeout(timeout)
-                sftp.putfo(io.BytesIO(self._zipapp()), f"{tmp}/vmaudit.pyz", confirm=True)
-                sftp.close()
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise Unreached(session.aborted or f"agentless: cannot copy the zipapp over SFTP: {exc}",
-                                "command") from None
-            python = remote_python(host)
-            d = shlex.quote(tmp)
-            run_py = f"$t {shlex.quote(python)}"
-            if become is not None:
-                # escalated, the zipapp unpacks psutil as the directory's owner (zipapp.py), so the
-                # SSH user's rm below removes everything even after root's run was killed: no `sudo rm`,
-                # which a rule allowing the zipapp alone refuses (and sudo logs as an incident)
-                run_py = (f"p=$(command -v {shlex.quote(python)}) || exit 127; "
-                          f"$t {become.prefix()} \"$p\"")
-            # PIPE ignored: once we are gone, sh reporting a killed child ("Killed") on the closed
-            # channel would otherwise die of SIGPIPE without running its EXIT trap
-            script = (f"d={d}; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; "
-                      f"trap '' PIPE; "
-                      f"{_time_bound(self.settings)}"
-                      f"{run_py} \"$d/vmaudit.pyz\" {facts_args(host, self.settings)}")
-            ran = True
-            done = run(transport, _sh(script), timeout, session)
-            if done.status == 127:
-                raise Unreached(f"agentless: {python} not found on the host", "command")
-            _check_become(done, become)
-            return _parse(done, "the vmaudit zipapp", facts_root(host, self.settings))
-        finally:
-            if not ran and transport.is_active():  # the remote trap removes it once the zipapp ran
-                try:
-                    run(transport, _sh(f"rm -rf {shlex.quote(tmp)}"), self.settings.connect_timeout, session)
-                except Unreached:
-                    log.warning("%s: could not remove %s", host.name, tmp)
+
+def agentless_script(host: FleetHost, settings: Settings, become: Become | None, size: int, run_py: str) -> str:
+    """One remote command: make the private directory, receive the zipapp on standard input, run it.
+
+    The exit trap is set before the directory exists: whenever the shell ends (the zipapp done or
+    killed, the upload cut short because the collector died, HUP or TERM), the directory goes with it.
+    A directory made by one command and filled by the next would be left behind by a collector killed
+    between the two. PIPE is ignored: once we are gone, sh reporting a killed child on the closed
+    channel would otherwise die of SIGPIPE without running its EXIT trap."""
+    check = become.check() if become is not None else ""
+    return (f"d=; trap 'rm -rf \"$d\"' EXIT; trap 'exit 129' HUP; trap 'exit 143' TERM; trap '' PIPE; "
+            f"{check}"
+            f"d=$(umask 077 && mktemp -d \"${{TMPDIR:-/tmp}}/vmaudit.XXXXXXXXXX\") && [ -n \"$d\" ] || "
+            f"{{ d=; echo 'vmaudit-collect: agentless: cannot create a private temporary directory' >&2; "
+            f"exit {NO_TMPDIR}; }}; "
+            f"cat > \"$d/vmaudit.pyz\" && [ $(($(wc -c < \"$d/vmaudit.pyz\"))) -eq {size} ] || "
+            f"{{ echo 'vmaudit-collect: agentless: the zipapp arrived incomplete' >&2; exit {SHORT_COPY}; }}; "
+            f"{_time_bound(settings)}"
+            f"{run_py} \"$d/vmaudit.pyz\" {facts_args(host, settings)}")
 
 
 # sudo's refusals that carry no "sudo:" prefix: a command the rules do not allow; no rule for this
@@ -314,10 +304,10 @@ def _check_become(done, become: Become | None) -> None:
 
 
 def _tail(data: bytes, limit: int = 300) -> str:
-    text = data.decode(errors="replace").strip()
+    """The end of a remote process's stderr as one clean line (its last three non-empty lines)."""
+    text = bytes(data[-4 * limit:]).decode(errors="replace").strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    text = " | ".join(lines[-3:])
-    return text[-limit:]
+    return clean_tail(" | ".join(lines[-3:]), limit)
 
 
 def _parse(done, what: str, root: str) -> dict:

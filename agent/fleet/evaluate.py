@@ -89,16 +89,14 @@ def declared_zone(host: FleetHost, policy: Policy) -> str | None:
 
 
 @dataclass
-class HostView:
-    """One host as the fleet checks see it."""
+class FleetCheckHost:
+    """What every fleet check reads of a host: its name, zone, collection outcome and report, and
+    (subclasses) guests(). HostView holds a host's facts; central.SlimHost only what the checks need."""
 
     name: str
     zone: str | None
     outcome: Outcome
     report: dict | None = None
-    inventory: Any = None
-    _guests: list | None = field(default=None, repr=False)
-    _guest_error: str | None = field(default=None, repr=False)
 
     @property
     def reached(self) -> bool:
@@ -111,6 +109,15 @@ class HostView:
     @property
     def resource(self) -> str:
         return f"host:{self.name}"
+
+
+@dataclass
+class HostView(FleetCheckHost):
+    """One host as the fleet checks see it."""
+
+    inventory: Any = None
+    _guests: list | None = field(default=None, repr=False)
+    _guest_error: str | None = field(default=None, repr=False)
 
     def prepare(self) -> None:
         """Parse the guests once (inventory labels applied, XML trees released) so the raw facts can

@@ -30,8 +30,9 @@ import re
 import shlex
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from vmaudit.fsutil import MAX_DEPTH, read_text_bounded, too_deep
 
 MODES = ("auto", "installed", "agentless")
 BECOME_METHODS = ("sudo", "doas")
@@ -258,10 +259,13 @@ def _check_host_vars(host: FleetHost, source: str) -> None:
     where = host.where or source
     port = host.vars.get("ansible_port")
     if port not in (None, ""):
-        try:
-            ok = 0 < int(port) < 65536
-        except (TypeError, ValueError):
+        # an integer, or a string of digits (INI): int() would take YAML's 22.5 as 22 and true as 1
+        if isinstance(port, bool) or not isinstance(port, (int, str)):
             ok = False
+        elif isinstance(port, str):
+            ok = re.fullmatch(r"[0-9]+", port.strip()) is not None and 0 < int(port) < 65536
+        else:
+            ok = 0 < port < 65536
         if not ok:
             raise InventoryError(f"{where}: host {host.name}: ansible_port {port!r} is not a TCP port")
     if host.mode not in MODES:
@@ -436,6 +440,9 @@ def parse_yaml(text: str, source: str) -> HostInventory:
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InventoryError(f"{source}{line}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise too_deep(source, "inventory", InventoryError) from None
+    _check_node_depth(root, source)
     inv = HostInventory(source=source)
     if root is None:
         inv.finish()
@@ -500,15 +507,26 @@ def parse_yaml(text: str, source: str) -> HostInventory:
     return inv
 
 
+def _check_node_depth(root: Any, source: str) -> None:
+    """MAX_DEPTH for a composed YAML document (group trees and host variables are walked recursively)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        value = getattr(node, "value", None)
+        if not isinstance(value, list):
+            continue  # a scalar
+        if depth > MAX_DEPTH:
+            raise InventoryError(f"{source}, line {node.start_mark.line + 1}: inventory nests deeper than "
+                                 f"{MAX_DEPTH} levels")
+        for item in value:
+            stack.extend((n, depth + 1) for n in (item if isinstance(item, tuple) else (item,)))
+
+
 # --- entry points -------------------------------------------------------------------------------
 
 def load_hosts(path: str) -> HostInventory:
     """Parse an inventory file; the format is chosen by suffix (.yml/.yaml) or, failing that, content."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot read inventory: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_hosts_text(text, path)
+    return parse_hosts_text(read_text_bounded(path, "inventory", InventoryError), path)
 
 
 def parse_hosts_text(text: str, source: str) -> HostInventory:

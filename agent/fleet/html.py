@@ -79,11 +79,17 @@ def context(report: dict) -> dict:
 
 
 def render(report: dict) -> str:
+    return "".join(render_chunks(report))
+
+
+def render_chunks(report: dict):
+    """The page as pieces (Jinja's generate()), for writing a page of thousands of hosts without
+    holding it whole."""
     from markupsafe import Markup
 
     ctx = context(report)
     ctx["css"] = Markup(ctx["css"])  # our own constant, allowed by its hash
-    return environment().get_template("fleet.html.j2").render(ctx)
+    return environment().get_template("fleet.html.j2").generate(ctx)
 
 
-__all__ = ["render", "context", "CSS"]
+__all__ = ["render", "render_chunks", "context", "CSS"]

@@ -47,18 +47,24 @@ from typing import Any
 
 import paramiko
 
+from vmaudit.fsutil import MAX_INPUT_BYTES
+from vmaudit.termsafe import clean
+
 log = logging.getLogger("vmaudit.fleet")
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
-MAX_OUTPUT = 512 * 1024 * 1024  # a remote host's answer is untrusted: bound what we hold in memory
+MAX_OUTPUT = MAX_INPUT_BYTES  # a remote host's answer is untrusted: bound what we hold in memory
+MAX_STDERR = 64 * 1024  # the tail of its standard error kept for the message
 
 
 class Unreached(Exception):
     """A host that could not be audited; str() is the reason shown in F-HOST-UNREACHED."""
 
     def __init__(self, reason: str, stage: str = "connect"):
-        super().__init__(reason)
+        # reasons quote what the remote side sent (stderr, banners, paramiko's words about them): one
+        # clean, bounded line wherever it is shown
+        super().__init__(clean(reason, 2000))
         self.stage = stage  # connect, host-key, auth, become, command, timeout, interrupted, facts
 
 
@@ -207,7 +213,8 @@ class Connector:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if session.aborted:
                 raise Unreached(session.aborted, "timeout") from None
-            raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: {exc or type(exc).__name__}") from None
+            raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: "
+                            f"{_handshake_failure(exc, transport, timeout)}") from None
         try:
             # start_client can return while the transport thread is already failing (a banner timeout
             # racing the wait): no session then, and get_remote_server_key() says so
@@ -217,7 +224,7 @@ class Connector:
             if session.aborted:
                 raise Unreached(session.aborted, "timeout") from None
             raise Unreached(f"SSH handshake with {target.hostname}:{target.port} failed: "
-                            f"{exc or type(exc).__name__}") from None
+                            f"{_handshake_failure(exc, transport, timeout)}") from None
         return transport
 
     def _verify(self, key: Any, target: Target, known: KnownHosts, peer: str | None = None) -> None:
@@ -358,8 +365,10 @@ class Completed:
     stderr: bytes
 
 
-def run(transport: paramiko.Transport, command: str, timeout: float, session: Session) -> Completed:
-    """Run `command`; its stdout/stderr and exit status. Unreached on timeout or a lost connection."""
+def run(transport: paramiko.Transport, command: str, timeout: float, session: Session,
+        stdin: bytes = b"") -> Completed:
+    """Run `command` with `stdin` as its standard input; its stdout/stderr and exit status. Unreached
+    on timeout or a lost connection."""
     try:
         chan = transport.open_session(timeout=timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -369,13 +378,24 @@ def run(transport: paramiko.Transport, command: str, timeout: float, session: Se
     out, err = bytearray(), bytearray()
     try:
         chan.exec_command(command)
+        if stdin:
+            chan.settimeout(timeout)
+            try:
+                chan.sendall(stdin)
+            except socket.timeout:
+                raise Unreached(f"the remote command did not read its input within {timeout:g} s "
+                                f"(command timeout)", "timeout") from None
+            except OSError:
+                pass  # it exited without reading all of it: its status and stderr say why
         chan.shutdown_write()
         while True:
             while chan.recv_ready():
                 out += chan.recv(1 << 17)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(1 << 16)
-            if len(out) + len(err) > MAX_OUTPUT:
+                if len(err) > MAX_STDERR:  # only its end is ever shown (the error message)
+                    del err[:-MAX_STDERR]
+            if len(out) > MAX_OUTPUT:
                 raise Unreached(f"the remote command wrote more than {MAX_OUTPUT >> 20} MiB", "command")
             if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() \
                     and not chan.recv_stderr_ready():
@@ -611,6 +631,19 @@ def _ip_name(peer: str | None, target: Target) -> str | None:
 def _describe(lines: list) -> str:
     """The known_hosts lines a refusal rests on, with their keys and where they stand."""
     return "; ".join(f"{e.keytype} {e.fingerprint} at {e.where} ({e.hosts})" for e in lines)
+
+
+def _handshake_failure(exc: BaseException, transport: paramiko.Transport, timeout: float) -> str:
+    """Why a handshake failed, never an empty string (paramiko's EOFError and timeouts carry no text)."""
+    text = str(exc)
+    if not getattr(transport, "remote_version", ""):
+        if "Indecipherable" in text:  # it spoke, but not SSH (a web server, a database)
+            return f"not an SSH server: {text}"
+        if isinstance(exc, EOFError) or "EOF" in text or "reset" in text.lower():
+            return "the server closed the connection before sending its SSH banner"
+        return (f"no SSH banner within {timeout:g} s (the port accepts TCP connections but did not "
+                f"identify itself as an SSH server)")
+    return text or type(exc).__name__
 
 
 def _sha256_fingerprint(blob: bytes) -> str:

@@ -1,7 +1,8 @@
 """The self-contained zipapp the agentless collection copies to a host that has no vmaudit installed.
 
-It holds vmaudit's collectors and the modules they need (pure Python), and a small `__main__` that runs
-`facts` only: no policy, no checks, no report code, so it needs nothing beyond the host's own python3
+It holds vmaudit's collectors and the modules they need (pure Python; the explicit lists MODULES,
+COLLECTORS and PACKAGES below), and a small `__main__` that runs `facts` only: no policy, no checks, no
+report code, so it needs nothing beyond the host's own python3
 (3.9 or newer) and, for libvirt facts, the libvirt binding of the host's distribution
 (python3-libvirt / python3-libvirt on RHEL). Without the binding the libvirt facts are recorded as
 unavailable with that reason, never guessed.
@@ -170,30 +171,50 @@ sys.exit(main())
 '''
 
 
+# What the zipapp holds, by name: the collectors (every module of vmaudit.collectors: each registers
+# itself), the vmaudit modules they import, and the pure-Python third-party packages they import. Nothing
+# else: no checks, commands, reports or fleet code (tests/fleet/test_zipapp_wheel.py builds it from an
+# installed wheel and holds it to this list). A collector that starts importing another vmaudit module
+# adds it to MODULES; one that needs a pure-Python package (say python-debian's `debian`, for apt
+# version comparison) adds the package's import name to PACKAGES, and the package to pyproject.toml.
+MODULES = ("vmaudit", "vmaudit.facts", "vmaudit.confparse", "vmaudit.schema", "vmaudit.errors", "vmaudit.fsutil")
+COLLECTORS = "vmaudit.collectors"
+PACKAGES: tuple[str, ...] = ()
+
+
+def _origin(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        raise RuntimeError(f"the zipapp needs {name}, which is not installed")
+    return Path(spec.origin).resolve()
+
+
+def _archive_name(module: str, path: Path) -> str:
+    parts = module.split(".")
+    return "/".join(parts) + ("/__init__.py" if path.name == "__init__.py" else ".py")
+
+
 def _package_files() -> list[tuple[str, Path]]:
-    """(archive name, file) for every module the collectors can import."""
-    import vmaudit
-    import vmaudit.collectors
+    """(archive name, file) for every module of MODULES, COLLECTORS and PACKAGES, each once."""
+    import pkgutil
 
-    out: list[tuple[str, Path]] = []
-    agent = Path(vmaudit.__file__).resolve().parent
-    for f in sorted(agent.rglob("*.py")):
-        rel = f.relative_to(agent)
-        if rel.parts[0] in ("fleet", "__pycache__") or "__pycache__" in rel.parts:
-            continue  # the fleet code (paramiko) never runs on the audited host
-        out.append(("vmaudit/" + rel.as_posix(), f))
-    coll = Path(vmaudit.collectors.__file__).resolve().parent
-    for f in sorted(coll.rglob("*")):
-        if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".toml", ".json"):
-            out.append(("vmaudit/collectors/" + f.relative_to(coll).as_posix(), f))
-    try:  # Python 3.9/3.10 hosts need tomli should a collector read TOML
-        import tomli
-
-        tdir = Path(tomli.__file__).resolve().parent
-        out += [("tomli/" + f.relative_to(tdir).as_posix(), f) for f in sorted(tdir.glob("*.py"))]
-    except ImportError:
-        pass
-    return out
+    out: dict[str, Path] = {}
+    for module in MODULES:
+        path = _origin(module)
+        out[_archive_name(module, path)] = path
+    coll = _origin(COLLECTORS)
+    out[_archive_name(COLLECTORS, coll)] = coll
+    for info in pkgutil.iter_modules([str(coll.parent)]):
+        name = f"{COLLECTORS}.{info.name}"
+        out[_archive_name(name, coll.parent / f"{info.name}.py")] = coll.parent / f"{info.name}.py"
+    for package in PACKAGES:
+        pdir = _origin(package).parent
+        for f in sorted(pdir.rglob("*.py")):
+            if "__pycache__" not in f.parts:
+                out[f"{package}/{f.relative_to(pdir).as_posix()}"] = f
+    return sorted(out.items())
 
 
 def _psutil_files() -> tuple[dict, list[tuple[str, Path]]] | None:

@@ -30,6 +30,18 @@ DIFF_SCHEMA = "vmaudit-diff/1"
 REPORT_SCHEMA = "vmaudit-report/1"
 _LEVEL = {"fail": 3, "error": 2, "warn": 1, "pass": 0, "skip": 0, "waived": 0}
 _COMPARED = ("message", "evidence", "expected", "actual")
+# Evidence that records when a run happened, not what it found: two runs of an unchanged host differ
+# only there, and that is no change.
+PER_RUN_EVIDENCE = frozenset({"collected_at"})
+
+
+def _comparable(value: Any) -> Any:
+    """value without the per-run evidence keys, at any depth."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k not in PER_RUN_EVIDENCE}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
 
 
 class ReportError(ValueError):
@@ -85,6 +97,7 @@ def _state(f: dict | None) -> dict | None:
 
 
 def _evidence_changes(old: Any, new: Any) -> dict:
+    old, new = _comparable(old), _comparable(new)
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return {} if old == new else {"": {"old": old, "new": new}}
     return {k: {"old": old.get(k), "new": new.get(k)}
@@ -113,7 +126,7 @@ def _classify(old: dict | None, new: dict | None) -> tuple[str, str] | None:
         return "changed", "status"
     if ("waiver" in old) != ("waiver" in new) or old.get("waiver") != new.get("waiver"):
         return "changed", "waiver"
-    if any(old.get(k) != new.get(k) for k in _COMPARED):
+    if any(_comparable(old.get(k)) != _comparable(new.get(k)) for k in _COMPARED):
         return "changed", "evidence"
     return None
 
@@ -179,6 +192,8 @@ def render_text(diff: dict, *, color: bool = False) -> str:
         lines.append(paint("33", "note: the two reports are of different hosts"))
     if o.get("policy_sha256") != n.get("policy_sha256"):
         lines.append("note: the policy changed between the two runs")
+    if not any(diff["counts"].values()):
+        return "\n".join([*lines, "", "no change: every finding is as it was"]) + "\n"
     titles = {"worse": ("1;31", "Worse"), "better": ("32", "Better"), "changed": ("36", "Changed")}
     for category in ("worse", "better", "changed"):
         entries = diff[category]

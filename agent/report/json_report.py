@@ -15,6 +15,7 @@ try:  # orjson encodes the 100,000s of findings of a large host about six times 
 except ImportError:  # an optional speed-up: the output is the same without it
     orjson = None
 
+_BATCH = 500  # findings per piece of render_chunks
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -37,9 +38,10 @@ def render_chunks(report: dict, *, color: bool = False):
     for i, (key, value) in enumerate(report.items()):
         yield (",\n" if i else "") + f" {_dump(key)}: "
         if key == "findings" and value:
+            # a few hundred findings a piece: one write per finding cost more than encoding it
             yield "[\n  "
-            for j, f in enumerate(value):
-                yield (",\n  " if j else "") + _dump(f)
+            for start in range(0, len(value), _BATCH):
+                yield (",\n  " if start else "") + ",\n  ".join(map(_dump, value[start:start + _BATCH]))
             yield "\n ]"
         else:
             yield _body(key, value)

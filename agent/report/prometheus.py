@@ -16,13 +16,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from vmaudit.engine import SEVERITIES
+from vmaudit.termsafe import clean
 
 from .view import COUNT_KEYS, measures_of, outcome
 
 
 def _label(value: object) -> str:
-    # exposition format: backslash, double quote and line feed are escaped in label values
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # exposition format: backslash, double quote and line feed are escaped in label values; the format
+    # has no escape for any other control character, and a raw carriage return makes the file
+    # unparsable: those become "?" (vmaudit.termsafe.clean, after the escapes, which are printable)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return clean(escaped)
 
 
 def _epoch(stamp: object) -> float | None:

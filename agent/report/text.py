@@ -1,5 +1,7 @@
-"""The terminal report (`--format text`, the default): a header, one summary row per measure with its
-counts and a plain-language verdict, then one line per finding that is not a pass, worst first.
+"""The terminal report (`--format text`, the default): a header; one line per finding that is not a
+pass, failures first and worst first, each failure followed by its remediation; one summary row per
+measure with its counts and a plain-language verdict; and a last line saying where to read more
+(`vmaudit explain ID`, the HTML report).
 
 Colour only when the caller says the output is a terminal (`color=True`) and `NO_COLOR` is not set
 (https://no-color.org): piped or written to a file, the report is plain text. Every string that may
@@ -53,6 +55,22 @@ def render(report: dict, *, color: bool = False) -> str:
         f"policy {printable(policy.get('source', '?'))}" + (f" (sha256 {printable(sha[:12])})" if sha else ""),
         "",
     ]
+    rows = sorted((f for f in report.get("findings", []) if f.get("status") != "pass"), key=worst_first_key)
+    if rows:
+        idw = max(len(str(f.get("check_id", ""))) for f in rows)
+        for f in rows:
+            key = outcome(f)
+            line = (f"{str(f.get('severity', '?')):<8} {printable(f.get('check_id', '?')):<{idw}} "
+                    f"{printable(f.get('resource', '?'))}: {printable(f.get('message', ''))}")
+            waiver = f.get("waiver")
+            if isinstance(waiver, dict):
+                ticket = f", {printable(waiver['ticket'])}" if waiver.get("ticket") else ""
+                line += (f" [waived until {printable(waiver.get('expires', '?'))}{ticket}: "
+                         f"{printable(waiver.get('reason', ''))}]")
+            lines.append(paint(key, f"{key.upper():<6}") + " " + line)
+            if key == "fail" and f.get("remediation"):
+                lines.append(f"{'':<{17 + idw}}fix: {printable(f['remediation'])}")
+        lines.append("")
     width = max(len(MEASURE_TITLES.get(m, m)) for m in measures_of(report)) + 5
     lines.append(f"{'measure':<{width}}" + "".join(f"{k:>7}" for k in COUNT_KEYS) + "  verdict")
     total = dict.fromkeys(COUNT_KEYS, 0)
@@ -65,21 +83,6 @@ def render(report: dict, *, color: bool = False) -> str:
         lines.append(f"{printable(label):<{width}}" + "".join(_count(paint, k, counts[k]) for k in COUNT_KEYS)
                      + "  " + paint(key, sentence))
     lines.append(f"{'total':<{width}}" + "".join(_count(paint, k, total[k]) for k in COUNT_KEYS))
-
-    rows = sorted((f for f in report.get("findings", []) if f.get("status") != "pass"), key=worst_first_key)
-    if rows:
-        lines.append("")
-        idw = max(len(str(f.get("check_id", ""))) for f in rows)
-        for f in rows:
-            key = outcome(f)
-            line = (f"{str(f.get('severity', '?')):<8} {printable(f.get('check_id', '?')):<{idw}} "
-                    f"{printable(f.get('resource', '?'))}: {printable(f.get('message', ''))}")
-            waiver = f.get("waiver")
-            if isinstance(waiver, dict):
-                ticket = f", {printable(waiver['ticket'])}" if waiver.get("ticket") else ""
-                line += (f" [waived until {printable(waiver.get('expires', '?'))}{ticket}: "
-                         f"{printable(waiver.get('reason', ''))}]")
-            lines.append(paint(key, f"{key.upper():<6}") + " " + line)
 
     expired = report.get("expired_waivers") or []
     if expired:
@@ -94,7 +97,16 @@ def render(report: dict, *, color: bool = False) -> str:
         for e in errors:
             lines.append(paint("error", "not collected") +
                          f" {printable(e.get('collector', '?'))}: {printable(e.get('reason', ''))}")
+    lines += ["", _next_steps(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _next_steps(rows: list[dict]) -> str:
+    """The last line: how to learn more about a check, and the report with the evidence."""
+    worst = next((f for f in rows if outcome(f) in ("fail", "error", "warn")), None)
+    example = printable(worst.get("check_id", "ID")) if worst else "ID"
+    return (f"More: `vmaudit explain {example}` (any check ID: why it matters, how it decides); the HTML "
+            "report with the evidence: `vmaudit run --format html --output report.html`")
 
 
 def _count(paint, key: str, n: int) -> str:

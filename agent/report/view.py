@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from vmaudit.engine import MEASURES, SEVERITIES, STATUSES
+from vmaudit.termsafe import clean
 
 # The eight measures, in short (CHECKS.md, "The eight measures").
 MEASURE_TITLES = {
@@ -91,9 +92,8 @@ def _n(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def printable(text: Any) -> str:
-    """One line a terminal shows as text: control characters (ESC, CR, newlines...) become '?'."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
+# the one sanitiser for terminal text (vmaudit.termsafe), under the name the renderers use
+printable = clean
 
 
 # Characters XML 1.0 cannot carry at all, even escaped.

@@ -7,10 +7,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from access_helpers import facts, run, tree
-from vmtest import REQUIRE_REAL, audit, host_root, one
+from vmtest import REQUIRE_REAL, audit, host_root, one, sshd_privsep_dir
 
 from vmaudit.collectors import Context
 from vmaudit.collectors.access import (
@@ -586,6 +588,7 @@ def test_ssh_error_and_skip(tmp_path):
 
 
 def _sshd_effective(path: str) -> dict:
+    sshd_privsep_dir()
     out = subprocess.run(["/usr/sbin/sshd", "-T", "-f", path], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
@@ -618,3 +621,18 @@ def test_ssh_matches_real_sshd(host, tmp_path):
             continue  # a compiled-in default
         # sshd -T prints prohibit-password as its old name without-password
         assert real[key] == {"prohibit-password": "without-password"}.get(expected, expected), key
+
+
+def test_sshd_runs_where_nothing_made_its_privsep_dir(tmp_path):
+    """On a host without systemd /run/sshd does not exist before the first sshd test: the helper every
+    sshd test calls creates it (proved in a mount namespace whose /run is empty)."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd") or shutil.which("unshare") is None:
+        (pytest.fail if REQUIRE_REAL else pytest.skip)("needs root, sshd and unshare")
+    config = host_root("debian-hardened") / "etc/ssh/sshd_config"
+    tests = Path(__file__).resolve().parents[1]
+    script = ("mount -t tmpfs tmpfs /run && test ! -e /run/sshd && "
+              f"{sys.executable} -c 'import sys; sys.path.insert(0, \"{tests}\"); import vmtest; "
+              f"vmtest.sshd_privsep_dir()' && /usr/sbin/sshd -T -f {config} >/dev/null")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -229,3 +229,16 @@ def test_a_defect_or_a_bad_output_directory_never_exits_1(tmp_path, monkeypatch,
     proc = vmaudit("run", "--root", ROOT, "--connect", URI, "--format", "json", "--format", "text",
                    "--output", str(afile / "reports"))
     assert proc.returncode == 2 and "cannot create the report directory" in proc.stderr, proc.stderr
+
+
+def test_help_is_written_for_users():
+    """`vmaudit --help` says what the tool does, how it is commonly run and what its exit statuses
+    mean, not how the code is organised."""
+    top = vmaudit("--help")
+    assert top.returncode == 0
+    assert "vmaudit.commands" not in top.stdout and "module" not in top.stdout
+    for text in ("read-only", "vmaudit run", "vmaudit explain", "vmaudit policy check", "exit status",
+                 "1 failures found", "docs/policy.md"):
+        assert text in top.stdout, text
+    run = vmaudit("run", "--help")
+    assert run.returncode == 0 and "exit status: 0 " in run.stdout and "3 no such failures" in run.stdout

@@ -125,3 +125,69 @@ def test_sizes_and_intervals():
     assert parse_interval("6h") == 21600 and parse_interval("1d") == 86400 and parse_interval(90) == 90
     with pytest.raises(ValueError):
         parse_interval("0m")
+
+
+# --- the example policy (etc/vmaudit/policy.toml) and `vmaudit policy check` ---
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "etc/vmaudit/policy.toml"
+SETTING = __import__("re").compile(r"^# (\[\[waivers\]\]|[a-z_\"][\w\".:-]* = .*)$")
+
+
+def _uncommented(text: str) -> str:
+    return "\n".join(SETTING.sub(r"\1", line) for line in text.splitlines()) + "\n"
+
+
+def test_the_example_policy_is_valid_and_changes_no_default():
+    policy = parse_policy(EXAMPLE.read_text(), str(EXAMPLE))
+    set_keys = {(section, key) for section, keys in policy.values.items() for key in keys}
+    assert set_keys <= {("zones", "networks")} and not policy.get("zones", "networks")
+    assert not policy.waivers
+
+
+def test_every_setting_of_the_example_is_valid_and_every_key_is_there():
+    """Uncommented, the example sets every key of the schema (and a waiver) with values vmaudit accepts;
+    where a key has a default, the example shows that default."""
+    from vmaudit.policy import SCHEMA
+
+    policy = parse_policy(_uncommented(EXAMPLE.read_text()), "example")
+    for section, keys in SCHEMA.items():
+        for key, (_kind, default, _doc) in keys.items():
+            assert policy.is_set(section, key), f"[{section}] {key} missing from the example"
+            if default is not None and section != "zones":
+                assert policy.get(section, key) == default, (section, key)
+    assert len(policy.waivers) == 1 and policy.waivers[0].reason
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vmaudit", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_policy_check_accepts_a_valid_file():
+    proc = _cli("policy", "check", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{EXAMPLE}: valid")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[limits]\nmax_running_guests = \"20\"\n", "line 2: [limits] max_running_guests must be an integer"),
+    ("[host]\nzone = \"dmz\"\nzones = 1\n", "line 3: unknown key 'zones' in [host]"),
+    ("[[waivers]]\ncheck = \"M2-IOMMU\"\nreason = \"lab\"\n", "waiver #1 needs 'expires'"),
+    ("[inventory]\npath = \"missing.csv\"\n", "missing.csv"),
+])
+def test_policy_check_refuses_a_bad_file_in_one_line(tmp_path, text, reason):
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    proc = _cli("policy", "check", str(path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    # the file at fault is named: the policy, or the inventory it names
+    assert proc.stderr.count("\n") == 1 and str(tmp_path) in proc.stderr and reason in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_policy_check_of_a_missing_file():
+    proc = _cli("policy", "check", "/nonexistent/policy.toml")
+    assert proc.returncode == 2 and "/nonexistent/policy.toml: cannot read policy" in proc.stderr

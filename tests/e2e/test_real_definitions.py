@@ -1,8 +1,9 @@
 """On the REAL libvirtd (tests/realenv.py): a running guest is judged on both its definitions — what runs
 now and what runs after its next start (CHECKS.md, "Which definition a guest check judges").
 
-Each test's guests are named vmaudit-i9-*, created through a read-write virsh connection of the test's
-own (the set-up, not vmaudit) and removed afterwards, pass or fail."""
+Each test's guests are named vmaudit-i9-*, created on the session's PRIVATE libvirtd through a read-write
+virsh connection of the test's own (the set-up, not vmaudit) and removed afterwards with their images,
+pass or fail; the host's own libvirtd is not touched."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ NS_QEMU = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 def plain_xml(name: str) -> str:
     """realenv's tiny guest without any vmaudit metadata."""
-    disk = realenv.IMAGES / f"{name}.qcow2"
+    disk = realenv.daemon().images / f"{name}.qcow2"  # where the private daemon's QEMU reads it
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
     xml = realenv.domain_xml(name, {"type": "kvm", "zone": "-", "uuid": realenv.new_uuid()}, disk)
     return re.sub(r"\s*<metadata>.*?</metadata>", "", xml, flags=re.S)
@@ -39,8 +40,7 @@ def define_and_start(name: str, xml: str, tmp_path) -> None:
 
 
 def remove(name: str) -> None:
-    realenv.teardown_one(name)
-    (realenv.IMAGES / f"{name}.qcow2").unlink(missing_ok=True)
+    realenv.remove_guest(name)  # destroyed, undefined, its image deleted
 
 
 @pytest.fixture(scope="module")

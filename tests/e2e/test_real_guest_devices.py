@@ -1,6 +1,7 @@
 """M3-IMAGE-PERMS, M3-CHARDEV-EXPOSED, M3-HOST-SHARE and M3-QEMU-USER's guest labels on the REAL
 libvirtd, with guests of this test's own (prefix vmaudit-i11-, removed with their images and directories
-in the teardown, pass or fail):
+in the teardown, pass or fail) on the session's PRIVATE libvirtd; their images and directories live under
+that daemon's root (/var/tmp/vmaudit-test-libvirtd-*), where its QEMU reads them:
 
   vmaudit-i11-open   running: its image in a 0777 directory, a TCP serial console bound to 0.0.0.0
   vmaudit-i11-share  defined: a writable 9p share of the host's /etc and a virtiofs share of a data
@@ -27,9 +28,19 @@ from vmaudit.audit import collect_facts
 
 pytestmark = pytest.mark.usefixtures("real_libvirtd")
 
-OPEN_DIR = Path("/var/lib/vmaudit-i11-images")
-CLEAN_IMAGE = realenv.IMAGES / "vmaudit-i11-clean.qcow2"
-SHARE_DIR = Path("/var/lib/vmaudit-i11-share")
+
+
+def _open_dir() -> Path:
+    return realenv.daemon().root / "vmaudit-i11-images"
+
+
+def _share_dir() -> Path:
+    return realenv.daemon().root / "vmaudit-i11-share"
+
+
+def _clean_image() -> Path:
+    return realenv.daemon().images / "vmaudit-i11-clean.qcow2"
+
 NAMES = ("vmaudit-i11-open", "vmaudit-i11-share", "vmaudit-i11-root", "vmaudit-i11-clean")
 SOURCES = ["libvirt", "guest_paths", "libvirt_config", "accounts", "os_release", "processes", "listeners",
            "kernel"]
@@ -72,10 +83,10 @@ def _define(tmp: Path, name: str, xml: str) -> None:
 
 def _teardown() -> None:
     for name in NAMES:
-        realenv.teardown_one(name)
-    shutil.rmtree(OPEN_DIR, ignore_errors=True)
-    shutil.rmtree(SHARE_DIR, ignore_errors=True)
-    CLEAN_IMAGE.unlink(missing_ok=True)
+        realenv.remove_guest(name)
+    shutil.rmtree(_open_dir(), ignore_errors=True)
+    shutil.rmtree(_share_dir(), ignore_errors=True)
+    _clean_image().unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +94,7 @@ def devices_report(tmp_path_factory, real_libvirtd):
     tmp = tmp_path_factory.mktemp("i11")
     _teardown()  # a run killed earlier may have left them
     port = _free_port()
+    OPEN_DIR, SHARE_DIR, CLEAN_IMAGE = _open_dir(), _share_dir(), _clean_image()
     try:
         OPEN_DIR.mkdir()
         os.chmod(OPEN_DIR, 0o777)
@@ -109,13 +121,13 @@ def devices_report(tmp_path_factory, real_libvirtd):
         realenv.virsh("start", "vmaudit-i11-open")
         facts = collect_facts(root="/", uri=real_libvirtd, only=SOURCES)
         report = audit(facts=facts)
-        yield {"report": report, "facts": facts, "port": port}
+        yield {"report": report, "facts": facts, "port": port, "open_dir": OPEN_DIR, "share_dir": SHARE_DIR}
     finally:
         _teardown()
 
 
 def test_image_in_a_world_writable_directory(devices_report):
-    report = devices_report["report"]
+    report, OPEN_DIR = devices_report["report"], devices_report["open_dir"]
     f = one(report, "M3-IMAGE-PERMS", "guest:vmaudit-i11-open")
     assert f["status"] == "fail" and str(OPEN_DIR) in f["message"]
     bad = f["evidence"]["directories_with_problems"]
@@ -141,7 +153,7 @@ def test_etc_shared_into_a_guest(devices_report):
     assert f["status"] == "fail" and f["severity"] == "critical"
     shares = {s["source"]: s for s in f["evidence"]["shares"]}
     assert shares["/etc"]["sensitive"] == ["/etc"] and shares["/etc"]["accessmode"] == "passthrough"
-    assert shares[str(SHARE_DIR)]["verdict"] == "warn"  # a writable virtiofs share of a data directory
+    assert shares[str(devices_report["share_dir"])]["verdict"] == "warn"  # a writable virtiofs share of a data directory
     assert one(devices_report["report"], "M3-HOST-SHARE", "guest:vmaudit-i11-clean")["status"] == "pass"
 
 

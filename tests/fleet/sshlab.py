@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmtest import sshd_privsep_dir
+
 SSHD = "/usr/sbin/sshd"
 PORT = 2206
 VENV_BIN = str(Path(sys.executable).parent)
@@ -74,7 +76,15 @@ class SSHLab:
         self.known_hosts.write_text("")
         self.ssh_config = self.dir / "ssh_config"
         self.ssh_config.write_text("")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+        sshd_privsep_dir()
+        # The "installed" vmaudit the lab's hosts offer, where every login user can find it: a wrapper
+        # for this checkout's venv. A checkout may sit where only root can read (a clone in /root, mode
+        # 0700): a login user then still finds the command (`command -v`), and sudo runs it as root.
+        self.bin = self.dir / "bin"
+        self.bin.mkdir(mode=0o755)
+        wrapper = self.bin / "vmaudit"
+        wrapper.write_text(f'#!/bin/sh\nexec {VENV_BIN}/vmaudit "$@"\n')
+        wrapper.chmod(0o755)
 
     def add(self, name: str, addresses: list[str] | str, kind: str = "installed", options: list | None = None,
             known: bool = True) -> Server:
@@ -96,7 +106,7 @@ class SSHLab:
             with open(self.known_hosts, "a") as fh:
                 for a in addresses:
                     fh.write(f"[{a}]:{PORT} {pub[0]} {pub[1]}\n")
-        path_env = f"{VENV_BIN}:/usr/bin:/bin" if kind != "agentless" else "/usr/bin:/bin"
+        path_env = f"{self.bin}:{VENV_BIN}:/usr/bin:/bin" if kind != "agentless" else "/usr/bin:/bin"
         lines = [f"ListenAddress {a}:{PORT}" for a in addresses] + [
             f"HostKey {srv.host_key}", f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {self.authorized}",
             "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",

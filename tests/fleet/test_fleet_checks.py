@@ -209,6 +209,51 @@ def test_host_unreached_error_with_reason_and_pass():
     assert a["status"] == "pass" and a["evidence"]["mode"] == "installed"
 
 
+# --- F-HOST-IDENTITY --------------------------------------------------------------------------
+
+def test_host_identity_passes_when_the_host_answers_with_its_name(full):
+    a = only(full, "F-HOST-IDENTITY", "host:hv-a")
+    assert a["status"] == "pass" and a["evidence"]["reported_hostname"] == "hv-a"
+    assert {f["status"] for f in pick(full, "F-HOST-IDENTITY")} == {"pass"}
+
+
+def test_host_identity_fails_naming_the_host_that_answered():
+    # the entry hv-b reaches the machine whose name is hv-a (a copy-pasted address, a stale DNS record)
+    f = run_fleet(f"hv-a\nhv-b ansible_host=10.0.0.2 vmaudit_root={FLEET / 'roots' / 'hv-a'}\n")
+    b = only(f, "F-HOST-IDENTITY", "host:hv-b")
+    assert b["status"] == "fail" and b["severity"] == "high"
+    assert "answered by a host named hv-a" in b["message"] and "10.0.0.2" in b["message"]
+    assert b["evidence"] == {"inventory_name": "hv-b", "address": "10.0.0.2", "reported_hostname": "hv-a"}
+    assert only(f, "F-HOST-IDENTITY", "host:hv-a")["status"] == "pass"
+
+
+def test_host_identity_error_skip_and_qualified_names():
+    f = run_fleet("hv-a\nhv-b\n", down={"hv-b": "cannot connect: refused"})
+    assert only(f, "F-HOST-IDENTITY", "host:hv-b")["status"] == "error"
+    # named by address only: nothing to compare with
+    f = run_fleet(f"10.0.0.7 vmaudit_root={FLEET / 'roots' / 'hv-a'}\n")
+    assert only(f, "F-HOST-IDENTITY", "host:10.0.0.7")["status"] == "skip"
+    # the inventory's FQDN and the host's short name (or the address as ansible_host) are the same host
+    f = run_fleet(f"HV-A.lab.example. vmaudit_root={FLEET / 'roots' / 'hv-a'}\n"
+                  f"x1 ansible_host=hv-b vmaudit_root={FLEET / 'roots' / 'hv-b'}\n")
+    assert only(f, "F-HOST-IDENTITY", "host:HV-A.lab.example.")["status"] == "pass"
+    assert only(f, "F-HOST-IDENTITY", "host:x1")["status"] == "pass"
+
+
+@pytest.mark.parametrize("hostname", ["", "  "])
+def test_host_identity_error_when_the_snapshot_has_no_hostname(hostname):
+    # (a hostname that is not a string at all is refused with the snapshot: the host is not audited)
+    import copy
+
+    host = parse_hosts_text("hv-a\n", "fleet.ini").hosts["hv-a"]
+    facts = copy.deepcopy(facts_of("hv-a"))
+    facts["host"]["hostname"] = hostname
+    policy = Policy()
+    view = host_view(Outcome(host, facts=facts, reached=True, mode="installed"), policy, [])
+    f = evaluate_fleet(FleetView([view], {"hv-a": []}, None), policy)
+    assert only(f, "F-HOST-IDENTITY", "host:hv-a")["status"] == "error"
+
+
 def test_fleet_waivers_apply(full):
     f = run_fleet(FULL, policy_text='[[waivers]]\ncheck = "F-REDUNDANCY"\nresource = "group:shop-fe"\n'
                                     'reason = "second host on order"\nexpires = 2099-01-01\n')

@@ -96,6 +96,11 @@ def test_plain_list_with_user_and_port(tmp_path):
     ("bad.ini", "[dmz]\nhv01\nhv02\nhv01 ansible_port=22\n", "bad.ini, line 4: host hv01 is listed twice in group [dmz] (first at line 2)"),
     ("bad.ini", "[dmz]\nhv[01-03]\n", "bad.ini, line 2: bad host range"),
     ("bad.ini", "[dmz]\nhv01 ansible_port=ssh\n", "bad.ini, line 2: host hv01: ansible_port 'ssh' is not a TCP port"),
+    # issue 12: int() made 22.5 port 22 and true port 1
+    ("bad.yml", "all:\n  hosts:\n    hv01:\n      ansible_port: 22.5\n", "bad.yml, line 4: host hv01: ansible_port 22.5 is not a TCP port"),
+    ("bad.yml", "all:\n  hosts:\n    hv01:\n      ansible_port: true\n", "bad.yml, line 4: host hv01: ansible_port True is not a TCP port"),
+    ("bad.yml", "all:\n  hosts:\n    hv01:\n      ansible_port: [22]\n", "bad.yml, line 4: host hv01: ansible_port [22] is not a TCP port"),
+    ("bad.ini", "[dmz]\nhv01 ansible_port=0x16\n", "bad.ini, line 2: host hv01: ansible_port '0x16' is not a TCP port"),
     ("bad.ini", "[dmz]\nhv01 vmaudit_mode=magic\n", "line 2: host hv01: vmaudit_mode 'magic' is not one of"),
     ("bad.ini", "[a:children]\nb\n[b:children]\na\n", "bad.ini: group 'a' is its own ancestor"),
     ("bad.ini", "[dmz]\nhv01 ansible_become=sure\n", "line 2: host hv01: ansible_become: 'sure' is not a boolean"),

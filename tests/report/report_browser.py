@@ -167,6 +167,22 @@ class Browser:
         self.call("Input.insertText", {"text": text})
         self.pump(0.5)
 
+    KEYS = {"Tab": 9, "Enter": 13, " ": 32}
+
+    def press(self, key: str, shift: bool = False) -> None:
+        """A real key press (down and up), as a keyboard user makes it."""
+        code = {"Tab": "Tab", "Enter": "Enter", " ": "Space"}[key]
+        base = {"key": key, "code": code, "windowsVirtualKeyCode": self.KEYS[key], "modifiers": 8 if shift else 0}
+        self.call("Input.dispatchKeyEvent", {"type": "keyDown", **base, **({"text": "\r" if key == "Enter" else key}
+                                                                          if key != "Tab" else {})})
+        self.call("Input.dispatchKeyEvent", {"type": "keyUp", **base})
+        self.pump(0.2)
+
+    def set_viewport(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                         "deviceScaleFactor": 1, "mobile": False})
+        self.pump(0.2)
+
     def screenshot(self, path: str | Path) -> None:
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
         Path(path).write_bytes(base64.b64decode(data))

@@ -71,7 +71,7 @@ def test_cli_exit_statuses_and_formats(pair):
     assert res.returncode == 1
     assert {(e["check_id"], e["resource"]) for e in back["better"]} >= {("M2-TCG-GUEST", "guest:web01")}
     res = vmaudit("diff", str(d / "new.json"), str(d / "new.json"))
-    assert res.returncode == 0 and "0 worse, 0 better, 0 changed" in res.stdout
+    assert res.returncode == 0 and "no change: every finding is as it was" in res.stdout
 
 
 def test_only_improvements_exit_0(pair):
@@ -209,3 +209,24 @@ def test_diff_golden():
     diff = compute(load_sample("sample-old.json"), load_sample("sample-new.json"))
     check_golden("sample.diff.json", json.dumps(diff, indent=1, ensure_ascii=False) + "\n")
     check_golden("sample.diff.txt", render_text(diff))
+
+
+def test_two_consecutive_runs_of_an_unchanged_host_differ_in_nothing(tmp_path):
+    """Two `vmaudit run`s a second apart: only per-run fields (times, evidence collected_at) differ, and
+    those are no change."""
+    import time
+
+    from vmtest import HOSTS, test_uri
+
+    args = ["run", "--root", str(HOSTS / "debian-broken"), "--connect", test_uri("guests-mixed"),
+            "--format", "json", "--output"]
+    vmaudit(*args, str(tmp_path / "a.json"))
+    time.sleep(1.1)  # report times have whole seconds
+    vmaudit(*args, str(tmp_path / "b.json"))
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["started_at"] != b["started_at"]
+    assert any("collected_at" in (f.get("evidence") or {}) for f in a["findings"])
+    proc = vmaudit("diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "no change: every finding is as it was", proc.stdout
+    assert compute(a, b)["counts"] == {"worse": 0, "better": 0, "changed": 0}

@@ -56,6 +56,21 @@ def test_json_report_round_trips(side):
     assert json.loads(render("json", sample)) == sample
 
 
+def test_json_report_of_many_findings_is_one_finding_a_line():
+    """Findings are written in pieces of several hundred; the text is the same as one a line."""
+    from vmaudit.report import json_report
+
+    sample = load_sample("sample-new.json")
+    many = [dict(f, resource=f"guest:g{i:05d}") for i in range(1201) for f in sample["findings"][:1]]
+    text = render("json", {**sample, "findings": many})
+    assert json.loads(text)["findings"] == many
+    start = text.index('"findings": [\n') + len('"findings": [\n')
+    lines = text[start:text.index("\n ]", start)].split(",\n  ")
+    assert [json.loads(line) for line in lines] == many
+    assert "".join(json_report.render_chunks({"findings": many})) == (
+        '{\n "findings": [\n  ' + ",\n  ".join(json_report._dump(f) for f in many) + "\n ]\n}\n")
+
+
 # --- text -------------------------------------------------------------------------------------------
 
 def test_text_golden_plain():
@@ -74,6 +89,20 @@ def test_text_lists_every_non_pass_once_worst_first():
     assert waived and "SEC-42" in waived[0] and "appliance image without an agent" in waived[0]
     tcg = [ln for ln in lines if re.search(r"M2-TCG-GUEST +guest:web01: ", ln)]
     assert len(tcg) == 1 and tcg[0].startswith("FAIL   high ")
+
+
+def test_text_failures_come_first_with_their_remediation_and_a_pointer_at_the_end():
+    sample = load_sample("sample-new.json")
+    lines = render("text", sample).splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.split(" ", 1)[0] in ("FAIL", "ERROR", "WARN", "SKIP"))
+    assert lines[first].startswith("FAIL")
+    assert first < next(i for i, ln in enumerate(lines) if ln.startswith("measure "))
+    fails = [f for f in sample["findings"] if f["status"] == "fail" and "waiver" not in f]
+    for f in fails:
+        i = next(i for i, ln in enumerate(lines)
+                 if ln.startswith("FAIL") and f" {f['check_id']} " in ln and f"{f['resource']}: " in ln)
+        assert lines[i + 1].strip() == f"fix: {f['remediation']}", lines[i:i + 2]
+    assert lines[-1].startswith("More: `vmaudit explain ") and "--format html" in lines[-1]
 
 
 def test_text_colour_only_when_asked_and_no_color_unset(monkeypatch):
@@ -256,3 +285,16 @@ def test_several_formats_into_a_directory(tmp_path):
                                                       "report.txt", "vmaudit.prom"]
     SCHEMA.assertValid(etree.parse(str(out / "report.junit.xml")))
     assert "\x1b[" not in (out / "report.txt").read_text()
+
+
+def test_prometheus_label_values_with_carriage_return_and_controls(tmp_path):
+    """A raw CR (or another control) in a label made the whole textfile unparsable (issue 12)."""
+    report = hostile_report(tmp_path)
+    report["host"]["hostname"] = 'hv\r01"\\\n\x1b[31m\x00\x85end'
+    report["host"]["zone"] = "dmz\rzone"
+    text = render("prometheus", report)
+    assert "\r" not in text and "\x1b" not in text and "\x00" not in text and "\x85" not in text
+    fams = _families(text)
+    labels = fams["vmaudit_info"].samples[0].labels
+    assert labels["hostname"] == 'hv?01"\\\n?[31m??end' and labels["zone"] == "dmz?zone"
+    assert fams["vmaudit_findings"].samples  # everything after the info line still parses

@@ -180,8 +180,8 @@ def test_everything_shown_without_javascript(browser, tmp_path):
     # Runtime.evaluate still works with page scripts disabled: it inspects the DOM as loaded
     assert browser.eval("document.getElementById('filters').hidden") is True
     assert browser.eval("document.querySelectorAll('tr.finding[hidden], article[hidden]').length") == 0
-    non_pass = sum(1 for f in sample["findings"] if f["status"] != "pass")
-    assert browser.eval(RENDERED_ROWS) == non_pass      # passes are one click away in <details>
+    problems = sum(1 for f in sample["findings"] if f["status"] not in ("pass", "skip"))
+    assert browser.eval(RENDERED_ROWS) == problems      # passes and skips are one click away in <details>
     assert browser.eval("document.querySelectorAll('tr.finding').length") == len(sample["findings"])
 
 
@@ -212,3 +212,167 @@ def test_hostile_strings_show_as_text_and_run_nothing(browser, tmp_path):
     assert rows and all("<img src=x" in r for r in rows)
     browser.pump(0.5)
     assert browser.dialogs() == [] and browser.console_errors() == []
+
+
+# --- what to fix first, per guest, evidence, trend ----------------------------------------------------
+
+def _bad_host_report() -> dict:
+    from vmtest import audit, test_uri
+
+    return audit("debian-broken", uri=test_uri("guests-mixed"))
+
+
+def test_fix_first_lists_every_unwaived_failure_once_by_cause_worst_first():
+    from vmaudit.report.html import fix_first
+    from vmaudit.report.view import severity_rank
+
+    report = _bad_host_report()
+    items = fix_first(report["findings"])
+    fails = [(f["check_id"], f["resource"]) for f in report["findings"]
+             if f["status"] == "fail" and "waiver" not in f]
+    listed = [(f["check_id"], f["resource"]) for i in items for f in i["findings"]]
+    assert sorted(listed) == sorted(fails)
+    assert [severity_rank(i["severity"]) for i in items] == sorted(severity_rank(i["severity"]) for i in items)
+    # one cause, one item: no LSM makes the security driver and every guest's label fail too
+    lsm = [i for i in items if "M3-LSM-ENFORCING" in i["checks"]]
+    assert len(lsm) == 1 and set(lsm[0]["checks"]) == {"M3-LSM-ENFORCING", "M3-SECURITY-DRIVER",
+                                                        "M3-GUEST-SECLABEL"}
+    assert lsm[0]["severity"] == "critical" and "SELinux" in lsm[0]["remediation"]
+    # one check failing for several guests is one item too
+    assert len({tuple(i["checks"]) for i in items}) == len(items)
+    assert all(i["remediation"] for i in items)
+
+
+def test_a_cause_groups_only_when_its_root_check_fails():
+    """security_driver = "none" on a host whose SELinux enforces fails the driver and the labels, but
+    not for want of an LSM: those stay their own items, never under the "no SELinux/AppArmor" cause."""
+    from vmaudit.report.html import fix_first
+
+    def fail(cid, resource, sev):
+        return {"check_id": cid, "resource": resource, "status": "fail", "severity": sev, "title": cid,
+                "message": "m", "remediation": f"fix {cid}"}
+
+    findings = [fail("M3-SECURITY-DRIVER", "host", "critical"), fail("M3-GUEST-SECLABEL", "guest:a", "high"),
+                fail("M3-GUEST-SECLABEL", "guest:b", "high"),
+                {**fail("M3-LSM-ENFORCING", "host", "high"), "status": "pass"}]
+    items = fix_first(findings)
+    assert [i["checks"] for i in items] == [["M3-SECURITY-DRIVER"], ["M3-GUEST-SECLABEL"]]
+    assert items[1]["resources"] == ["guest:a", "guest:b"] and items[1]["remediation"] == "fix M3-GUEST-SECLABEL"
+
+
+def test_waived_failures_are_not_in_fix_first():
+    page = render("html", load_sample("sample-new.json"))
+    fix = page.split('id="fix-first"', 1)[1].split("</section>", 1)[0]
+    assert "M2-TCG-GUEST" in fix and "guest:web01" in fix
+    assert "guest:legacy02" not in fix   # its TCG failure is waived
+
+
+def test_passes_and_skips_are_collapsed_and_guests_have_their_own_view():
+    report = _bad_host_report()
+    page = render("html", report)
+    main = page.split("<main>", 1)[1].split("</main>", 1)[0]
+    # outside <details>, only findings to act on
+    opened = re.sub(r"<details class=\"passes\">.*?</details>", "", main, flags=re.S)
+    assert 'data-status="pass"' not in opened and 'data-status="skip"' not in opened
+    assert 'data-status="fail"' in opened
+    guests = page.split('id="guests"', 1)[1].split("</section>", 1)[0]
+    names = {f["resource"][6:] for f in report["findings"] if f["resource"].startswith("guest:")}
+    assert names and all(f"<code>{n}</code>" in guests for n in names)
+    # every finding to act on (fail, warn, error), not only failures and warnings
+    web02 = [f for f in report["findings"] if f["resource"] == "guest:web02" and f["status"] not in ("pass", "skip")]
+    block = guests.split("<code>web02</code>", 1)[1].split("</details>", 1)[0]
+    assert block.count("<li>") == len(web02)
+
+
+def test_evidence_is_a_table_not_json():
+    report = _bad_host_report()
+    page = render("html", report)
+    cells = re.findall(r'<table class="ev">(.*?)</tbody></table>\s*(?:</td>|<p)', page, flags=re.S)
+    assert cells
+    for cell in cells:
+        text = htmlmod.unescape(re.sub(r"<[^>]+>", " ", cell))
+        assert '{"' not in text and '["' not in text, text[:300]
+    vulns = page.split('id="check-M3-CPU-VULNS"', 1)[1].split("</article>", 1)[0]
+    assert '<table class="evkv">' in vulns and "<th scope=\"row\">meltdown</th>" in vulns
+
+
+def test_trend_chart_from_the_state_directory(tmp_path):
+    """Two runs into a state directory: the stored HTML report draws fails and warnings of both as
+    inline SVG (the CSP stays strict: nothing is loaded, no inline style attribute is needed)."""
+    import subprocess
+    import sys
+
+    from vmtest import HOSTS, test_uri
+
+    state = tmp_path / "state"
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "vmaudit", "run", "--root", str(HOSTS / "debian-broken"),
+                               "--connect", test_uri("guests-mixed"), "--state-dir", str(state)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+    page = (state / "latest.html").read_text()
+    svg = page.split('<section id="trend">', 1)[1].split("</svg>", 1)[0]
+    assert svg.count("<polyline") == 2 and svg.count("<circle") == 4
+    assert "over the last 2 runs" in page and ' style="' not in page
+    # the report asked for on the command line of such a run is the same page, trend included
+    out = tmp_path / "asked.html"
+    proc = subprocess.run([sys.executable, "-m", "vmaudit", "run", "--root", str(HOSTS / "debian-broken"),
+                           "--connect", test_uri("guests-mixed"), "--state-dir", str(state),
+                           "--format", "html", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "over the last 3 runs" in out.read_text() and "over the last 3 runs" in (state / "latest.html").read_text()
+    one_run = render("html", _bad_host_report())
+    assert '<section id="trend">' not in one_run  # no history, no chart
+
+
+@needs_chromium
+def test_bad_host_first_screen_is_what_to_fix_first(browser, tmp_path):
+    """At 1400 px the first screen of a bad host's report shows "Fix first" and its critical items
+    (asserted from the DOM); screenshots kept in the test's tmp_path."""
+    report = _bad_host_report()
+    path = _write(tmp_path, report)
+    browser.open(path.as_uri())
+    browser.set_viewport(1400, 900)
+    browser.screenshot(tmp_path / "first-screen-1400.png")
+    _assert_quiet(browser, path)
+    assert browser.eval("window.innerWidth") == 1400
+    top = browser.eval("document.getElementById('fix-first').getBoundingClientRect().top")
+    assert 0 <= top < 300
+    items = browser.eval("""Array.prototype.map.call(document.querySelectorAll('#fix-first li.fix'), function(li){
+        var r = li.getBoundingClientRect(); return [li.getAttribute('data-severity'), r.top, r.bottom];})""")
+    critical = sum(1 for f in report["findings"] if f["status"] == "fail" and f["severity"] == "critical")
+    assert critical and items[0][0] == "critical"
+    on_screen = [sev for sev, t, b in items if b <= 900]
+    assert len(on_screen) >= 3 and set(on_screen) == {"critical"}, items[:8]
+    # nothing about passes is on the first screen
+    assert browser.eval("document.querySelector('details.passes').getBoundingClientRect().top") > 900
+    for y in (900, 1800):
+        browser.eval(f"window.scrollTo(0, {y})")
+        browser.pump(0.2)
+        browser.screenshot(tmp_path / f"scrolled-{y}-1400.png")
+    assert (tmp_path / "first-screen-1400.png").stat().st_size > 20_000
+    if os.environ.get("VMAUDIT_SCREENSHOT_DIR"):
+        import shutil
+
+        for shot in tmp_path.glob("*.png"):
+            shutil.copy(shot, os.environ["VMAUDIT_SCREENSHOT_DIR"])
+
+
+@needs_chromium
+def test_keyboard_reaches_fix_first_and_opens_collapsed_findings(browser, tmp_path):
+    path = _write(tmp_path, _bad_host_report())
+    browser.open(path.as_uri())
+    browser.press("Tab")
+    assert browser.eval("document.activeElement.className") == "skip"
+    browser.press("Enter")
+    assert browser.eval("location.hash") == "#fix-first"
+    assert browser.eval("document.activeElement.id") == "fix-first"
+    browser.press("Tab")   # the first link inside "Fix first": a check of its first item
+    assert browser.eval("document.activeElement.closest('#fix-first') !== null")
+    assert browser.eval("document.activeElement.tagName") == "A"
+    # a collapsed list of passes opens from the keyboard
+    browser.eval("document.querySelector('details.passes > summary').focus()")
+    assert browser.eval("document.querySelector('details.passes').open") is False
+    browser.press("Enter")
+    assert browser.eval("document.querySelector('details.passes').open") is True
+    assert browser.console_errors() == []

@@ -44,13 +44,13 @@ POINTS = {
     # inside the SQLite transaction: run row and findings inserted, not committed
     "in-transaction": lambda: wrap(state.StateDir, "_insert_findings", after=True),
     # the run's report.json is in its temporary file, fsynced, not yet renamed
-    "before-rename": lambda: wrap(fsutil.os, "replace", before=True),
+    "before-rename": lambda: wrap(fsutil.os, "rename", before=True),
     # committed; the run's files are written, latest.* not yet
-    "before-latest": lambda: wrap(state, "atomic_write", before=True,
-                                  when=lambda path, *a, **k: os.path.basename(path).startswith("latest.")),
+    "before-latest": lambda: wrap(state, "atomic_write_at", before=True,
+                                  when=lambda fd, name, *a, **k: name.startswith("latest.")),
     # committed; latest.html replaced, latest.json not yet
-    "between-latest": lambda: wrap(state, "atomic_write", before=True,
-                                   when=lambda path, *a, **k: os.path.basename(path) == "latest.json"),
+    "between-latest": lambda: wrap(state, "atomic_write_at", before=True,
+                                   when=lambda fd, name, *a, **k: name == "latest.json"),
     # committed, files and latest.* written; retention not applied
     "before-prune": lambda: wrap(state.StateDir, "prune", before=True),
 }

@@ -130,19 +130,19 @@ def test_full_disk_while_writing_latest_leaves_previous_latest(tmp_path, report,
     with st.lock(wait=0):
         st.record(at(report, "2026-01-01T00:00:00Z"), 0, RENDERS)
     before = (st.path / "latest.json").read_bytes()
-    real = state_mod.atomic_write
+    real = state_mod.atomic_write_at
 
-    def enospc(path, data, mode=0o640):
-        if str(path).endswith("latest.json"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, data, mode)
+    def enospc(dir_fd, name, data, mode=0o640):
+        if name == "latest.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        return real(dir_fd, name, data, mode)
 
-    monkeypatch.setattr(state_mod, "atomic_write", enospc)
+    monkeypatch.setattr(state_mod, "atomic_write_at", enospc)
     with st.lock(wait=0), pytest.raises(StateError, match="no space left on device") as exc:
         st.record(at(report, "2026-01-02T00:00:00Z"), 0, RENDERS)
     assert exc.value.exit_status == 5
     assert (st.path / "latest.json").read_bytes() == before
-    monkeypatch.setattr(state_mod, "atomic_write", real)
+    monkeypatch.setattr(state_mod, "atomic_write_at", real)
     with st.lock(wait=0):
         st.repair(RENDERS)  # the next run finishes the job
     assert json.loads((st.path / "latest.json").read_text())["started_at"] == "2026-01-02T00:00:00Z"

@@ -1,0 +1,8 @@
+"""The plan tests' helpers (fleetgen) are a plain module next to them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
