@@ -111,8 +111,10 @@ def patch_age(facts, policy):
        remediation="Install the pending security updates (apt-get dist-upgrade / dnf upgrade --security); "
                    "keep the package lists fresh (apt-get update, unattended-upgrades).",
        sources="/var/lib/apt/lists/*_Packages with their InRelease/Release (the -security suites) against "
-               "/var/lib/dpkg/status (offline, default); apt-get -s dist-upgrade / dnf -q check-update "
-               "--security (live, --online)")
+               "/var/lib/dpkg/status (offline, default); /var/cache/dnf and /var/cache/libdnf5 "
+               "<repo>/repodata (repomd.xml, updateinfo, primary) against the rpm database (offline, default: "
+               "rpm -qa live, a copy of rpmdb.sqlite under --root); apt-get -s dist-upgrade / dnf -q "
+               "check-update --security (live, --online)")
 def pending_updates(facts, policy):
     """Security updates that the package manager already offers but that are not installed.
 
@@ -121,8 +123,16 @@ def pending_updates(facts, policy):
     Debian-Security), compared by Debian version rules: any installed package a security suite offers
     in a newer version -> fail, naming the packages; no security suite among the sources -> warn; the
     security lists older than policy [patch] lists_max_age_days (default 7, by their files' mtime
-    against the snapshot's collected_at) -> warn (medium), pending updates unknown; no index at all, an
-    unreadable security index, or RHEL/Fedora (the dnf cache is not compared offline) -> error.
+    against the snapshot's collected_at) -> warn (medium), pending updates unknown; no index at all or an
+    unreadable security index -> error.
+    RHEL/Fedora (offline): the installed rpms (rpm -qa live; under --root a private copy of the root's
+    rpmdb.sqlite, RHEL 9/Fedora) against the dnf/dnf5 cache: an advisory of type security in a cached
+    repository's updateinfo whose package the repository's primary carries, same name and arch as an
+    installed package and newer than its newest installed version by rpm's rules (rpmvercmp) -> fail,
+    naming the packages and advisories; no cached repository with updateinfo -> warn; the newest such
+    repomd.xml older than lists_max_age_days -> warn (medium); no cached metadata, an unreadable
+    repomd/updateinfo/primary, or an unreadable rpm database (Berkeley DB of RHEL 8 and older under
+    --root, no rpm binary) -> error.
     With --online: the package manager itself (apt: an origin naming '-security'; dnf: advisories of
     type security); its lists' age is evidence, and stale lists with nothing pending -> warn. vmaudit
     never runs `apt-get update`, which would change the host.

@@ -18,8 +18,10 @@ Source:
                     "unreadable": [{"file", "reason"}],
                     "candidates": {"<package>:<arch>": {"installed": version,
                                    "offered": [{"version", "suite"}]}}}
-                   `rpm`: {"manager": "rpm", "dnf_cache": {...}} (see collect_package_indexes); a marker when
-                   no package database is found.
+                   RHEL/Fedora: {"manager": "rpm", "installed": n, "installed_from", "repos": [...],
+                   "unreadable": [...], "rpm_candidates": {...}} (collectors/_rpm_cache.py, and
+                   collect_package_indexes); a marker when no package database is found or the rpm database
+                   cannot be read.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ from vmaudit.facts import unavailable
 from vmaudit.schema import Bool, Enum, Float, Int, ListOf, Null, Record, Str, TableOf
 
 from . import Context, collector
+from ._rpm_cache import RPM_DBS, collect_rpm
 
 LISTS = "/var/lib/apt/lists"
 DPKG_STATUS = "/var/lib/dpkg/status"
-RPM_DBS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
-DNF_CACHES = ("/var/cache/dnf", "/var/cache/libdnf5", "/var/cache/yum")
 APT_HELPER = "/usr/lib/apt/apt-helper"
 _STDLIB = {".gz": gzip.decompress, ".xz": lzma.decompress, ".bz2": bz2.decompress}
 RELEASE_FIELDS = {"Suite": "suite", "Codename": "codename", "Label": "label", "Origin": "origin",
@@ -175,17 +176,6 @@ def collect_apt(ctx: Context, status_text: str) -> dict:
     return out
 
 
-def collect_rpm(ctx: Context) -> dict:
-    """RHEL/Fedora: what the dnf cache holds. Comparing it with the rpm database needs rpm's header
-    format, which vmaudit does not read offline: the check says so and points to --online."""
-    caches = {}
-    for cache in DNF_CACHES:
-        entries = ctx.listdir(cache)
-        if isinstance(entries, list):
-            caches[cache] = entries
-    return {"manager": "rpm", "dnf_cache": caches}
-
-
 _SUITE = Record({"release": Str(), "security": Bool(), "indexes": ListOf(Str())},
                 optional={"suite": Str(), "codename": Str(), "label": Str(), "origin": Str(), "date": Str(),
                           "valid_until": Str(), "mtime": Float() | Null()})
@@ -195,7 +185,15 @@ PACKAGE_INDEXES_SCHEMA = Record(
               "unreadable": ListOf(Record({"file": Str(), "reason": Str()})),
               "candidates": TableOf(Record({"installed": Str(),
                                             "offered": ListOf(Record({"version": Str(), "suite": Str()}))})),
-              "dnf_cache": TableOf(ListOf(Str()))})
+              "installed_from": Str(),
+              "repos": ListOf(Record({"cache": Str(), "repo": Str(), "mtime": Float() | Null()},
+                                     optional={"timestamp": Int() | Null(), "updateinfo": Str() | Null(),
+                                               "primary": Str() | Null(), "security_advisories": Int(min=0),
+                                               "unreadable": Bool()})),
+              "rpm_candidates": TableOf(Record({"installed": ListOf(Str()),
+                                                "offered": ListOf(Record({"version": Str(), "repo": Str(),
+                                                                          "advisory": Str(),
+                                                                          "severity": Str()}))}))})
 
 
 @collector("package_indexes", schema=PACKAGE_INDEXES_SCHEMA)
@@ -204,7 +202,11 @@ def collect_package_indexes(ctx: Context) -> Any:
     valid_until, mtime, security, indexes: [...]}], unreadable: [{file, reason}], candidates: {"<pkg>:<arch>":
     {installed, offered: [{version, suite}]}}}` from /var/lib/dpkg/status and /var/lib/apt/lists (only the
     security suites' indexes are read, only installed packages kept); RHEL/Fedora: `{manager: "rpm",
-    dnf_cache: {dir: [entries]}}`
+    installed: n, installed_from, repos: [{cache, repo, mtime, timestamp, updateinfo, primary,
+    security_advisories, unreadable}], unreadable: [{file, reason}], rpm_candidates: {"<name>.<arch>":
+    {installed: ["E:V-R", ...], offered: [{version: "E:V-R", repo, advisory, severity}]}}}` from the rpm
+    database and the dnf/dnf5 cache (collectors/_rpm_cache.py; only security advisories' packages the
+    repository carries and that are installed are kept)
     """
     status = ctx.read_fact(DPKG_STATUS)
     if isinstance(status, str):

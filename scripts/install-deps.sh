@@ -9,7 +9,10 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils libvirt-clients
-         openssh-server sudo passwd chromium iproute2 systemd python3-libvirt postgresql libpq5)
+         openssh-server sudo passwd chromium iproute2 systemd python3-libvirt postgresql libpq5
+         # RHEL/Fedora fixtures: rpmbuild makes tiny rpms, rpm installs them into a fixture rpmdb and is the
+         # reference for rpmvercmp, createrepo_c/modifyrepo_c write the dnf cache's repodata
+         rpm createrepo-c)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

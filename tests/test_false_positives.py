@@ -6,8 +6,9 @@ daemons), each with the guests of tests/fixtures/libvirt/hardened.xml. Two facts
 driver cannot give are set as a real host would report them, and the test says so: the security model
 in the capabilities (the test driver always says 'testSecurity') and the collection time (fixed, so the
 fixtures' package logs do not age past the patch thresholds). The guests' image files are made with the
-modes libvirt gives them (git keeps no modes), and the RHEL host's pending updates are dnf's answer as
-`--online` collects it (vmaudit does not read the dnf cache offline).
+modes libvirt gives them (git keeps no modes), and the RHEL host gets a real rpm database and dnf cache
+(tests/rpmcache.py): installed packages at the versions its cached security advisories fix, the cache
+fetched a day before the collection, so M3-PENDING-UPDATES judges it offline as on a real host.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from vmtest import LIBVIRT, audit, make_policy, make_root, put_guest_images
+import rpmcache
+from vmtest import LIBVIRT, REQUIRE_REAL, audit, make_policy, make_root, put_guest_images
 
 from vmaudit.audit import collect_facts
 from vmaudit.inventory import parse_inventory
 
 HOSTS = {"debian-hardened": "apparmor", "rhel-hardened": "selinux"}
 COLLECTED_AT = "2026-11-25T08:00:00Z"
+COLLECTED_TS = 1795593600
 POLICY = """
 [host]
 zone = "dmz"
@@ -48,13 +51,14 @@ def hardened_facts(host: str, tmp_path) -> dict:
     node.write_text((LIBVIRT / "hardened.xml").read_text().replace("SELINUX_OR_APPARMOR", model))
     # the guests' volumes, with the modes libvirt's pool gives them (git keeps no modes)
     root = make_root(tmp_path, host)
+    if model == "selinux":
+        if not rpmcache.have_tools() and not REQUIRE_REAL:
+            pytest.skip("rpm/rpmbuild/createrepo_c (scripts/install-deps.sh --test) make the RHEL package state")
+        rpmcache.hardened_rhel(root, COLLECTED_TS - 86400)
     put_guest_images(root, {"/var/lib/libvirt/images/web01.qcow2": (0o600, 0, 0),
                             "/var/lib/libvirt/images/db01.img": (0o600, 0, 0)})
     facts = collect_facts(root=str(root), uri=f"test://{node}")
     facts["collected_at"] = COLLECTED_AT
-    if model == "selinux":  # vmaudit reads no dnf cache offline: the RHEL host is audited with --online
-        facts["sources"]["pending_updates"] = {"tool": "dnf", "command": ["dnf", "-q", "check-update", "--security"],
-                                               "security": [], "other": None, "lists_mtime": None}
     caps = facts["sources"]["libvirt"]["capabilities"]
     caps = re.sub(r"<secmodel>.*?</secmodel>", "", caps, flags=re.S)
     facts["sources"]["libvirt"]["capabilities"] = caps.replace(
@@ -73,3 +77,6 @@ def test_hardened_host_raises_no_alarm(host, tmp_path):
     statuses = {f["check_id"]: f["status"] for f in report["findings"]}
     assert [f for f in report["findings"] if f["status"] == "error"] == []
     assert sum(1 for s in statuses.values() if s == "pass") >= 40, statuses
+    pending = next(f for f in report["findings"] if f["check_id"] == "M3-PENDING-UPDATES")
+    assert pending["evidence"]["source"] == ("dnf cache (offline)" if host == "rhel-hardened"
+                                             else "cached indexes (offline)")
