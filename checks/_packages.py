@@ -69,9 +69,7 @@ def offline_pending(facts, policy, now: float):
     if unreadable:
         evidence["unreadable"] = unreadable
     if pending:
-        names = ", ".join(p["package"].rsplit(":", 1)[0] for p in pending[:10]) + (" …" if len(pending) > 10 else "")
-        yield Result("fail", f"{len(pending)} security update(s) pending: {names}", "host", evidence,
-                     "no pending security updates", f"{len(pending)} pending")
+        yield _pending_fail(pending, ":", evidence)  # "name:arch"
     elif not security:
         yield Result("warn", "no security suite among the package sources (e.g. bookworm-security, "
                      "jammy-security): security updates never reach this host", "host", evidence,
@@ -154,9 +152,7 @@ def rpm_offline_pending(idx: dict, policy, now: float):
     if unreadable:
         evidence["unreadable"] = unreadable
     if pending:
-        names = ", ".join(p["package"].rsplit(".", 1)[0] for p in pending[:10]) + (" …" if len(pending) > 10 else "")
-        yield Result("fail", f"{len(pending)} security update(s) pending: {names}", "host", evidence,
-                     "no pending security updates", f"{len(pending)} pending")
+        yield _pending_fail(pending, ".", evidence)  # "name.arch"
     elif unreadable:
         reason = "; ".join(f"{u['file']}: {u['reason']}" for u in unreadable[:3])
         yield Result("error", f"evidence missing: {reason}", "host", {**evidence, "reason": reason})
@@ -171,3 +167,10 @@ def rpm_offline_pending(idx: dict, policy, now: float):
     else:
         yield Result("pass", f"no pending security updates (dnf cache {age} days old)", "host", evidence,
                      "no pending security updates", "0 pending")
+
+
+def _pending_fail(pending: list, arch_sep: str, evidence: dict) -> Result:
+    """The fail naming the first ten pending packages (without their architecture)."""
+    names = ", ".join(p["package"].rsplit(arch_sep, 1)[0] for p in pending[:10]) + (" …" if len(pending) > 10 else "")
+    return Result("fail", f"{len(pending)} security update(s) pending: {names}", "host", evidence,
+                  "no pending security updates", f"{len(pending)} pending")

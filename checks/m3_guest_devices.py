@@ -30,6 +30,16 @@ NO_LOGIN_SHELLS = ("nologin", "false", "sync", "halt", "shutdown")
 
 # --- accounts and the QEMU user --------------------------------------------------------------------
 
+
+def _id_of(name: str | None, table: dict) -> int | None:
+    """A uid/gid from a DAC label part: "+N" is the number itself, else the entry of that name."""
+    if name is None:
+        return None
+    if name.startswith("+") and name[1:].isdigit():
+        return int(name[1:])
+    return next((i for i, e in table.items() if e.get("name") == name), None)
+
+
 class Accounts:
     """uid/gid -> names and login accounts of the audited host; empty when /etc/passwd or /etc/group
     could not be read (the reason is kept: a rule needing a name then cannot decide)."""
@@ -59,18 +69,10 @@ class Accounts:
         return str(self.groups[gid]["name"]) if gid in self.groups else str(gid)
 
     def uid_of(self, name: str | None) -> int | None:
-        if name is None:
-            return None
-        if name.startswith("+") and name[1:].isdigit():
-            return int(name[1:])
-        return next((u for u, p in self.users.items() if p.get("name") == name), None)
+        return _id_of(name, self.users)
 
     def gid_of(self, name: str | None) -> int | None:
-        if name is None:
-            return None
-        if name.startswith("+") and name[1:].isdigit():
-            return int(name[1:])
-        return next((g for g, e in self.groups.items() if e.get("name") == name), None)
+        return _id_of(name, self.groups)
 
     def login_account(self, uid: Any) -> bool:
         """An ordinary person's account: uid from UID_MIN, not nobody, with a login shell."""
