@@ -17,8 +17,10 @@ into an `error` (or `skip`) finding for it; per-guest checks fail that way for o
 from __future__ import annotations
 
 import fnmatch
+import gc
 import importlib
 import inspect
+import logging
 import pkgutil
 import re
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable
 
 from .facts import EvidenceMissing, Facts, Guest, NotApplicable, unguarded
+
+log = logging.getLogger("vmaudit.engine")
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 STATUSES = ("pass", "fail", "warn", "error", "skip")
@@ -156,10 +160,32 @@ def run_check(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
         out.extend(spec.func(*args))
     except (EvidenceMissing, NotApplicable) as exc:
         out.append(_missing(spec, exc, resource))
+        _forget_frames(exc)
     except Exception as exc:  # a defect in one check must not hide the other checks' results
+        log.debug("check %s raised", spec.id, exc_info=True)  # -v: where the defect is
         out.append(Result("error", f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc}", resource=resource,
                           evidence={"exception": f"{type(exc).__name__}: {exc}"}))
+        _forget_frames(exc)
     return out
+
+
+def _age_all_objects() -> None:
+    """Move every object the cyclic collector tracks to its oldest generation without scanning any
+    (freeze and unfreeze splice lists): a collection of generation 0 then scans only newer objects."""
+    gc.freeze()
+    gc.unfreeze()
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the traceback of a handled exception (and of those it chains). A check that re-raises an
+    exception it kept (`value, gap = facts.lookup(...)`, then `raise gap`) makes a reference cycle:
+    exception -> traceback -> frame -> its local `gap`. That cycle would hold the frames' `facts` and
+    with it every guest of the snapshot until the cyclic collector runs, which an audit pauses."""
+    seen = 0
+    while exc is not None and seen < 16:
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
 
 
 # "Worst status wins" when the two definitions of a guest disagree: a proven problem over missing
@@ -268,7 +294,13 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         findings.extend(make_finding(spec, _missing(spec, guest_error)) for spec in guest_checks)
 
     for spec in host_checks:
+        _age_all_objects()
         findings.extend(make_finding(spec, r) for r in run_check(spec, (facts, policy), "host"))
+        # A check that keeps an exception and raises it again (`value, gap = facts.lookup(...)`, then
+        # `raise gap`) leaves a reference cycle: exception -> traceback -> frame -> `gap`, and the
+        # frames hold `facts`, so every guest of the snapshot. The cyclic collector is paused during an
+        # audit; this collects the check's own garbage, scanning only what the check allocated.
+        gc.collect(0)
 
     findings.sort(key=lambda f: (f["check_id"], f["resource"]))
     return findings

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 import sys
+import weakref
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from functools import cached_property
@@ -504,6 +505,9 @@ class Facts:
         return self._guests
 
 
+_UNSET = object()
+
+
 class _view:
     """functools.cached_property without its lock: before Python 3.12 every first read of one takes a
     lock, which for the ten views of each of 10,000s of guests (and definitions) was a tenth of the
@@ -543,7 +547,9 @@ class Guest:
         self._views: dict = {}
         self._devices: dict | None = None  # <devices> children by tag, while the tree is held
         self.inventory_labels: dict = {}  # filled by the engine from the inventory
-        self._definitions: dict | None = None
+        # the guest's persistent definition while it runs (a GuestDefinition), None when it has only
+        # one, _UNSET until asked; never a reference back to itself (see GuestDefinition)
+        self._other: Any = _UNSET
 
     def __repr__(self) -> str:
         return f"Guest({self.name!r})"
@@ -571,9 +577,8 @@ class Guest:
     def release(self) -> None:
         self._tree = None
         self._devices = None
-        for other in (self._definitions or {}).values():
-            if other is not self:
-                other.release()
+        if isinstance(self._other, Guest):
+            self._other.release()
 
     def view(self, func) -> Any:
         """The value of a registered guest view (computed once from the XML tree)."""
@@ -741,12 +746,11 @@ class Guest:
             getattr(self, name)
         for func in GUEST_VIEWS:
             self.view(func)
-        for other in (self._definitions or {}).values():
-            if other is not self:
-                try:
-                    other.precompute()
-                except EvidenceMissing:
-                    pass
+        if isinstance(self._other, Guest):
+            try:
+                self._other.precompute()
+            except EvidenceMissing:
+                pass
 
     # --- its definitions (CHECKS.md: "Which definition a guest check judges") ----------------------
     @property
@@ -769,13 +773,16 @@ class Guest:
         """{"live": ..., "persistent": ...}: the definitions this guest has, as Guest objects sharing its
         record and labels. A running persistent guest has both, a shut-off guest only the persistent one,
         a transient guest only the live one."""
-        if self._definitions is None:
-            own = {self.definition: self}
-            if self.runs and (dict.get(self.record, "persistent") is True or "xml_inactive" in self.record):
+        if self._other is _UNSET:
+            runs = self.runs  # EvidenceMissing (state unknown) is not cached: it is raised on every ask
+            if runs and (dict.get(self.record, "persistent") is True or "xml_inactive" in self.record):
                 # (persistence unknown: the collector recorded why xml_inactive is missing evidence)
-                own["persistent"] = GuestDefinition(self, "xml_inactive", "persistent")
-            self._definitions = {k: own[k] for k in ("live", "persistent") if k in own}
-        return self._definitions
+                self._other = GuestDefinition(self, "xml_inactive", "persistent")
+            else:
+                self._other = None
+        if self._other is None:
+            return {self.definition: self}
+        return {"live": self, "persistent": self._other}
 
     def definition_of(self, which: str) -> Guest | None:
         """The live or persistent definition, or None when the guest has no such one."""
@@ -795,9 +802,20 @@ class GuestDefinition(Guest):
 
     def __init__(self, owner: Guest, key: str, definition: str):
         super().__init__(owner.record)
-        self.owner = owner
+        # The owner holds this object: a weak reference back keeps the pair free of a reference cycle,
+        # so both go with the last reference to the Guest (a cycle would wait for the cyclic collector,
+        # which an audit pauses: 10,000 guests' views and XML would live until exit).
+        self._owner = weakref.ref(owner)
+        self._other = None
         self._xml_key = key
         self._definition = definition
+
+    @property
+    def owner(self) -> Guest:
+        owner = self._owner()
+        if owner is None:
+            raise RuntimeError(f"{self._xml_what()}: its guest object is gone")
+        return owner
 
     @property
     def definition(self) -> str:

@@ -115,6 +115,7 @@ class Context:
     _conn: Any = field(default=None, repr=False)
     _conn_error: str | None = field(default=None, repr=False)
     _resolved_dirs: dict = field(default_factory=dict, repr=False, compare=False)  # guest_paths' memo
+    _shared: dict = field(default_factory=dict, repr=False, compare=False)  # see once()
 
     def path(self, path: str) -> Path:
         """`path` (absolute, as on the audited host) under the audited root, its directories' symlinks
@@ -187,6 +188,14 @@ class Context:
         except FileNotFoundError:
             return None
 
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        """make()'s value, computed once per collection: for reads that several sources share (every
+        guest's definitions feed both `libvirt` and `guest_paths`). A failure is not kept: the next
+        source that asks tries again and records its own error."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
     def libvirt(self) -> Any:
         """The read-only libvirt connection, opened once; raises ConnectionError with the reason."""
         if self.uri is None:  # auditing an image: the auditing host's libvirt is not the image's
@@ -207,6 +216,10 @@ class Context:
         return self._conn
 
     def close(self) -> None:
+        """Close the libvirt connection and drop what once() kept (the guests' definitions are in the
+        snapshot by now; a collector's recursive closure may keep this object alive in a cycle)."""
+        self._shared.clear()
+        self._resolved_dirs.clear()
         if self._conn is not None:
             try:
                 self._conn.close()

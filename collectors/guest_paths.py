@@ -32,9 +32,7 @@ from vmaudit.facts import unavailable
 from vmaudit.schema import Enum, Int, Record, Str, TableOf
 
 from . import Context, collector
-from .libvirt_files import offline_libvirt
-
-VIR_DOMAIN_XML_INACTIVE = 2
+from .libvirt import domain_records
 
 _TYPES = ((stat.S_ISLNK, "link"), (stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISBLK, "block"),
           (stat.S_ISCHR, "char"), (stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"))
@@ -156,16 +154,6 @@ def _stat_into(ctx: Context, path: str, out: dict) -> None:
         _stat_into(ctx, real, out)  # ... and the file a link leads to, with the directories above it
 
 
-def _definitions(dom: Any) -> list[str]:
-    xmls = [dom.XMLDesc(0)]
-    try:
-        if dom.isActive() and dom.isPersistent():
-            xmls.append(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE))
-    except Exception:  # undefined meanwhile: the live definition is all there is
-        pass
-    return xmls
-
-
 def _volume_path(conn: Any, ref: str) -> Any:
     pool, _, volume = ref.partition("/")
     try:
@@ -189,18 +177,13 @@ def collect_guest_paths(ctx: Context) -> dict:
     """
     paths: dict = {}
     volumes: dict = {}
-    if ctx.uri is None:  # an image without a libvirt to ask: the definitions it would load at boot
-        domains = offline_libvirt(ctx).get("domains")
-        xmls = [d["xml"] for d in domains if isinstance(d.get("xml"), str)] if isinstance(domains, list) else []
-        conn = None
-    else:
-        conn = ctx.libvirt()
-        xmls = []
-        for dom in conn.listAllDomains(0):
-            try:
-                xmls += _definitions(dom)
-            except Exception:  # the guest went away since the list: nothing of it to judge
-                continue
+    # the definitions the libvirt source holds (fetched once for both); under --root without --connect
+    # those an image would load at boot, with no libvirt to ask about volumes
+    records = domain_records(ctx)
+    if not isinstance(records, list):  # the guests could not be listed: neither can their files
+        return records
+    conn = ctx.libvirt() if ctx.uri is not None else None
+    xmls = [record[key] for record in records for key in ("xml", "xml_inactive") if isinstance(record.get(key), str)]
     for xml in dict.fromkeys(xmls):  # a definition unchanged since start: its files once
         for _what, ref in guest_file_refs(ET.fromstring(xml)):
             if ref.startswith("volume:"):

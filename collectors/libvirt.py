@@ -179,6 +179,19 @@ def _domains(conn: Any) -> list:
     return [_domain(d, sets, seen) for d in domains]
 
 
+def domain_records(ctx: Context) -> Any:
+    """Every guest's record as the `libvirt` source holds it (`xml`, `xml_inactive`, state, ...), read
+    once per collection and shared with `guest_paths`; under --root without --connect the image's
+    definitions (a marker when they cannot be listed)."""
+    if ctx.uri is None:
+        return _offline(ctx)["domains"]
+    return ctx.once("libvirt.domains", lambda: _domains(ctx.libvirt()))
+
+
+def _offline(ctx: Context) -> dict:
+    return ctx.once("libvirt.offline", lambda: offline_libvirt(ctx))
+
+
 _SNAPSHOT = Record({"name": Str()}, optional={"creation_time": Optional(Int(min=0)), "state": Optional(Str()),
                                           "memory": Bool(), "xml_error": Str()})
 # A guest's name only labels its findings (Guest.name is its str()): a number in a mangled snapshot
@@ -219,7 +232,7 @@ def collect_libvirt(ctx: Context) -> dict:
     definition file, its `xml` a marker when libvirt would not load that file.
     """
     if ctx.uri is None:  # --root without --connect: the image's own definitions, no daemon
-        return offline_libvirt(ctx)
+        return _offline(ctx)
     conn = ctx.libvirt()
     info = _try(conn.getInfo)
     return {
@@ -231,7 +244,7 @@ def collect_libvirt(ctx: Context) -> dict:
         "nodeinfo": ({"model": info[0], "memory_mib": info[1], "cpus": info[2], "mhz": info[3],
                       "numa_nodes": info[4], "sockets": info[5], "cores": info[6], "threads": info[7]}
                      if isinstance(info, list) else info),
-        "domains": _domains(conn),
+        "domains": domain_records(ctx),
         "pools": _pools(conn),
         "networks": _networks(conn),
     }
