@@ -11,6 +11,7 @@ from typing import Any
 
 from vmaudit.capacity import counts_for_memory, host_memory
 from vmaudit.checks._net import loopback
+from vmaudit.checks._xml import find_all
 from vmaudit.engine import Result, check
 from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
 
@@ -148,9 +149,13 @@ def _host_driver(driver: Any) -> bool:
 def _guest_pci(guest: Guest) -> list[str]:
     """PCI devices a guest takes over: <hostdev type='pci'> and SR-IOV <interface type='hostdev'>."""
     out = list(guest.hostdev_pci)
-    for addr in guest.findall("devices/interface[@type='hostdev']/source/address"):
-        if addr.get("type", "pci") == "pci":
-            out.append(pci_bdf(addr))
+    # interface[@type='hostdev']/source/address from the indexed <interface> list (an ElementPath
+    # predicate walks <devices> on every call)
+    for nic in guest.findall("devices/interface"):
+        if nic.get("type") == "hostdev":
+            for addr in find_all(nic, "source", "address"):
+                if addr.get("type", "pci") == "pci":
+                    out.append(pci_bdf(addr))
     return sorted(set(out))
 
 

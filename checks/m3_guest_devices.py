@@ -16,6 +16,7 @@ from typing import Any
 
 from vmaudit.checks._net import loopback
 from vmaudit.checks._qemu import conf_value, distro_ids, distro_qemu_default, qemu_conf
+from vmaudit.checks._xml import find_first
 from vmaudit.collectors.guest_paths import guest_file_refs
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, lookup, need, partial
@@ -486,7 +487,7 @@ def shared_memory(guest, facts, policy):
     found = []
     for shm in guest.findall("devices/shmem"):
         found.append(f"shmem {shm.get('name')!r}")
-    access = guest.find("memoryBacking/access")
+    access = find_first(guest.tree, "memoryBacking", "access")
     if access is not None and access.get("mode") == "shared":
         found.append("memoryBacking access mode='shared'")
     if found:
