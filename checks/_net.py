@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 
+@lru_cache(maxsize=1024)  # guests repeat a handful of listen addresses; parsing one costs ~5 µs
 def loopback(address: str) -> bool:
     """Whether `address` only reaches this host: 127.0.0.0/8, ::1, their IPv4-mapped forms
     (::ffff:127.0.0.1), with or without [brackets] or a %zone, and the names localhost/localhost6.

@@ -3,6 +3,7 @@ file is silent, the distro's build-time QEMU user), and the live QEMU and libvir
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from vmaudit.facts import EvidenceMissing, NotApplicable, need
@@ -21,10 +22,19 @@ DISTRO_QEMU_USER = (
 )
 
 
+_QEMU_CONF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def qemu_conf(facts) -> tuple[dict, bool]:
-    """qemu.conf's parsed values and whether the file exists (absent: every default applies)."""
-    conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
-    return conf["values"], conf["present"]  # guarded: a value with a gap raises where it is read
+    """qemu.conf's parsed values and whether the file exists (absent: every default applies).
+
+    Read once per Facts (guest checks ask for every guest); missing evidence is not kept, so it
+    raises on every call."""
+    cached = _QEMU_CONF.get(facts)
+    if cached is None:
+        conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
+        cached = _QEMU_CONF[facts] = (conf["values"], conf["present"])  # guarded: a value with a gap raises where it is read
+    return cached
 
 
 def conf_value(values: dict, key: str) -> Any:
