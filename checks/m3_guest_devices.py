@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 import stat
 import weakref
+from functools import lru_cache
 from typing import Any
 
 from vmaudit.checks._net import loopback
@@ -116,12 +117,13 @@ def _follow(paths, path: str) -> tuple[str, dict | None, str | None]:
     return path, None, "too many levels of symbolic links"
 
 
-def _ancestors(path: str) -> list[str]:
+@lru_cache(maxsize=4096)  # many guests' images share a directory: its ancestors once
+def _ancestors(path: str) -> tuple[str, ...]:
     out = []
     while True:
         parent = posixpath.dirname(path.rstrip("/")) or "/"
         if parent == path:
-            return out
+            return tuple(out)
         out.append(parent)
         path = parent
 
@@ -129,9 +131,10 @@ def _ancestors(path: str) -> list[str]:
 _HOST_ACCOUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset]:
-    """(accounts, the QEMU account, uids and gids allowed to write images) of the host: the same for every guest of one
-    snapshot, so read once per Facts (parsing /etc/passwd and /etc/group per guest cost more than the rule)."""
+def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset, frozenset]:
+    """(accounts, the QEMU account, uids and gids allowed to write images, gids also allowed to write a
+    block device) of the host: the same for every guest of one snapshot, so read once per Facts (parsing
+    /etc/passwd and /etc/group per guest cost more than the rule)."""
     cached = _HOST_ACCOUNTS.get(facts)
     if cached is None:
         accounts = Accounts(facts)
@@ -139,7 +142,11 @@ def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset]:
         ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
         ok_gids = {0} | {g for g in [accounts.gid_of(qemu["group"]),
                                      accounts.gid_of("kvm") if qemu["debian"] else None] if g is not None}
-        cached = _HOST_ACCOUNTS[facts] = (accounts, qemu, frozenset(ok_uids), frozenset(ok_gids))
+        # block devices are root:disk 0660 by udev rule; the disk group is root-equivalent (M6-ADMINS)
+        disk_gid = accounts.gid_of("disk")
+        ok_block_gids = ok_gids | ({disk_gid} if disk_gid is not None else set())
+        cached = _HOST_ACCOUNTS[facts] = (accounts, qemu, frozenset(ok_uids), frozenset(ok_gids),
+                                          frozenset(ok_block_gids))
     return cached
 
 
@@ -172,7 +179,7 @@ def image_perms(guest, facts, policy):
     gp = facts.source("guest_paths")
     paths = gp["paths"]
     volumes = gp["volumes"]
-    accounts, qemu, ok_uids, ok_gids = _host_accounts(facts)
+    accounts, qemu, ok_uids, ok_gids, ok_block_gids = _host_accounts(facts)
     refs = [(w, p) for w, p in guest_file_refs(guest.tree) if w != "filesystem"]
     read_only = _read_only_refs(guest)
     files: list[dict] = []
@@ -181,14 +188,11 @@ def image_perms(guest, facts, policy):
     warns: list[str] = []
     unknown: list[str] = []
 
-    disk_gid = accounts.gid_of("disk")
-
     def writable_by_others(entry: dict, is_dir: bool) -> str | None:
         mode = int(entry["mode"], 8)
         if mode & stat.S_IWOTH and not (is_dir and mode & stat.S_ISVTX):
             return "writable by everyone (o+w)"
-        # block devices are root:disk 0660 by udev rule; the disk group is root-equivalent (M6-ADMINS)
-        allowed = ok_gids | ({disk_gid} if entry.get("type") == "block" and disk_gid is not None else set())
+        allowed = ok_block_gids if entry.get("type") == "block" else ok_gids
         if mode & stat.S_IWGRP and entry.get("gid") not in allowed and not (is_dir and mode & stat.S_ISVTX):
             if accounts.missing and entry.get("gid") != 0:
                 unknown.append(f"group of {entry['mode']} {entry.get('gid')}: {accounts.missing}")
@@ -229,8 +233,8 @@ def image_perms(guest, facts, policy):
             warns.append(f"{path} owned by the login account {record['owner']}")
         record["problems"] = problems
         files.append(record)
-        for d in _ancestors(path) + ([a for a in _ancestors(real) if a not in _ancestors(path)]
-                                     if real != path else []):
+        above = _ancestors(path)
+        for d in above + (tuple(a for a in _ancestors(real) if a not in above) if real != path else ()):
             if d in dirs:
                 continue
             dentry, gap = lookup(paths, d)
@@ -274,12 +278,12 @@ def _read_only_refs(guest) -> set[tuple[str, str]]:
     out = set()
     for disk in guest.findall("devices/disk"):
         if disk.get("device") in ("cdrom", "floppy") or disk.find("readonly") is not None:
-            target = disk.find("target")
-            dev = target.get("dev") if target is not None else None
-            what = f"disk {dev}" if dev else "disk"
             source = disk.find("source")
             if source is None:
                 continue
+            target = disk.find("target")
+            dev = target.get("dev") if target is not None else None
+            what = f"disk {dev}" if dev else "disk"
             for attr in ("file", "dev", "dir"):
                 if source.get(attr):
                     out.add((what, source.get(attr)))

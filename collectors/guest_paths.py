@@ -57,10 +57,12 @@ def guest_file_refs(tree: ET.Element) -> list[tuple[str, str]]:
     Volume disks are named ("volume", "<pool>/<volume>"). Shared with the checks, which judge the same
     list the collector stat'ed."""
     refs: list[tuple[str, str]] = []
-    # one pass over <devices> children (ElementPath's findall costs more than the walk itself)
+    # one pass over <devices> children (ElementPath's findall costs more than the walk itself; a
+    # plain tag such as "devices" is looked up by the C code of findall, iterfind always goes through
+    # ElementPath)
     disks: list[ET.Element] = []
     shares: list[ET.Element] = []
-    for devices in tree.iterfind("devices"):
+    for devices in tree.findall("devices"):
         for el in devices:
             if el.tag == "disk":
                 disks.append(el)
@@ -71,11 +73,13 @@ def guest_file_refs(tree: ET.Element) -> list[tuple[str, str]]:
         dev = target.get("dev") if target is not None else None
         what = f"disk {dev}" if dev else "disk"
         source = disk.find("source")
-        if disk.get("type") == "volume" and source is not None and source.get("pool") and source.get("volume"):
-            refs.append((f"{what} (volume)", f"volume:{source.get('pool')}/{source.get('volume')}"))
-        refs.extend((what, p) for p in _source_paths(source))
-        for depth, backing in enumerate(_backing_chain(disk), 1):
-            refs.extend((f"{what} backing file {depth}", p) for p in _source_paths(backing.find("source")))
+        if source is not None:
+            if disk.get("type") == "volume" and source.get("pool") and source.get("volume"):
+                refs.append((f"{what} (volume)", f"volume:{source.get('pool')}/{source.get('volume')}"))
+            refs.extend((what, p) for p in _source_paths(source))
+        if disk.find("backingStore") is not None:
+            for depth, backing in enumerate(_backing_chain(disk), 1):
+                refs.extend((f"{what} backing file {depth}", p) for p in _source_paths(backing.find("source")))
     os_el = tree.find("os")
     if os_el is not None:
         for tag in ("loader", "kernel", "initrd"):
