@@ -11,6 +11,7 @@ from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need, partial
 
 from ._guests import DAY, collected_at, days, idle_state, iso
+from ._xml import find_all, find_first
 
 
 def _inventory_entry(guest, policy):
@@ -265,7 +266,14 @@ def snapshots(guest, facts, policy):
 # --- volumes ---------------------------------------------------------------------------------------
 
 def _norm(path: str) -> str:
-    return os.path.normpath(path) if path.startswith("/") else path
+    """An absolute path normalised (os.path.normpath); other names (network images) as they are."""
+    if not path.startswith("/"):
+        return path
+    # a path without empty, "." or ".." components and no trailing '/' is already normal: skip
+    # normpath (pure Python before 3.12), which every disk of every guest would otherwise go through
+    if "//" not in path and "/." not in path and not path.endswith("/"):
+        return path
+    return os.path.normpath(path)
 
 
 def _source_refs(source: ET.Element | None, paths: set, pool_vols: set) -> None:
@@ -284,7 +292,8 @@ def _disk_refs(tree: ET.Element) -> tuple[set, set]:
     through its disks, their backing chains and block-copy mirrors, and its firmware/kernel files."""
     paths: set = set()
     pool_vols: set = set()
-    for disk in tree.findall("devices/disk"):
+    # plain-tag walks: findall("devices/disk") would go through ElementPath, dearer than the walk
+    for disk in find_all(tree, "devices", "disk"):
         _source_refs(disk.find("source"), paths, pool_vols)
         for node in disk.iter("backingStore"):
             _source_refs(node.find("source"), paths, pool_vols)
@@ -292,12 +301,10 @@ def _disk_refs(tree: ET.Element) -> tuple[set, set]:
             if mirror.get("file"):
                 paths.add(_norm(mirror.get("file")))
             _source_refs(mirror.find("source"), paths, pool_vols)
-    for fs in tree.findall("devices/filesystem"):
+    for fs in find_all(tree, "devices", "filesystem"):
         _source_refs(fs.find("source"), paths, pool_vols)
-    # tree.find("os/<tag>") without ElementPath: the first <os> that has one (plain-tag find is C's)
-    os_els = [child for child in tree if child.tag == "os"]
     for tag in ("loader", "nvram", "kernel", "initrd", "dtb"):
-        node = next((n for n in (o.find(tag) for o in os_els) if n is not None), None)
+        node = find_first(tree, "os", tag)  # tree.find("os/<tag>"): the first <os> that has one
         if node is not None and (node.text or "").strip():
             paths.add(_norm(node.text.strip()))
     return paths, pool_vols
