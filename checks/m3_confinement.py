@@ -21,6 +21,7 @@ from vmaudit.checks._qemu import (
     processes,
     qemu_conf,
 )
+from vmaudit.checks._xml import find_all
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need
 
@@ -118,10 +119,11 @@ def _security_view(tree: ET.Element) -> dict:
     """The guest's <seclabel>s and, per disk with a source, whether an LSM relabel='no' covers it."""
     seclabels = [{"model": sl.get("model"), "type": sl.get("type", "dynamic"), "relabel": sl.get("relabel"),
                   "label": (sl.findtext("label") or "").strip() or None} for sl in tree.findall("seclabel")]
+    # plain-tag walks: a path with '/' in findall goes through ElementPath, dearer than the walk
     disks = [(_disk_target(d),
               any(s.get("relabel") == "no" and (s.get("model") is None or s.get("model") in LSM_MODELS)
-                  for s in d.findall("source/seclabel")))
-             for d in tree.findall("devices/disk") if _disk_has_source(d)]
+                  for s in find_all(d, "source", "seclabel")))
+             for d in find_all(tree, "devices", "disk") if _disk_has_source(d)]
     return {"seclabels": seclabels, "disks": disks}
 
 
