@@ -9,6 +9,7 @@ age is measured against it.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from guest_helpers import (
@@ -408,3 +409,17 @@ def test_snapshot_ages_are_not_rounded_away(tmp_path):
                                              "state": "running", "memory": False}]
     f = one(run(facts, "[snapshots]\nmax_age_days = 0\n"), "M8-SNAPSHOTS", "guest:web02")
     assert f["status"] == "warn" and f["evidence"]["snapshots"][0]["age_days"] == 0.0
+
+
+def test_disk_paths_are_normalised_as_normpath_does():
+    """_norm's shortcut (a path with no empty, '.' or '..' component is left alone) must agree with
+    os.path.normpath on every absolute path, or a volume would not match the disk naming it."""
+    from vmaudit.checks.m8_maintenance import _norm
+
+    parts = ["", ".", "..", "img", ".hidden", "..x", "x.", "a.qcow2"]
+    for n in range(1, 5):
+        for combo in itertools.product(parts, repeat=n):
+            path = "/" + "/".join(combo)
+            for p in (path, "/" + path, path + "/", path + "/."):
+                assert _norm(p) == os.path.normpath(p), p
+    assert _norm("pool/vol//x") == "pool/vol//x"  # a network image name is not a path
