@@ -149,9 +149,9 @@ def _host_driver(driver: Any) -> bool:
 def _guest_pci(guest: Guest) -> list[str]:
     """PCI devices a guest takes over: <hostdev type='pci'> and SR-IOV <interface type='hostdev'>."""
     out = list(guest.hostdev_pci)
-    # interface[@type='hostdev']/source/address from the indexed <interface> list (an ElementPath
-    # predicate walks <devices> on every call)
-    for nic in guest.findall("devices/interface"):
+    # devices/interface[@type='hostdev']/source/address in plain-tag walks (ElementPath parses the
+    # predicate on every call); every <devices> element, as that path reads, not only the first
+    for nic in find_all(guest.tree, "devices", "interface"):
         if nic.get("type") == "hostdev":
             for addr in find_all(nic, "source", "address"):
                 if addr.get("type", "pci") == "pci":
