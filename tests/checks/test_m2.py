@@ -279,6 +279,18 @@ def test_passthrough_group_shared_with_another_guest_fails():
     assert g["status"] == "fail" and g["evidence"]["pci_devices"] == ["0000:41:00.1"]
 
 
+def test_passthrough_reads_a_second_devices_element():
+    """libvirt's parser reads the devices of every <devices> element of a definition: an SR-IOV NIC in
+    a second one is passed through too (not only the first element's devices count)."""
+    facts = broken()
+    app = domain(facts, "app01")
+    app["xml"] = app["xml"].replace(
+        "</devices>", "</devices><devices><interface type='hostdev' managed='yes'><source><address "
+        "type='pci' domain='0x0000' bus='0x41' slot='0x00' function='0x1'/></source></interface></devices>", 1)
+    g = one(audit(facts=facts), "M2-PASSTHROUGH-GROUP", "guest:app01")
+    assert g["status"] == "fail" and g["evidence"]["pci_devices"] == ["0000:41:00.1"]
+
+
 def test_passthrough_error_without_iommu_facts():
     facts = with_sources(broken(), iommu=unavailable("cannot read /sys/bus/pci/devices"))
     f = one(audit(facts=facts), "M2-PASSTHROUGH-GROUP", "guest:nic01")
