@@ -17,8 +17,8 @@ from typing import Any
 
 from vmaudit.checks._net import loopback
 from vmaudit.checks._qemu import conf_value, distro_ids, distro_qemu_default, qemu_conf
-from vmaudit.checks._xml import find_first
-from vmaudit.collectors.guest_paths import guest_file_refs
+from vmaudit.checks._xml import find_all, find_first
+from vmaudit.collectors.guest_paths import definition_file_refs
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, lookup, need, partial
 
@@ -129,6 +129,17 @@ def _ancestors(path: str) -> tuple[str, ...]:
 
 
 _HOST_ACCOUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_STAT_ENTRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stat_entries(facts) -> tuple[dict, dict]:
+    """guest_paths' (paths, volumes), looked up once per Facts; missing evidence is not kept, so it
+    raises for every guest."""
+    cached = _STAT_ENTRIES.get(facts)
+    if cached is None:
+        gp = facts.source("guest_paths")
+        cached = _STAT_ENTRIES[facts] = (gp["paths"], gp["volumes"])
+    return cached
 
 
 def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset, frozenset]:
@@ -176,12 +187,12 @@ def image_perms(guest, facts, policy):
     Definitions: both (the files QEMU has open now, and those it opens after the next start; the
     collector stats the files of both).
     """
-    gp = facts.source("guest_paths")
-    paths = gp["paths"]
-    volumes = gp["volumes"]
+    paths, volumes = _stat_entries(facts)
     accounts, qemu, ok_uids, ok_gids, ok_block_gids = _host_accounts(facts)
-    refs = [(w, p) for w, p in guest_file_refs(guest.tree) if w != "filesystem"]
-    read_only = _read_only_refs(guest)
+    tree = guest.tree
+    # guest_file_refs(tree) without its <filesystem> shares (M3-HOST-SHARE judges those)
+    refs = definition_file_refs(find_all(tree, "devices", "disk"), tree.find("os"), [])
+    read_only: set | None = None  # read-only media, looked up only once a file readable by others needs it
     files: list[dict] = []
     dirs: dict[str, dict] = {}
     fails: list[str] = []
@@ -224,10 +235,12 @@ def image_perms(guest, facts, policy):
         if problem:
             problems.append(problem)
             fails.append(f"{path} {problem}")
-        guest_data = what.startswith("disk") and (what, ref) not in read_only or what == "nvram"
-        if guest_data and int(entry["mode"], 8) & stat.S_IROTH and entry["type"] != "dir":
-            problems.append("readable by everyone (o+r)")
-            warns.append(f"{path} readable by everyone ({entry['mode']})")
+        if int(entry["mode"], 8) & stat.S_IROTH and entry["type"] != "dir":
+            if read_only is None:
+                read_only = _read_only_refs(guest)
+            if what.startswith("disk") and (what, ref) not in read_only or what == "nvram":  # the guest's data
+                problems.append("readable by everyone (o+r)")
+                warns.append(f"{path} readable by everyone ({entry['mode']})")
         if entry.get("uid") not in ok_uids and accounts.login_account(entry.get("uid")):
             problems.append(f"owned by the login account {record['owner']}")
             warns.append(f"{path} owned by the login account {record['owner']}")

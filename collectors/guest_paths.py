@@ -38,12 +38,6 @@ _TYPES = ((stat.S_ISLNK, "link"), (stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"),
           (stat.S_ISCHR, "char"), (stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"))
 
 
-def _source_paths(source: ET.Element | None) -> list[str]:
-    if source is None:
-        return []
-    return [source.get(a) for a in ("file", "dev", "dir") if source.get(a)]
-
-
 def _backing_chain(disk: ET.Element) -> Iterator[ET.Element]:
     backing = disk.find("backingStore")
     while backing is not None and backing.get("type"):
@@ -54,9 +48,8 @@ def _backing_chain(disk: ET.Element) -> Iterator[ET.Element]:
 def guest_file_refs(tree: ET.Element) -> list[tuple[str, str]]:
     """(what, path) of every host file or directory a guest definition names: disks with their backing
     chains, os/loader, os/nvram (and its source), os/kernel, os/initrd, filesystem share sources.
-    Volume disks are named ("volume", "<pool>/<volume>"). Shared with the checks, which judge the same
-    list the collector stat'ed."""
-    refs: list[tuple[str, str]] = []
+    Volume disks are named ("volume", "<pool>/<volume>"). The checks build the same list with
+    definition_file_refs, so they judge what the collector stat'ed."""
     # one pass over <devices> children (ElementPath's findall costs more than the walk itself; a
     # plain tag such as "devices" is looked up by the C code of findall, iterfind always goes through
     # ElementPath)
@@ -68,34 +61,52 @@ def guest_file_refs(tree: ET.Element) -> list[tuple[str, str]]:
                 disks.append(el)
             elif el.tag == "filesystem":
                 shares.append(el)
+    return definition_file_refs(disks, tree.find("os"), shares)
+
+
+_REF_PREFIXES = ("/", "volume:")  # a host path, or a pool volume named by definition_file_refs
+
+
+def definition_file_refs(disks: list[ET.Element], os_el: ET.Element | None,
+                         shares: list[ET.Element]) -> list[tuple[str, str]]:
+    """guest_file_refs of a definition from its <disk> elements, its (first) <os> and its <filesystem>
+    elements, for a caller that holds them already (the checks read them from the guest's device
+    index)."""
+    refs: list[tuple[str, str]] = []
+
+    def add_source(what: str, source: ET.Element | None) -> None:
+        if source is not None:
+            for attr in ("file", "dev", "dir"):
+                path = source.get(attr)
+                if path and path.startswith(_REF_PREFIXES):
+                    refs.append((what, path))
+
     for disk in disks:
         target = disk.find("target")
         dev = target.get("dev") if target is not None else None
         what = f"disk {dev}" if dev else "disk"
         source = disk.find("source")
-        if source is not None:
-            if disk.get("type") == "volume" and source.get("pool") and source.get("volume"):
-                refs.append((f"{what} (volume)", f"volume:{source.get('pool')}/{source.get('volume')}"))
-            refs.extend((what, p) for p in _source_paths(source))
+        if source is not None and disk.get("type") == "volume" and source.get("pool") and source.get("volume"):
+            refs.append((f"{what} (volume)", f"volume:{source.get('pool')}/{source.get('volume')}"))
+        add_source(what, source)
         if disk.find("backingStore") is not None:
             for depth, backing in enumerate(_backing_chain(disk), 1):
-                refs.extend((f"{what} backing file {depth}", p) for p in _source_paths(backing.find("source")))
-    os_el = tree.find("os")
+                add_source(f"{what} backing file {depth}", backing.find("source"))
     if os_el is not None:
         for tag in ("loader", "kernel", "initrd"):
             text = (os_el.findtext(tag) or "").strip()
-            if text:
+            if text.startswith(_REF_PREFIXES):
                 refs.append((tag, text))
         nvram = os_el.find("nvram")
         if nvram is not None:
             text = (nvram.text or "").strip()
-            if text:
+            if text.startswith(_REF_PREFIXES):
                 refs.append(("nvram", text))
-            refs.extend(("nvram", p) for p in _source_paths(nvram.find("source")))
+            add_source("nvram", nvram.find("source"))
     for fs in shares:
         if fs.get("type", "mount") == "mount":
-            refs.extend(("filesystem", p) for p in _source_paths(fs.find("source")))
-    return [(w, p) for w, p in refs if p.startswith(("/", "volume:"))]
+            add_source("filesystem", fs.find("source"))
+    return refs
 
 
 def _entry(st: os.stat_result) -> dict:
