@@ -24,7 +24,7 @@ def find_first(element: ET.Element, *tags: str) -> ET.Element | None:
 
 def find_all(element: ET.Element, *tags: str) -> list[ET.Element]:
     """`element.findall("t1/t2/...")` for plain tags, in document order."""
-    nodes = [element]
-    for tag in tags:
+    nodes = element.findall(tags[0])
+    for tag in tags[1:]:
         nodes = [child for node in nodes for child in node.findall(tag)]
     return nodes
