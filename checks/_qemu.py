@@ -3,9 +3,9 @@ file is silent, the distro's build-time QEMU user), and the live QEMU and libvir
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
+from vmaudit.checks._cache import per_snapshot
 from vmaudit.facts import EvidenceMissing, NotApplicable, need
 
 # qemu.conf defaults (libvirt's qemu_conf.c) for keys the checks read when the file does not set them.
@@ -22,19 +22,15 @@ DISTRO_QEMU_USER = (
 )
 
 
-_QEMU_CONF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def qemu_conf(facts) -> tuple[dict, bool]:
-    """qemu.conf's parsed values and whether the file exists (absent: every default applies).
+    """qemu.conf's parsed values and whether the file exists (absent: every default applies); read
+    once per snapshot (guest checks ask for every guest)."""
+    return per_snapshot(facts, _read_qemu_conf)
 
-    Read once per Facts (guest checks ask for every guest); missing evidence is not kept, so it
-    raises on every call."""
-    cached = _QEMU_CONF.get(facts)
-    if cached is None:
-        conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
-        cached = _QEMU_CONF[facts] = (conf["values"], conf["present"])  # guarded: a value with a gap raises where it is read
-    return cached
+
+def _read_qemu_conf(facts) -> tuple[dict, bool]:
+    conf = need(facts.source("libvirt_config").get("qemu.conf"), "qemu.conf")
+    return conf["values"], conf["present"]  # guarded: a value with a gap raises where it is read
 
 
 def conf_value(values: dict, key: str) -> Any:

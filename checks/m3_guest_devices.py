@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import posixpath
 import stat
-import weakref
 from functools import lru_cache
 from typing import Any
 
+from vmaudit.checks._cache import per_snapshot
 from vmaudit.checks._net import loopback
 from vmaudit.checks._qemu import conf_value, distro_ids, distro_qemu_default, qemu_conf
 from vmaudit.checks._xml import find_all, find_first
@@ -128,37 +128,25 @@ def _ancestors(path: str) -> tuple[str, ...]:
         path = parent
 
 
-_HOST_ACCOUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_STAT_ENTRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _stat_entries(facts) -> tuple[dict, dict]:
-    """guest_paths' (paths, volumes), looked up once per Facts; missing evidence is not kept, so it
-    raises for every guest."""
-    cached = _STAT_ENTRIES.get(facts)
-    if cached is None:
-        gp = facts.source("guest_paths")
-        cached = _STAT_ENTRIES[facts] = (gp["paths"], gp["volumes"])
-    return cached
+    """guest_paths' (paths, volumes)."""
+    gp = facts.source("guest_paths")
+    return gp["paths"], gp["volumes"]
 
 
 def _host_accounts(facts) -> tuple[Accounts, dict, frozenset, frozenset, frozenset]:
     """(accounts, the QEMU account, uids and gids allowed to write images, gids also allowed to write a
-    block device) of the host: the same for every guest of one snapshot, so read once per Facts (parsing
-    /etc/passwd and /etc/group per guest cost more than the rule)."""
-    cached = _HOST_ACCOUNTS.get(facts)
-    if cached is None:
-        accounts = Accounts(facts)
-        qemu = qemu_account(facts)
-        ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
-        ok_gids = {0} | {g for g in [accounts.gid_of(qemu["group"]),
-                                     accounts.gid_of("kvm") if qemu["debian"] else None] if g is not None}
-        # block devices are root:disk 0660 by udev rule; the disk group is root-equivalent (M6-ADMINS)
-        disk_gid = accounts.gid_of("disk")
-        ok_block_gids = ok_gids | ({disk_gid} if disk_gid is not None else set())
-        cached = _HOST_ACCOUNTS[facts] = (accounts, qemu, frozenset(ok_uids), frozenset(ok_gids),
-                                          frozenset(ok_block_gids))
-    return cached
+    block device) of the host: the same for every guest of one snapshot (parsing /etc/passwd and
+    /etc/group per guest cost more than the rule)."""
+    accounts = Accounts(facts)
+    qemu = qemu_account(facts)
+    ok_uids = {0} | {u for u in [accounts.uid_of(qemu["user"])] if u is not None}
+    ok_gids = {0} | {g for g in [accounts.gid_of(qemu["group"]),
+                                 accounts.gid_of("kvm") if qemu["debian"] else None] if g is not None}
+    # block devices are root:disk 0660 by udev rule; the disk group is root-equivalent (M6-ADMINS)
+    disk_gid = accounts.gid_of("disk")
+    ok_block_gids = ok_gids | ({disk_gid} if disk_gid is not None else set())
+    return accounts, qemu, frozenset(ok_uids), frozenset(ok_gids), frozenset(ok_block_gids)
 
 
 @check("M3-IMAGE-PERMS", severity="high", scope="guest", definitions="both",
@@ -187,8 +175,8 @@ def image_perms(guest, facts, policy):
     Definitions: both (the files QEMU has open now, and those it opens after the next start; the
     collector stats the files of both).
     """
-    paths, volumes = _stat_entries(facts)
-    accounts, qemu, ok_uids, ok_gids, ok_block_gids = _host_accounts(facts)
+    paths, volumes = per_snapshot(facts, _stat_entries)
+    accounts, qemu, ok_uids, ok_gids, ok_block_gids = per_snapshot(facts, _host_accounts)
     tree = guest.tree
     # guest_file_refs(tree) without its <filesystem> shares (M3-HOST-SHARE judges those)
     refs = definition_file_refs(find_all(tree, "devices", "disk"), tree.find("os"), [])
