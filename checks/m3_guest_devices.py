@@ -298,6 +298,14 @@ def _read_only_refs(guest) -> set[tuple[str, str]]:
 CHARDEV_TAGS = ("serial", "parallel", "console", "channel")
 
 
+def _chardev_tls(facts) -> tuple[bool, bool]:
+    """qemu.conf's chardev_tls = 1, and chardev_tls_x509_verify = 1 (default: default_tls_x509_verify,
+    default 1)."""
+    values, _present = qemu_conf(facts)
+    return (conf_value(values, "chardev_tls") == 1,
+            values.get("chardev_tls_x509_verify", values.get("default_tls_x509_verify", 1)) == 1)
+
+
 @check("M3-CHARDEV-EXPOSED", severity="high", scope="guest", definitions="both",
        title="Network exposure of the guest's serial consoles and channels",
        remediation="Use <serial type='pty'> or a UNIX socket (reach it with virsh console), bind TCP "
@@ -320,9 +328,7 @@ def chardev_exposed(guest, facts, policy):
     QEMU driver gives no TLS for the 'telnets'/'tls' protocol values, so they do not count as TLS.
     Definitions: both (the live listener is reachable now, the persistent one after the next start).
     """
-    values, _present = qemu_conf(facts)
-    chardev_tls = conf_value(values, "chardev_tls") == 1
-    verify = values.get("chardev_tls_x509_verify", values.get("default_tls_x509_verify", 1)) == 1
+    chardev_tls, verify = per_snapshot(facts, _chardev_tls)
     devices: list[dict] = []
     seen: set[tuple] = set()
     worst = "pass"
