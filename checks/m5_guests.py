@@ -11,6 +11,7 @@ from importlib import resources
 
 from vmaudit.engine import Result, check
 
+from ._cache import per_snapshot
 from ._guests import collected_at
 
 if sys.version_info >= (3, 11):
@@ -77,6 +78,12 @@ def _builtin_hit(os_id: str) -> tuple | None:
     return next(((p, eol) for p, eol in builtin_eol_list()[1] if _match(os_id, p)), None)
 
 
+def _snapshot_day(facts) -> tuple[date, str]:
+    """The snapshot's collection day (UTC) and its ISO form: end-of-life dates are compared with it."""
+    today = datetime.fromtimestamp(collected_at(facts), timezone.utc).date()
+    return today, today.isoformat()
+
+
 @check("M5-GUEST-OS", severity="medium", scope="guest", definitions="both",
        title="Support status of the guest's operating system",
        remediation="Upgrade the guest to a supported OS release (or retire it); keep the libosinfo metadata "
@@ -103,8 +110,7 @@ def guest_os(guest, facts, policy):
                      "information is not available on vmaudit's read-only libvirt connection)",
                      guest.resource, {"os_id": None, "source": "libosinfo metadata"})
         return
-    now = collected_at(facts)
-    today = datetime.fromtimestamp(now, timezone.utc).date()
+    today, today_iso = per_snapshot(facts, _snapshot_day)
     custom = policy.get("guests", "eol_os")
     if custom is not None:
         hit = next((p for p in custom if _match(os_id, p)), None)
@@ -118,13 +124,14 @@ def guest_os(guest, facts, policy):
         return
     reviewed, _entries = builtin_eol_list()
     hit = _builtin_hit(os_id)
-    evidence = {"os_id": os_id, "eol_list": f"built-in (reviewed {reviewed})", "as_of": today.isoformat(),
-                "matched": hit[0] if hit else None, "eol": hit[1].isoformat() if hit else None}
+    eol = hit[1].isoformat() if hit else None
+    evidence = {"os_id": os_id, "eol_list": f"built-in (reviewed {reviewed})", "as_of": today_iso,
+                "matched": hit[0] if hit else None, "eol": eol}
     if hit and hit[1] <= today:
-        yield Result("fail", f"guest OS {os_id} reached end of security support on {hit[1].isoformat()}",
+        yield Result("fail", f"guest OS {os_id} reached end of security support on {eol}",
                      guest.resource, evidence, expected="a supported OS", actual=f"{os_id} (EOL {hit[1]})")
     elif hit:
-        yield Result("pass", f"guest OS {os_id} is supported until {hit[1].isoformat()}", guest.resource,
+        yield Result("pass", f"guest OS {os_id} is supported until {eol}", guest.resource,
                      evidence, actual=os_id)
     else:
         yield Result("pass", f"guest OS {os_id} is not on the end-of-life list (reviewed {reviewed})",
