@@ -194,15 +194,17 @@ _WORST = {"fail": 4, "error": 3, "warn": 2, "pass": 1, "skip": 0}
 WHEN = {"live": "now", "persistent": "after the next start"}
 
 
-def evaluate_guest_check(spec: CheckSpec, guest: Guest, facts: Facts, policy: Any) -> list[Result]:
+def evaluate_guest_check(spec: CheckSpec, guest: Guest, facts: Facts, policy: Any,
+                         defs: dict | Exception | None = None) -> list[Result]:
     """One guest check on the definition(s) of `guest` it declares (spec.definitions), as findings for
-    the guest: with two definitions judged, one finding per resource saying when it holds."""
+    the guest: with two definitions judged, one finding per resource saying when it holds. `defs`:
+    guest.definitions(), or the exception it raised, when the caller has asked already."""
     if spec.definitions == "guest":
         return run_check(spec, (guest, facts, policy), guest.resource)
-    try:
-        defs = guest.definitions()
-    except (EvidenceMissing, NotApplicable) as exc:
-        return [_missing(spec, exc, guest.resource)]
+    if defs is None:
+        defs = _definitions_of(guest)
+    if isinstance(defs, Exception):
+        return [_missing(spec, defs, guest.resource)]
     if spec.definitions == "live":
         if "live" not in defs:
             reason = ("only a running libvirt knows a guest's live state" if guest.state_marker is not None
@@ -218,10 +220,19 @@ def evaluate_guest_check(spec: CheckSpec, guest: Guest, facts: Facts, policy: An
                              run_check(spec, (defs["persistent"], facts, policy), guest.resource))
 
 
+def _definitions_of(guest: Guest) -> dict | Exception:
+    try:
+        return guest.definitions()
+    except (EvidenceMissing, NotApplicable) as exc:
+        return exc
+
+
 def merge_definitions(live: list[Result], persistent: list[Result]) -> list[Result]:
     """Pair the results of the live and the persistent definition by resource (in order) and make one
     of each pair: the worse status, a message saying "now", "after the next start" or both, and the
     evidence of both where they differ."""
+    if len(live) == 1 and len(persistent) == 1 and live[0].resource == persistent[0].resource:
+        return [_merge_pair(live[0], persistent[0])]  # the usual case: one verdict a definition
     def keyed(results: list[Result]) -> dict:
         out: dict = {}
         seen: dict = {}
@@ -287,8 +298,10 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
     except (EvidenceMissing, NotApplicable) as exc:
         guests, guest_error = [], exc
     for guest in guests:
+        defs = _definitions_of(guest)
         for spec in guest_checks:
-            findings.extend(make_finding(spec, r) for r in evaluate_guest_check(spec, guest, facts, policy))
+            for r in evaluate_guest_check(spec, guest, facts, policy, defs):
+                findings.append(make_finding(spec, r))
         guest.settle()  # the shared views are cached; the tree can go
     if guest_error is not None:
         findings.extend(make_finding(spec, _missing(spec, guest_error)) for spec in guest_checks)

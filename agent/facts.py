@@ -659,20 +659,29 @@ class Guest:
 
     @_view
     def memory_kib(self) -> int:
-        return _kib(self.tree.find("memory"))
+        """<memory> in KiB; EvidenceMissing when the definition has none (libvirt always writes it) or
+        a value libvirt would refuse."""
+        node = self.tree.find("memory")
+        if node is None:
+            raise EvidenceMissing(f"memory of guest {self.name}: its {self.definition} definition has no <memory>")
+        return _kib(node, f"memory of guest {self.name}")
 
     @_view
     def current_memory_kib(self) -> int:
         node = self.tree.find("currentMemory")
-        return _kib(node) if node is not None else self.memory_kib
+        return _kib(node, f"currentMemory of guest {self.name}") if node is not None else self.memory_kib
 
     @_view
     def vcpus(self) -> int:
+        """The vCPUs the guest starts with (<vcpu current=...>, else <vcpu>; libvirt's default is 1)."""
         node = self.tree.find("vcpu")
         if node is None:
             return 1
         current = node.get("current")
-        return int(current if current else (node.text or "1").strip())
+        text = (current if current is not None else (node.text or "1")).strip()
+        if not _DIGITS.fullmatch(text):
+            raise EvidenceMissing(f"vcpu of guest {self.name}: {text[:40]!r} is not a number of vCPUs")
+        return int(text)
 
     @_view
     def metadata_labels(self) -> dict:
@@ -896,21 +905,37 @@ def upgrade_v1(data: dict) -> dict:
     return {**data, "schema": SCHEMA, "host": host, "sources": sources}
 
 
-def _kib(node: ET.Element | None) -> int:
-    if node is None or not (node.text or "").strip():
-        return 0
-    value = int(node.text.strip())
-    unit = (node.get("unit") or "KiB").lower()
-    factor = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024, "m": 1024,
-              "mib": 1024, "mb": 1000 ** 2 / 1024, "g": 1024 ** 2, "gib": 1024 ** 2,
-              "gb": 1000 ** 3 / 1024, "t": 1024 ** 3, "tib": 1024 ** 3, "tb": 1000 ** 4 / 1024}
-    return int(value * factor.get(unit, 1))
+_DIGITS = re.compile(r"[0-9]{1,19}")  # a count or size as libvirt writes it (no sign, no exponent)
+
+# libvirt's memory units (formatdomain, "Memory Allocation"), as bytes
+_UNIT_BYTES = {"b": 1, "bytes": 1, **{f"{p}{s}": base ** (i + 1)
+                                      for i, p in enumerate("kmgtpe")
+                                      for s, base in (("", 1024), ("ib", 1024), ("b", 1000))}}
+
+
+def _kib(node: ET.Element, what: str) -> int:
+    """A libvirt memory size element in KiB, rounded up as libvirt does; EvidenceMissing for a value
+    libvirt would refuse (no number, an unknown unit)."""
+    text = (node.text or "").strip()
+    unit = node.get("unit") or "KiB"
+    factor = _UNIT_BYTES.get(unit.lower())
+    if factor is None or not _DIGITS.fullmatch(text):
+        raise EvidenceMissing(f"{what}: {text[:40]!r} {unit[:20]!r} is not a memory size libvirt accepts")
+    return -(-int(text) * factor // 1024)
 
 
 def pci_bdf(addr: ET.Element) -> str:
-    """`<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>` -> '0000:01:00.0'."""
+    """`<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>` -> '0000:01:00.0';
+    EvidenceMissing for a part that is not a number."""
     def num(attr: str) -> int:
-        return int(addr.get(attr, "0"), 0)
+        raw = addr.get(attr, "0")
+        try:
+            value = int(raw, 0)
+        except ValueError:  # C's strtoul, which libvirt uses, reads a leading 0 as octal
+            value = int(raw, 8) if re.fullmatch(r"0[0-7]+", raw) else -1
+        if value < 0:
+            raise EvidenceMissing(f"PCI address: {attr} {raw[:40]!r} is not a number")
+        return value
     return f"{num('domain'):04x}:{num('bus'):02x}:{num('slot'):02x}.{num('function'):x}"
 
 

@@ -266,3 +266,67 @@ def test_a_marker_reason_cannot_amplify_the_report():
     assert len(json.dumps(report)) < 2_000_000
     admins = next(f["message"] for f in findings(report, "M6-ADMINS"))
     assert "y" * 100 in admins  # the reason's start is kept
+
+
+# --- numbers inside a guest's XML ------------------------------------------------------------------
+# The XML is a string to the schemas: a hand-edited definition file or a hostile agent can put anything
+# where libvirt writes a number. That is missing evidence for what reads it, never a crash of the audit.
+
+@pytest.mark.parametrize("old,new,check_id", [
+    (r"<memory[^>]*>[^<]*</memory>", "<memory unit='KiB'>lots</memory>", "M2-BALLOON"),
+    (r"<memory[^>]*>[^<]*</memory>", "<memory unit='furlongs'>1024</memory>", "M2-BALLOON"),
+    (r"<memory[^>]*>[^<]*</memory>", "", "M2-BALLOON"),
+    (r"<vcpu[^>]*>[^<]*</vcpu>", "<vcpu placement='static'>two</vcpu>", "M4-CPU-OVERCOMMIT"),
+    (r"<vcpu[^>]*>[^<]*</vcpu>", "<vcpu placement='static' current='-1'>2</vcpu>", "M4-CPU-OVERCOMMIT"),
+])
+def test_a_number_libvirt_would_refuse_is_missing_evidence_not_a_crash(old, new, check_id):
+    import re
+
+    facts = snapshot()
+    domains = facts["sources"]["libvirt"]["domains"]
+    victim = next(d for d in domains if d.get("state") == "running")  # M4 counts running guests
+    assert re.search(old, victim["xml"]), "fixture guest lacks the element"
+    for key in ("xml", "xml_inactive"):  # every definition the guest has
+        if key in victim:
+            victim[key] = re.sub(old, new, victim[key], count=1)
+    report = audit(facts=facts)  # the audit finishes
+    for check_id_any in {f["check_id"] for f in report["findings"]}:
+        findings(report, check_id_any)  # no check crashed on it
+    resource = "host" if check_id.startswith("M4") else f"guest:{victim['name']}"
+    got = [f for f in findings(report, check_id, resource)]
+    assert got and all(f["status"] == "error" for f in got), [(f["status"], f["message"]) for f in got]
+    assert victim["name"] in json.dumps(got[0])  # the message or the evidence names the guest
+    # and the other guests are still judged
+    others = [f for f in findings(report, "M2-BALLOON") if f["resource"] != f"guest:{victim['name']}"]
+    assert len(domains) > 1 and any(f["status"] != "error" for f in others)
+
+
+def test_a_pci_address_that_is_not_a_number_is_missing_evidence():
+    from xml.etree import ElementTree as ET
+
+    from vmaudit.facts import pci_bdf
+
+    assert pci_bdf(ET.fromstring("<address domain='0x0000' bus='0x01' slot='0x00' function='0x1'/>")) == "0000:01:00.1"
+    assert pci_bdf(ET.fromstring("<address domain='0' bus='010' slot='2' function='0'/>")) == "0000:08:02.0"  # octal, as strtoul
+    for bad in ("bus='one'", "bus='-1'", "slot='0x'", "function='9z'"):
+        with pytest.raises(EvidenceMissing, match="PCI address"):
+            pci_bdf(ET.fromstring(f"<address {bad}/>"))
+
+
+def test_memory_units_are_libvirts_rounded_up_to_kib():
+    from xml.etree import ElementTree as ET
+
+    from vmaudit.facts import _kib
+
+    def kib(text: str) -> int:
+        return _kib(ET.fromstring(text), "memory")
+
+    assert kib("<memory>2048</memory>") == 2048
+    assert kib("<memory unit='MiB'>2</memory>") == 2048
+    assert kib("<memory unit='G'>1</memory>") == 1024 ** 2
+    assert kib("<memory unit='GB'>1</memory>") == 976563  # 10^9 bytes, rounded up
+    assert kib("<memory unit='bytes'>1</memory>") == 1
+    assert kib("<memory unit='PiB'>1</memory>") == 1024 ** 4
+    for bad in ("<memory>-1</memory>", "<memory>1e6</memory>", "<memory unit='KiB'/>", "<memory>１２</memory>"):
+        with pytest.raises(EvidenceMissing):
+            kib(bad)
