@@ -183,6 +183,7 @@ def guest_seclabel(facts, policy):
             per_guest[g.name] = {"error": str(exc), "guest": g}
             continue
         problems, seen = [], view["seclabels"]
+        active = g.active  # read once (a state libvirt could not tell raises here, as at its first use)
         lsm_labelled = False
         domain_norelabel = False
         for sl in seen:
@@ -196,20 +197,20 @@ def guest_seclabel(facts, policy):
                 lsm_labelled = lsm_labelled or model in LSM_MODELS or bool(lsm_models)
             if applies_lsm and sl["relabel"] == "no" and stype != "none":
                 domain_norelabel = True
-            if label and applies_lsm and (stype == "static" or g.active):
+            if label and applies_lsm and (stype == "static" or active):
                 labels.setdefault((model or "?", label), []).append(g.name)
         disks = view["disks"]
         norelabel = [target for target, relabel_no in disks if relabel_no]
         if disks and (domain_norelabel or len(norelabel) == len(disks)):
             problems.append("relabel='no' on every disk: images keep a label other guests may share")
         if caps_error is None and not lsm_models:
-            problems.append(f"libvirt offers no SELinux/AppArmor model: {'runs' if g.active else 'will start'} "
+            problems.append(f"libvirt offers no SELinux/AppArmor model: {'runs' if active else 'will start'} "
                             "without an LSM label")
-        elif g.active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
+        elif active and lsm_models and not lsm_labelled and not any("none" in p for p in problems):
             problems.append(f"running without an {'/'.join(lsm_models)} label in its live XML")
         entry = {"guest": g, "problems": problems, "seclabels": seen, "disks_relabel_no": norelabel,
-                 "active": g.active}
-        persistent = g.definition_of("persistent") if g.active else None
+                 "active": active}
+        persistent = g.definition_of("persistent") if active else None
         if persistent is not None:  # what the running guest is confined by after its next start
             try:
                 later = _configured_seclabel_problems(persistent.view(_security_view))
