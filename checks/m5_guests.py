@@ -38,16 +38,19 @@ def guest_agent(guest, facts, policy):
     Definitions: both (the channel's connected/disconnected state exists in the live definition
     only).
     """
-    channels = [c for c in guest.findall("devices/channel")
-                if c.find("target") is not None and c.find("target").get("name") == AGENT_CHANNEL]
-    if not channels:
+    channel = target = None  # the first channel whose <target> names the agent
+    for candidate in guest.findall("devices/channel"):
+        found = candidate.find("target")
+        if found is not None and found.get("name") == AGENT_CHANNEL:
+            channel, target = candidate, found
+            break
+    if channel is None:
         yield Result("warn", "guest has no QEMU guest agent channel: the host cannot see into it",
                      guest.resource, {"channel": None, "state": guest.state},
                      expected=AGENT_CHANNEL, actual="no channel")
         return
-    target = channels[0].find("target")
     live_state = target.get("state")
-    evidence = {"channel": AGENT_CHANNEL, "channel_type": channels[0].get("type"), "agent_state": live_state,
+    evidence = {"channel": AGENT_CHANNEL, "channel_type": channel.get("type"), "agent_state": live_state,
                 "state": guest.state}
     if guest.active and live_state == "disconnected":
         yield Result("warn", "guest has an agent channel but no agent is connected (qemu-guest-agent not "
