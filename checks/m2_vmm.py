@@ -715,12 +715,11 @@ def _legacy_devices(guest: Guest) -> list[str]:
             continue  # a real device, or virtio by definition
         model = nic.find("model")
         mtype = model.get("type") if model is not None else None
-        mac = nic.find("mac")
-        label = mac.get("address") if mac is not None else nic.get("type", "?")
-        if mtype is None:
-            found.append(f"NIC {label} with the hypervisor's default emulated model")
-        elif not mtype.startswith("virtio"):
-            found.append(f"emulated NIC {mtype} ({label})")
+        if mtype is None or not mtype.startswith("virtio"):
+            mac = nic.find("mac")
+            label = mac.get("address") if mac is not None else nic.get("type", "?")
+            found.append(f"NIC {label} with the hypervisor's default emulated model" if mtype is None
+                         else f"emulated NIC {mtype} ({label})")
     for snd in guest.findall("devices/sound"):
         found.append(f"sound card {snd.get('model', '?')}")
     for rd in guest.findall("devices/redirdev"):
@@ -755,6 +754,10 @@ def legacy_devices(guest, facts, policy):
                      "virtio devices only", "virtio devices only")
 
 
+QEMU_COMMANDLINE = f"{{{NS_QEMU}}}commandline"
+QEMU_OVERRIDE = f"{{{NS_QEMU}}}override"
+
+
 @check("M2-RAW-QEMU-ARGS", severity="high", scope="guest", definitions="both",
        title="Raw QEMU arguments in the guest definition",
        remediation="Model the setting in domain XML and remove <qemu:commandline> / <qemu:override>.",
@@ -770,8 +773,8 @@ def raw_qemu_args(guest, facts, policy):
     Definitions: both (qemu:commandline written into a running guest's saved definition applies at
     its next start).
     """
-    cmd = guest.findall(f"{{{NS_QEMU}}}commandline")
-    override = guest.findall(f"{{{NS_QEMU}}}override")
+    cmd = guest.tree.findall(QEMU_COMMANDLINE)
+    override = guest.tree.findall(QEMU_OVERRIDE)
     args = [a.get("value", "") for c in cmd for a in c.findall(f"{{{NS_QEMU}}}arg")]
     env = [e.get("name", "") for c in cmd for e in c.findall(f"{{{NS_QEMU}}}env")]
     props = [f"{d.get('alias', '?')}.{p.get('name', '?')}" for o in override
