@@ -412,12 +412,12 @@ def host_share(guest, facts, policy):
     judged. Shared memory and ivshmem stay with M3-SHARED-MEMORY.
     Definitions: both.
     """
-    sensitive = list(SENSITIVE_PATHS) + [p for p in (policy.get("guests", "sensitive_paths") or [])
-                                         if p not in SENSITIVE_PATHS]
     shares = [fs for fs in guest.findall("devices/filesystem") if fs.get("type", "mount") == "mount"]
     if not shares:
         yield Result("pass", "no host directory is shared into the guest", guest.resource, {"shares": []})
         return
+    sensitive = list(SENSITIVE_PATHS) + [p for p in (policy.get("guests", "sensitive_paths") or [])
+                                         if p not in SENSITIVE_PATHS]
     paths: dict = {}
     paths_missing = None
     try:
@@ -537,7 +537,7 @@ def graphics_exposed(guest, facts, policy):
         return
     values, _present = qemu_conf(facts)
     displays, worst = [], "pass"
-    rank = {"pass": 0, "warn": 1, "fail": 2}
+    rank = {"pass": 0, "warn": 1, "fail": 2}  # the worst display decides
     for gr in graphics:
         kind = gr.get("type")
         listen = gr.find("listen")
@@ -568,7 +568,8 @@ def graphics_exposed(guest, facts, policy):
             auth.append("passwd (domain XML)")
         exposed = address not in ("socket", "none") and (address.startswith("network:") or not loopback(address))
         status = "pass" if not exposed or tls else ("warn" if auth else "fail")
-        worst = max(worst, status, key=rank.get)
+        if rank[status] > rank[worst]:
+            worst = status
         displays.append({"type": kind, "listen": address, "autoport": gr.get("autoport"), "port": gr.get("port"),
                          "tls": tls, "auth": auth, "exposed": exposed, "verdict": status})
     evidence = {"graphics": displays,
