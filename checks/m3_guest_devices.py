@@ -296,6 +296,7 @@ def _read_only_refs(guest) -> set[tuple[str, str]]:
 # --- M3-CHARDEV-EXPOSED ----------------------------------------------------------------------------
 
 CHARDEV_TAGS = ("serial", "parallel", "console", "channel")
+_CHARDEV_PATHS = tuple((tag, f"devices/{tag}") for tag in CHARDEV_TAGS)  # built once, not per guest
 
 
 def _chardev_tls(facts) -> tuple[bool, bool]:
@@ -332,8 +333,8 @@ def chardev_exposed(guest, facts, policy):
     devices: list[dict] = []
     seen: set[tuple] = set()
     worst = "pass"
-    for tag in CHARDEV_TAGS:
-        for dev in guest.findall(f"devices/{tag}"):
+    for tag, path in _CHARDEV_PATHS:
+        for dev in guest.findall(path):
             kind = dev.get("type")
             if kind not in ("tcp", "udp"):
                 continue
