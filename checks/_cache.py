@@ -3,7 +3,8 @@ the host's accounts, the snapshot's day): computed once per Facts instead of onc
 
 Only values are kept: a function that raises (missing evidence) raises again on every call, so
 each guest's check still says `error`. A Facts is never modified after it is made, and an entry goes
-with its Facts (weak keys)."""
+with its Facts (weak keys): a value must not refer to the Facts or its guests, or it would keep them
+alive."""
 
 from __future__ import annotations
 
