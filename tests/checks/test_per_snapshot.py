@@ -3,16 +3,20 @@ per Facts; missing evidence is never remembered, so each guest's check still say
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 
 from vmaudit.checks._cache import per_snapshot
 from vmaudit.checks._qemu import qemu_conf
+from vmaudit.engine import evaluate
 from vmaudit.facts import EvidenceMissing, Facts, unavailable
+from vmaudit.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +61,12 @@ def test_qemu_conf_marker_raises_for_every_guest():
     for _ in range(2):
         with pytest.raises(EvidenceMissing, match="permission denied"):
             qemu_conf(facts)
+
+
+def test_the_cache_does_not_keep_a_snapshot_alive():
+    facts = Facts(snapshot())
+    assert evaluate(facts, Policy())  # every check ran, the per-snapshot values are filled
+    ref = weakref.ref(facts)
+    del facts
+    gc.collect()
+    assert ref() is None
