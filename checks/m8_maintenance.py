@@ -11,7 +11,7 @@ from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, lookup, need, partial
 
 from ._guests import DAY, collected_at, days, idle_state, iso
-from ._xml import find_all, find_first
+from ._xml import find_all
 
 
 def _inventory_entry(guest, policy):
@@ -303,10 +303,14 @@ def _disk_refs(tree: ET.Element) -> tuple[set, set]:
             _source_refs(mirror.find("source"), paths, pool_vols)
     for fs in find_all(tree, "devices", "filesystem"):
         _source_refs(fs.find("source"), paths, pool_vols)
+    os_els = tree.findall("os")
     for tag in ("loader", "nvram", "kernel", "initrd", "dtb"):
-        node = find_first(tree, "os", tag)  # tree.find("os/<tag>"): the first <os> that has one
-        if node is not None and (node.text or "").strip():
-            paths.add(_norm(node.text.strip()))
+        for os_el in os_els:  # tree.find("os/<tag>") without ElementPath: the first <os> that has one
+            node = os_el.find(tag)
+            if node is not None:
+                if (node.text or "").strip():
+                    paths.add(_norm(node.text.strip()))
+                break
     return paths, pool_vols
 
 
