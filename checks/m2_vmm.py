@@ -10,10 +10,21 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.capacity import counts_for_memory, host_memory
+from vmaudit.checks._cache import per_snapshot
 from vmaudit.checks._net import loopback
 from vmaudit.checks._xml import find_all
 from vmaudit.engine import Result, check
-from vmaudit.facts import NS_QEMU, EvidenceMissing, Facts, Guest, NotApplicable, lookup, partial, pci_bdf
+from vmaudit.facts import (
+    NS_QEMU,
+    EvidenceMissing,
+    Facts,
+    Guest,
+    NotApplicable,
+    guest_view,
+    lookup,
+    partial,
+    pci_bdf,
+)
 
 
 @check("M2-TCG-GUEST", severity="high", scope="guest", definitions="both",
@@ -146,17 +157,39 @@ def _host_driver(driver: Any) -> bool:
     return bool(driver) and "vfio" not in driver and driver not in PARKING_DRIVERS
 
 
-def _guest_pci(guest: Guest) -> list[str]:
-    """PCI devices a guest takes over: <hostdev type='pci'> and SR-IOV <interface type='hostdev'>."""
-    out = list(guest.hostdev_pci)
-    # devices/interface[@type='hostdev']/source/address in plain-tag walks (ElementPath parses the
-    # predicate on every call); every <devices> element, as that path reads, not only the first
-    for nic in find_all(guest.tree, "devices", "interface"):
+@guest_view
+def _hostdev_nic_pci(tree: ET.Element) -> tuple[str, ...]:
+    """PCI addresses of devices/interface[@type='hostdev']/source/address, every one of them (the
+    shared hostdev_pci view reads an interface's first address in the first <devices> element only).
+    A view, so that the other guests' devices are known without parsing their XML again."""
+    out = []
+    # plain-tag walks: ElementPath would parse the path and its predicate on every call
+    for nic in find_all(tree, "devices", "interface"):
         if nic.get("type") == "hostdev":
             for addr in find_all(nic, "source", "address"):
                 if addr.get("type", "pci") == "pci":
                     out.append(pci_bdf(addr))
-    return sorted(set(out))
+    return tuple(out)
+
+
+def _guest_pci(guest: Guest) -> list[str]:
+    """PCI devices a guest takes over: <hostdev type='pci'> and SR-IOV <interface type='hostdev'>."""
+    hostdevs = guest.hostdev_pci
+    return sorted(set(hostdevs).union(guest.view(_hostdev_nic_pci)))
+
+
+def _pci_holders(facts: Facts) -> dict[str, list[str]]:
+    """PCI address -> the guests passing it through in any definition, in guest order (a guest once per
+    definition). A guest whose definitions cannot all be read counts with those read before the gap."""
+    holders: dict[str, list[str]] = {}
+    for guest in facts.guests():
+        try:
+            for definition in guest.definitions().values():
+                for bdf in _guest_pci(definition):
+                    holders.setdefault(bdf, []).append(guest.name)
+        except EvidenceMissing:
+            continue
+    return holders
 
 
 def _mib(kib: float) -> int:
@@ -421,16 +454,13 @@ def passthrough_group(guest, facts, policy):
         return
     info = facts.source("iommu")
     pci, groups = info.get("pci_devices", {}), info.get("groups", {})
+    # device -> the last other guest (in guest order) passing it through; the holders are collected
+    # once per snapshot (asking every other guest for every guest with passthrough was quadratic)
     others: dict[str, str] = {}
-    for other in facts.guests():
-        if other.name == guest.name:
-            continue
-        try:
-            for definition in other.definitions().values():
-                for bdf in _guest_pci(definition):
-                    others[bdf] = other.name
-        except EvidenceMissing:
-            continue
+    for bdf, names in per_snapshot(facts, _pci_holders).items():
+        for name in names:
+            if name != guest.name:
+                others[bdf] = name
     evidence: dict = {"pci_devices": devices, "groups": {}}
     problems, absent, unknown = [], [], []
     for bdf in devices:

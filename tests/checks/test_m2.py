@@ -291,6 +291,33 @@ def test_passthrough_reads_a_second_devices_element():
     assert g["status"] == "fail" and g["evidence"]["pci_devices"] == ["0000:41:00.1"]
 
 
+def test_passthrough_knows_the_other_guests_devices_without_parsing_them_again(monkeypatch):
+    """Each definition is parsed once per audit: the devices other guests pass through come from a view
+    kept when their tree was dropped, not from parsing every other guest again for each guest with
+    passthrough (quadratic on a host of many guests, and it held their trees to the end)."""
+    import xml.etree.ElementTree as ET
+
+    facts = broken()
+    app = domain(facts, "app01")  # passes 0000:41:00.1 through, like nic01's group member
+    app["xml"] = app["xml"].replace(
+        "</devices>", "<interface type='hostdev' managed='yes'><source><address type='pci' domain='0x0000' "
+        "bus='0x41' slot='0x00' function='0x1'/></source></interface></devices>")
+    parsed = []
+    real = ET.fromstring
+
+    def counting(text, *args, **kwargs):
+        if isinstance(text, str) and text.lstrip().startswith("<domain"):
+            parsed.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(ET, "fromstring", counting)
+    r = audit(facts=facts)
+    f = one(r, "M2-PASSTHROUGH-GROUP", "guest:nic01")  # app01 comes first: its tree is gone by then
+    assert f["status"] == "fail" and "passed to guest app01" in f["message"]
+    domains = facts["sources"]["libvirt"]["domains"]
+    assert len(parsed) == sum(1 + isinstance(d.get("xml_inactive"), str) for d in domains)
+
+
 def test_passthrough_error_without_iommu_facts():
     facts = with_sources(broken(), iommu=unavailable("cannot read /sys/bus/pci/devices"))
     f = one(audit(facts=facts), "M2-PASSTHROUGH-GROUP", "guest:nic01")
