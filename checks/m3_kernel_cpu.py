@@ -9,10 +9,12 @@ libvirt (domain XML: pinning, memoryBacking).
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from typing import Any
 
+from vmaudit.checks._xml import find_first
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, NotApplicable, need, partial
+from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, need, partial
 
 
 def parse_cpuset(text: str) -> set[int]:
@@ -38,6 +40,13 @@ def guest_zones(facts) -> tuple[dict, Any]:
         return {g.name: g.labels.get("zone") for g in facts.guests()}, None
     except (EvidenceMissing, NotApplicable) as exc:
         return {}, str(exc)
+
+
+@guest_view
+def _nosharepages(tree: ET.Element) -> bool:
+    """Whether a definition keeps its pages from KSM (memoryBacking/nosharepages). A view: this host
+    check reads every guest after its tree is dropped, which would parse each one again."""
+    return find_first(tree, "memoryBacking", "nosharepages") is not None
 
 
 @check("M3-KSM", severity="high",
@@ -73,7 +82,7 @@ def ksm(facts, policy):
     else:
         for g in facts.guests():
             try:  # merged now (live definition) or after its next start (persistent one)
-                if any(d.find("memoryBacking/nosharepages") is None for d in g.definitions().values()):
+                if not all(d.view(_nosharepages) for d in g.definitions().values()):
                     sharing.append(g.name)
             except EvidenceMissing:
                 sharing.append(f"{g.name} (XML unavailable)")

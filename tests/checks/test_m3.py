@@ -478,6 +478,28 @@ def test_ksm_pass_fail_severity_error():
     assert e["status"] == "error" and "ksm/run" in e["evidence"]["reason"]
 
 
+def test_ksm_reads_the_guests_without_parsing_them_again(monkeypatch):
+    """M3-KSM runs after the guests' trees are dropped: it reads a view, so each definition is parsed
+    once per audit (parsing every guest again cost as much as the first parse on a large host)."""
+    import xml.etree.ElementTree as ET
+
+    facts = snap("debian-broken")
+    facts["sources"]["cpu_security"]["smt_control"] = "off"  # M3-CORE-SHARING reads the XML again (not here)
+    parsed = []
+    real = ET.fromstring
+
+    def counting(text, *args, **kwargs):
+        if isinstance(text, str) and text.lstrip().startswith("<domain"):
+            parsed.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(ET, "fromstring", counting)
+    f = one(run(facts), "M3-KSM")
+    assert f["status"] == "fail" and sorted(f["evidence"]["guests_without_nosharepages"]) == ["lab01", "lab02", "lab03"]
+    domains = facts["sources"]["libvirt"]["domains"]
+    assert len(parsed) == sum(1 + isinstance(d.get("xml_inactive"), str) for d in domains)
+
+
 def test_shared_memory_warn_pass_error():
     report = run(snap("debian-broken"))
     lab03 = one(report, "M3-SHARED-MEMORY", "guest:lab03")
