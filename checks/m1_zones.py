@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from vmaudit.engine import Result, check
-from vmaudit.facts import EvidenceMissing, lookup, partial
+from vmaudit.facts import EvidenceMissing, guest_view, lookup, partial
 
 from ._guests import try_labels
 
@@ -168,30 +168,41 @@ class _Networks:
         return keys, tags, None
 
 
+@guest_view
+def _nic_view(tree: ET.Element) -> tuple[tuple, ...]:
+    """(type, source network, portgroup, bridge and dev, its own VLAN tags, MAC address) of each
+    <interface> of the first <devices> element (what guest.findall("devices/interface") reads). A view:
+    M1-NET-ZONE runs after the guests' trees are dropped, and would parse every definition again."""
+    devices = tree.find("devices")
+    out = []
+    for iface in devices.findall("interface") if devices is not None else ():
+        src = iface.find("source")
+        src = src if src is not None else ET.Element("source")
+        mac = iface.find("mac")
+        out.append((iface.get("type", ""), src.get("network"), src.get("portgroup"), src.get("bridge"),
+                    src.get("dev"), tuple(_vlan_tags(iface.find("vlan"))),
+                    mac.get("address") if mac is not None else None))
+    return tuple(out)
+
+
 def _interfaces(guest: Any, nets: _Networks, zone_map: dict) -> list[dict]:
     """Every interface of the guest with what it attaches to and the zone(s) the policy gives that."""
     out = []
-    for i, iface in enumerate(guest.findall("devices/interface")):
-        itype = iface.get("type", "")
-        src = iface.find("source")
-        src = src if src is not None else ET.Element("source")
+    for i, (itype, network, portgroup, bridge, dev, own_tags, mac) in enumerate(guest.view(_nic_view)):
         names: list[str] = []
         tags: list[str] = []
         error = None
-        if itype == "network" and src.get("network"):
-            names.append(src.get("network"))
-            more, tags, error = nets.resolve(src.get("network"), src.get("portgroup"))
+        if itype == "network" and network:
+            names.append(network)
+            more, tags, error = nets.resolve(network, portgroup)
             names += [n for n in more if n not in names]
-        elif itype == "bridge" and src.get("bridge"):
-            names.append(src.get("bridge"))
-        elif itype == "direct" and src.get("dev"):
-            names.append(src.get("dev"))
-        own_tags = _vlan_tags(iface.find("vlan"))
+        elif itype == "bridge" and bridge:
+            names.append(bridge)
+        elif itype == "direct" and dev:
+            names.append(dev)
         if own_tags:  # the interface's own <vlan> overrides the portgroup's and the network's
-            tags = own_tags
-        entry: dict = {"index": i, "type": itype, "attached_to": names,
-                       "vlans": tags, "mac": (iface.find("mac").get("address")
-                                              if iface.find("mac") is not None else None)}
+            tags = list(own_tags)
+        entry: dict = {"index": i, "type": itype, "attached_to": names, "vlans": tags, "mac": mac}
         # A mapped VLAN is the real layer-2 segment (the bridge may be a trunk); else the names.
         vlan_zones = sorted({zone_map[f"vlan:{t}"] for t in tags if f"vlan:{t}" in zone_map})
         name_zones = sorted({zone_map[n] for n in names if n in zone_map})

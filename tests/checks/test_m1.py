@@ -140,6 +140,28 @@ def test_net_zone_resolves_bridge_networks_and_default_portgroups(tmp_path):
     assert db01["status"] == "pass" and db01["evidence"]["interfaces"][0]["attached_to"] == ["br-int"]
 
 
+def test_net_zone_reads_the_guests_without_parsing_them_again(tmp_path, monkeypatch):
+    """M1-NET-ZONE runs after the guests' trees are dropped: it reads their interfaces from a view, so
+    each definition is parsed once per audit (with networks mapped to zones it parsed every one again)."""
+    import xml.etree.ElementTree as ET
+
+    facts = mixed_facts(tmp_path)
+    parsed = []
+    real = ET.fromstring
+
+    def counting(text, *args, **kwargs):
+        if isinstance(text, str) and text.lstrip().startswith("<domain"):
+            parsed.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(ET, "fromstring", counting)
+    report = run(facts, MIXED_POLICY)
+    assert one(report, "M1-NET-ZONE", "guest:web01")["evidence"]["interfaces"][0]["attached_to"] == \
+        ["dmz-net", "br-dmz"]
+    domains = facts["sources"]["libvirt"]["domains"]
+    assert len(parsed) == sum(1 + isinstance(d.get("xml_inactive"), str) for d in domains)
+
+
 def test_net_zone_warns_for_unmapped_networks(tmp_path):
     f = one(run(mixed_facts(tmp_path), MIXED_POLICY), "M1-NET-ZONE", "guest:lab-old")
     assert f["status"] == "warn"
