@@ -14,7 +14,6 @@ from typing import Any
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, need, partial
 
-
 # CPU numbers a cpuset may name: libvirt's VIR_DOMAIN_CPUMASK_LEN (16384 in current releases, 1024 in
 # older ones, which refuse more). A range beyond it is refused here too, before it is expanded.
 CPUSET_LEN = 16384

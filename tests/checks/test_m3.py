@@ -8,9 +8,9 @@ reports the security model 'testSecurity'; tests that need a real model replace 
 from __future__ import annotations
 
 import copy
-import re
 import functools
 import gzip
+import re
 
 import pytest
 import rpmcache
