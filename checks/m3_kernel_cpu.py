@@ -16,21 +16,28 @@ from vmaudit.checks._xml import find_first
 from vmaudit.engine import Result, check
 from vmaudit.facts import EvidenceMissing, NotApplicable, guest_view, need, partial
 
+# CPU numbers a cpuset may name: libvirt's VIR_DOMAIN_CPUMASK_LEN (16384 in current releases, 1024 in
+# older ones, which refuse more). A range beyond it is refused here too, before it is expanded.
+CPUSET_LEN = 16384
+_CPUSET_PART = re.compile(r"(\^?)([0-9]{1,5})(?:-([0-9]{1,5}))?")
+
 
 def parse_cpuset(text: str) -> set[int]:
-    """libvirt cpuset syntax: '0-3,^2,8' -> {0, 1, 3, 8}. Raises ValueError on anything else."""
+    """libvirt cpuset syntax: '0-3,^2,8' -> {0, 1, 3, 8}. Raises ValueError on anything else, and for a
+    CPU number of CPUSET_LEN or more."""
     include: set[int] = set()
     exclude: set[int] = set()
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        target = exclude if part.startswith("^") else include
-        part = part.lstrip("^")
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            target.update(range(int(lo), int(hi) + 1))
-        else:
-            target.add(int(part))
+        m = _CPUSET_PART.fullmatch(part)
+        if m is None:
+            raise ValueError(f"{part[:40]!r} is not a CPU or a range of CPUs")
+        lo = int(m[2])
+        hi = int(m[3]) if m[3] is not None else lo
+        if hi >= CPUSET_LEN or hi < lo:
+            raise ValueError(f"{part[:40]!r}: not a range of CPUs below {CPUSET_LEN}")
+        (exclude if m[1] else include).update(range(lo, hi + 1))
     return include - exclude
 
 
@@ -225,11 +232,18 @@ def _guest_cpus(g, all_cpus: set[int]) -> set[int]:
     default = all_cpus
     if vcpu is not None and vcpu.get("cpuset") and vcpu.get("placement", "static") == "static":
         default = parse_cpuset(vcpu.get("cpuset")) & all_cpus
-    count = int((vcpu.text or "1").strip()) if vcpu is not None else 1  # pins address every vCPU, not only current
+    # pins address every vCPU the guest may have, not only the current ones
+    text = (vcpu.text or "1").strip() if vcpu is not None else "1"
+    if not text.isascii() or not text.isdigit():
+        raise EvidenceMissing(f"vcpu of guest {g.name}: {text[:40]!r} is not a number of vCPUs")
+    count = max(int(text), 1)
     pins = {int(p.get("vcpu", -1)): parse_cpuset(p.get("cpuset", "")) for p in g.findall("cputune/vcpupin")}
     cpus: set[int] = set()
-    for i in range(max(count, 1)):
-        cpus |= pins.get(i, default)
+    pinned = [i for i in pins if 0 <= i < count]
+    for i in pinned:
+        cpus |= pins[i]
+    if len(pinned) < count:  # a vCPU without its own pin runs where the guest's default allows
+        cpus |= default
     emu = g.find("cputune/emulatorpin")
     cpus |= parse_cpuset(emu.get("cpuset", "")) if emu is not None else default
     for io in g.findall("cputune/iothreadpin"):
@@ -297,6 +311,8 @@ def core_sharing(facts, policy):
                 shared = sorted(",".join(map(str, sorted(c))) for c in cores[a] & cores[b])
                 pairs.append({"guests": [a, b], "zones": [zoned[a], zoned[b]], "cores": shared[:8]})
     evidence["pairs"] = pairs
+    if errors:
+        evidence["not_judged"] = errors  # guests whose CPUs are unknown: a warn about others stands
     if pairs:
         text = "; ".join(f"{p['guests'][0]} ({p['zones'][0]}) / {p['guests'][1]} ({p['zones'][1]})"
                          for p in pairs[:5])

@@ -305,6 +305,8 @@ def expand_pattern(pattern: str, where: str) -> list[str]:
     if start.isdigit() and end.isdigit():
         a, b = int(start), int(end)
         width = len(start) if start.startswith("0") and len(start) > 1 else 0
+        if (b - a) // step + 1 > _MAX_EXPANSION:  # refused before a list of that length is built
+            raise InventoryError(f"{where}: host range in {pattern!r} expands to too many hosts")
         values = [str(i).zfill(width) for i in range(a, b + 1, step)]
     elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha():
         letters = string.ascii_letters

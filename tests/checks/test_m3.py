@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import gzip
+import re
 
 import pytest
 import rpmcache
@@ -587,8 +588,35 @@ def test_cpu_vulns_vulnerable_components(name, text, status):
 
 def test_cpuset_syntax():
     assert parse_cpuset("0-3,^2,8") == {0, 1, 3, 8}
-    with pytest.raises(ValueError):
-        parse_cpuset("x")
+    assert parse_cpuset(" 0-1, 16383") == {0, 1, 16383}
+    # libvirt refuses CPU numbers beyond its mask; a range is refused before it is expanded
+    for bad in ("x", "3-1", "16384", "0-99999999999", "0-", "-1", "1--2", "^", "0x10"):
+        with pytest.raises(ValueError):
+            parse_cpuset(bad)
+
+
+@pytest.mark.parametrize("old,new,judged", [
+    ("<vcpu placement='static'>", "<vcpu placement='static' cpuset='0-99999999999'>", False),
+    (re.compile(r"<vcpu placement='static'>[0-9]+</vcpu>"), "<vcpu placement='static'>two</vcpu>", False),
+    # 10^23 vCPUs: not every one is pinned, so the guest may run on any CPU (judged, not looped over)
+    (re.compile(r"<vcpu placement='static'>[0-9]+</vcpu>"), "<vcpu placement='static'>99999999999999999999999</vcpu>",
+     True),
+])
+def test_core_sharing_refuses_an_endless_cpuset_or_vcpu_count(old, new, judged):
+    """A hand-edited definition (or a hostile agent) must not make the check expand a range of 10^11 CPUs
+    or loop over 10^23 vCPUs; a guest whose CPUs are unknown is not judged, and the evidence says so."""
+    facts = snap("debian-broken")
+    lab01 = next(d for d in facts["sources"]["libvirt"]["domains"] if d["name"] == "lab01")
+    changed = old.sub(new, lab01["xml"], count=1) if isinstance(old, re.Pattern) else lab01["xml"].replace(old, new, 1)
+    assert changed != lab01["xml"]
+    lab01["xml"] = changed
+    f = one(run(facts), "M3-CORE-SHARING")
+    assert f["status"] in ("warn", "error")
+    if judged:
+        assert "not_judged" not in f["evidence"] and any("lab01" in p["guests"] for p in f["evidence"]["pairs"])
+    else:
+        assert any("lab01" in e for e in f["evidence"]["not_judged"]), f["evidence"]
+        assert all("lab01" not in p["guests"] for p in f["evidence"]["pairs"])
 
 
 def test_core_sharing_warn_pass_error():
