@@ -21,6 +21,7 @@ import gc
 import importlib
 import inspect
 import logging
+import operator
 import pkgutil
 import re
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ def load_checks() -> dict[str, CheckSpec]:
 
 
 # --- evaluation ---------------------------------------------------------------------------------
+
+_FINDING_ORDER = operator.itemgetter("check_id", "resource")  # the report's order of findings
 
 def make_finding(spec: CheckSpec, r: Result) -> dict:
     out: dict[str, Any] = {
@@ -315,7 +318,7 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
         # audit; this collects the check's own garbage, scanning only what the check allocated.
         gc.collect(0)
 
-    findings.sort(key=lambda f: (f["check_id"], f["resource"]))
+    findings.sort(key=_FINDING_ORDER)
     return findings
 
 

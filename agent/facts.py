@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Iterator
 
-from .fsutil import read_bounded
+from .fsutil import check_json_values, read_bounded
 from .schema import MAX_SNAPSHOT_BYTES, Bool, Optional, Record, Str, conform_sources
 
 # The snapshot format's version, in one place: what `collect()` writes and what Facts() accepts
@@ -364,6 +364,7 @@ def parse_snapshot(text: str | bytes, where: str) -> dict:
     """A snapshot from JSON text; SnapshotError with one line naming `where` if it is not one."""
     if len(text) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{where}: a facts snapshot over {MAX_SNAPSHOT_BYTES >> 20} MiB (the limit)")
+    check_json_values(text, where, "the facts snapshot", SnapshotError)
     import json
 
     try:

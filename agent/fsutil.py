@@ -25,6 +25,9 @@ MAX_INPUT_BYTES = 1 << 30
 # Deeper nesting than any file vmaudit writes or reads has: parsers and the code walking parsed data
 # recurse, and a file of brackets must be a one-line refusal, never a RecursionError.
 MAX_DEPTH = 64
+# Values in one JSON input, bounded before it is parsed: a file of 1 GiB may hold 300 million empty
+# arrays, 20 GB once parsed. A 10,000-guest snapshot holds about 600,000.
+MAX_JSON_VALUES = 10_000_000
 _CHUNK = 1 << 20
 
 
@@ -251,10 +254,22 @@ def _write_chunks(fh, chunks: Iterable[str | bytes]) -> None:
         fh.write(chunk.encode("utf-8", "backslashreplace") if isinstance(chunk, str) else chunk)
 
 
+def check_json_values(text: str | bytes, source: str, what: str, error: type = ValueError) -> None:
+    """Raise `error` unless the JSON `text` can hold at most MAX_JSON_VALUES values, counted without
+    parsing it: every value but the first opens an array or object or follows a comma (counting the
+    brackets and commas inside strings too only makes the bound looser)."""
+    bound = 1
+    for mark in ("[", "{", ",") if isinstance(text, str) else (b"[", b"{", b","):
+        bound += text.count(mark)
+    if bound > MAX_JSON_VALUES:
+        raise error(f"{source}: {what} holds more than {MAX_JSON_VALUES:,} JSON values (the limit)")
+
+
 def read_json(path: str, what: str, error: type = ValueError) -> object:
-    """Parse a JSON file (read_bounded, check_depth); any failure raises `error` with one line naming
-    the file (and line) and `what`."""
+    """Parse a JSON file (read_bounded, check_json_values, check_depth); any failure raises `error` with
+    one line naming the file (and line) and `what`."""
     text = read_text_bounded(path, what, error)
+    check_json_values(text, path, what, error)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import InventoryError
-from .fsutil import read_text_bounded, too_deep
+from .fsutil import check_json_values, read_text_bounded, too_deep
 
 # the forms libvirt accepts for a domain UUID: 8-4-4-4-12 hex digits, or the 32 digits alone
 _UUID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -37,6 +37,7 @@ def parse_inventory(text: str, source: str) -> Inventory:
     stripped = text.lstrip()
     rows: list[tuple[int, dict]]
     if stripped.startswith("[") or stripped.startswith("{"):
+        check_json_values(text, source, "inventory", InventoryError)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -21,11 +21,12 @@ from contextvars import ContextVar
 from typing import Any, Callable
 
 from .fsutil import MAX_DEPTH as FILE_MAX_DEPTH
-from .fsutil import MAX_INPUT_BYTES
+from .fsutil import MAX_INPUT_BYTES, MAX_JSON_VALUES
 
 # --- limits (part of the contract; docs/architecture.md) ----------------------------------------
 # the one size and depth limit of every input file (vmaudit.fsutil); a 10,000-guest snapshot is ~100 MB
 MAX_SNAPSHOT_BYTES = MAX_INPUT_BYTES
+MAX_VALUES = MAX_JSON_VALUES      # JSON values in one snapshot, counted before it is parsed
 MAX_DEPTH = FILE_MAX_DEPTH        # nesting of arrays/objects anywhere in a snapshot
 MAX_INT = 1 << 63                 # |integer| bound (sizes, counters, ids all fit in 64 bits)
 MAX_STR = 16 << 20                # one string (a guest's XML, a config file) at most 16 MiB

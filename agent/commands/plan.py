@@ -35,15 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check(args, fleet) -> int:
     from vmaudit.errors import InputError
+    from vmaudit.fsutil import read_json
     from vmaudit.plan.verify import check_plan
 
-    try:
-        with open(args.check, "rb") as f:
-            plan = json.loads(f.read())
-    except OSError as exc:
-        raise InputError(f"{args.check}: cannot read the plan: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InputError(f"{args.check}: the plan is not JSON: {exc}") from None
+    plan = read_json(args.check, "the plan", InputError)  # bounded: an endless file is refused
     problems, _ = check_plan(fleet, plan)
     if args.format == "json":
         text = json.dumps({"plan": args.check, "valid": not problems,

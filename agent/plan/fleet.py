@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from vmaudit.capacity import counts_for_memory, host_cpus, host_memory
 from vmaudit.errors import InputError, SnapshotError
 from vmaudit.facts import EvidenceMissing, Facts, NotApplicable, load_snapshot_file
+from vmaudit.fsutil import check_json_values, read_bounded
 from vmaudit.policy import Policy
 
 FLEET_SCHEMA = "vmaudit-fleet/1"
@@ -83,11 +84,9 @@ class PlanFleet:
 
 
 def _read_json(path: str, what: str) -> tuple[object, bytes]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    """(the parsed JSON, its bytes), read with the one input limit (vmaudit.fsutil)."""
+    data = read_bounded(path, what, InputError)
+    check_json_values(data, path, what, InputError)
     try:
         return json.loads(data), data
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -118,3 +118,22 @@ def test_fifo_input_is_still_read(tmp_path):
     res = vmaudit_measured("run", "--facts", "/nonexistent", "--policy", str(fifo))
     os.waitpid(pid, 0)
     assert res["rc"] == 2 and "invalid TOML" in res["err"], res
+
+
+@pytest.mark.parametrize("command", ["run", "diff", "plan"])
+def test_json_of_too_many_values_is_refused_before_it_is_parsed(tmp_path, command):
+    """30 MiB of empty arrays parse to 10,000,000 lists (a 1 GiB file of them to 20 GB): refused by
+    counting, in little memory, naming the file."""
+    from vmaudit.fsutil import MAX_JSON_VALUES
+
+    (tmp_path / "fleet").mkdir()
+    many = tmp_path / ("fleet/fleet.json" if command == "plan" else "many.json")
+    with open(many, "w") as fh:
+        fh.write('{"schema": "vmaudit-facts/2", "host": {}, "sources": {"x": [')
+        fh.write("[]," * MAX_JSON_VALUES)
+        fh.write("[]]}}")
+    argv = {"run": ["run", "--facts", str(many)], "diff": ["diff", str(many), str(many)],
+            "plan": ["plan", str(tmp_path / "fleet")]}[command]
+    res = vmaudit_measured(*argv)
+    assert_refused(res, str(many))
+    assert "10,000,000 JSON values" in res["err"]
