@@ -104,3 +104,34 @@ def test_merging_two_definitions_keeps_the_worse_and_says_when():
     assert saved.message == "only later (after the next start)" and saved.severity == "critical"
     same = merge_definitions([Result("fail", "bad", "guest:b")], [Result("fail", "bad", "guest:b")])
     assert [(r.status, r.message) for r in same] == [("fail", "bad (now and after the next start)")]
+
+
+def test_an_audited_snapshot_is_freed_without_the_cyclic_collector():
+    """The audit pauses the cyclic garbage collector: nothing may keep a snapshot's guests alive through a
+    reference cycle once it is evaluated (a running guest's two definitions refer to each other; a check
+    that keeps an exception and raises it again makes exception -> traceback -> frame -> exception)."""
+    import gc
+    import json
+    import weakref
+
+    from vmtest import host_root, test_uri
+
+    from vmaudit.audit import collect_facts, gc_paused
+
+    data = json.loads(json.dumps(collect_facts(root=str(host_root("debian-broken")), uri=test_uri("m3-broken"))))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        facts = Facts(data)
+        guests = facts.guests()
+        assert any("persistent" in g.definitions() and "live" in g.definitions() for g in guests)
+        with gc_paused():
+            found = evaluate(facts, Policy())
+        assert any(f["message"].startswith("evidence missing") for f in found)  # exceptions were raised
+        refs = [weakref.ref(facts)] + [weakref.ref(g) for g in guests]
+        refs += [weakref.ref(d) for g in guests for d in g.definitions().values()]
+        del facts, guests
+        assert [r() for r in refs if r() is not None] == []
+    finally:
+        if enabled:
+            gc.enable()
