@@ -6,13 +6,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, gcpolicy
 from .engine import apply_waivers, evaluate, summarize
 from .errors import RootError
 from .facts import Facts, iter_markers, load_snapshot_file
@@ -23,26 +21,6 @@ REPORT_SCHEMA = "vmaudit-report/1"
 
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector: an audit allocates hundreds of thousands of acyclic objects
-    (XML trees, findings) that it would otherwise rescan over and over (about 15 % of a large run).
-
-    On leaving, what was allocated meanwhile joins the oldest generation without being scanned
-    (freeze + unfreeze only splice lists): re-enabled as it was, the collector would at once walk every
-    one of those objects (0.4 s for 10,000 guests) although nearly all are freed by reference counting
-    soon after. Any cycles among them are found by the next full collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
 
 
 DEFAULT_URI = "qemu:///system"
@@ -64,7 +42,7 @@ def collect_facts(root: str = "/", uri: str | None = None, only: list[str] | Non
     if uri is None and live:
         uri = DEFAULT_URI
     ctx = Context(root=root_path.resolve(), uri=uri, live=live, online=online)
-    with gc_paused():
+    with gcpolicy.paused():
         return collect(ctx, only=only)
 
 
@@ -88,7 +66,7 @@ def build_report(facts_data: dict, policy: Policy, started_at: str | None = None
     """Evaluate a snapshot under a policy into the JSON report of CONTRACT.md."""
     started_at = started_at or facts_data.get("collected_at") or now_rfc3339()
     facts = Facts(facts_data)  # held to the facts contract: wrong types become markers
-    with gc_paused():
+    with gcpolicy.paused():
         findings = evaluate(facts, policy, checks)
     expired = apply_waivers(findings, policy.waivers)
     host = facts.host

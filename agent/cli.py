@@ -7,12 +7,11 @@ collection needs (paramiko) and start-up stays short.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
 import sys
 
-from . import __version__
+from . import __version__, gcpolicy
 from .termsafe import CleanFormatter, clean
 
 # command -> (module, one-line help). Each module has add_arguments(parser) and main(args) -> int.
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ONE_SHOT:
         # A one-shot audit allocates hundreds of thousands of acyclic objects (XML trees, findings) and
         # exits: the cyclic garbage collector would only rescan them (about 15 % of a large run).
-        gc.disable()
+        gcpolicy.disable_for_process()
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except InputError as exc:

@@ -17,7 +17,6 @@ into an `error` (or `skip`) finding for it; per-guest checks fail that way for o
 from __future__ import annotations
 
 import fnmatch
-import gc
 import importlib
 import inspect
 import logging
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable
 
+from . import gcpolicy
 from .facts import EvidenceMissing, Facts, Guest, NotApplicable, unguarded
 
 log = logging.getLogger("vmaudit.engine")
@@ -172,13 +172,6 @@ def run_check(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
     return out
 
 
-def _age_all_objects() -> None:
-    """Move every object the cyclic collector tracks to its oldest generation without scanning any
-    (freeze and unfreeze splice lists): a collection of generation 0 then scans only newer objects."""
-    gc.freeze()
-    gc.unfreeze()
-
-
 def _forget_frames(exc: BaseException) -> None:
     """Drop the traceback of a handled exception (and of those it chains). A check that re-raises an
     exception it kept (`value, gap = facts.lookup(...)`, then `raise gap`) makes a reference cycle:
@@ -309,14 +302,12 @@ def evaluate(facts: Facts, policy: Any, checks: dict[str, CheckSpec] | None = No
     if guest_error is not None:
         findings.extend(make_finding(spec, _missing(spec, guest_error)) for spec in guest_checks)
 
-    for spec in host_checks:
-        _age_all_objects()
-        findings.extend(make_finding(spec, r) for r in run_check(spec, (facts, policy), "host"))
-        # A check that keeps an exception and raises it again (`value, gap = facts.lookup(...)`, then
-        # `raise gap`) leaves a reference cycle: exception -> traceback -> frame -> `gap`, and the
-        # frames hold `facts`, so every guest of the snapshot. The cyclic collector is paused during an
-        # audit; this collects the check's own garbage, scanning only what the check allocated.
-        gc.collect(0)
+    # A check that keeps an exception (`value, gap = facts.lookup(...)`, perhaps raising it again) makes
+    # a reference cycle: exception -> traceback -> frame -> `gap`; the frames hold `facts`, so every
+    # guest of the snapshot. Collected here, where the collector does not run (vmaudit.gcpolicy).
+    with gcpolicy.cycles_collected():
+        for spec in host_checks:
+            findings.extend(make_finding(spec, r) for r in run_check(spec, (facts, policy), "host"))
 
     findings.sort(key=_FINDING_ORDER)
     return findings

@@ -680,7 +680,7 @@ class Guest:
             return 1
         current = node.get("current")
         text = (current if current is not None else (node.text or "1")).strip()
-        if not _DIGITS.fullmatch(text):
+        if not _DIGITS.fullmatch(text) or not 0 < int(text) < 1 << 32:  # libvirt: an unsigned int, not 0
             raise EvidenceMissing(f"vcpu of guest {self.name}: {text[:40]!r} is not a number of vCPUs")
         return int(text)
 
@@ -908,34 +908,38 @@ def upgrade_v1(data: dict) -> dict:
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # a count or size as libvirt writes it (no sign, no exponent)
 
-# libvirt's memory units (formatdomain, "Memory Allocation"), as bytes
-_UNIT_BYTES = {"b": 1, "bytes": 1, **{f"{p}{s}": base ** (i + 1)
-                                      for i, p in enumerate("kmgtpe")
-                                      for s, base in (("", 1024), ("ib", 1024), ("b", 1000))}}
+# libvirt's memory units (formatdomain, "Memory Allocation"; virScaleInteger), as bytes
+_UNIT_BYTES = {"b": 1, "byte": 1, "bytes": 1, **{f"{p}{s}": base ** (i + 1)
+                                                 for i, p in enumerate("kmgtpe")
+                                                 for s, base in (("", 1024), ("ib", 1024), ("b", 1000))}}
+_MAX_BYTES = (1 << 63) - 1  # libvirt refuses a size of more bytes (LLONG_MAX)
 
 
 def _kib(node: ET.Element, what: str) -> int:
     """A libvirt memory size element in KiB, rounded up as libvirt does; EvidenceMissing for a value
-    libvirt would refuse (no number, an unknown unit)."""
+    libvirt would refuse (no number, an unknown unit, more than LLONG_MAX bytes)."""
     text = (node.text or "").strip()
     unit = node.get("unit") or "KiB"
     factor = _UNIT_BYTES.get(unit.lower())
-    if factor is None or not _DIGITS.fullmatch(text):
+    if factor is None or not _DIGITS.fullmatch(text) or int(text) * factor > _MAX_BYTES:
         raise EvidenceMissing(f"{what}: {text[:40]!r} {unit[:20]!r} is not a memory size libvirt accepts")
     return -(-int(text) * factor // 1024)
 
 
+# A number as C's strtoul reads it with base 0 (libvirt's parser of PCI addresses): hex, octal, decimal.
+_C_NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)")
+_PCI_MAX = {"domain": 0xFFFF, "bus": 0xFF, "slot": 0x1F, "function": 7}
+
+
 def pci_bdf(addr: ET.Element) -> str:
     """`<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>` -> '0000:01:00.0';
-    EvidenceMissing for a part that is not a number."""
+    EvidenceMissing for a part libvirt would refuse (not a number, out of its range)."""
     def num(attr: str) -> int:
         raw = addr.get(attr, "0")
-        try:
-            value = int(raw, 0)
-        except ValueError:  # C's strtoul, which libvirt uses, reads a leading 0 as octal
-            value = int(raw, 8) if re.fullmatch(r"0[0-7]+", raw) else -1
-        if value < 0:
-            raise EvidenceMissing(f"PCI address: {attr} {raw[:40]!r} is not a number")
+        m = _C_NUMBER.fullmatch(raw) if len(raw) <= 12 else None
+        value = -1 if m is None else int(m[1], 16) if m[1] else int(m[2], 8) if m[2] else int(m[3])
+        if not 0 <= value <= _PCI_MAX[attr]:
+            raise EvidenceMissing(f"PCI address: {attr} {raw[:40]!r} is not a number up to {_PCI_MAX[attr]:#x}")
         return value
     return f"{num('domain'):04x}:{num('bus'):02x}:{num('slot'):02x}.{num('function'):x}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -254,14 +255,28 @@ def _write_chunks(fh, chunks: Iterable[str | bytes]) -> None:
         fh.write(chunk.encode("utf-8", "backslashreplace") if isinstance(chunk, str) else chunk)
 
 
+# A JSON string, or the rest of the text after an unterminated one: the pattern matches wherever a
+# string starts, so the search never fails and retries (time linear in the text).
+_JSON_STRING = {str: re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*\\?(?:"|\Z)', re.S),
+                bytes: re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*\\?(?:"|\Z)', re.S)}
+
+
+def _value_bound(text: str | bytes) -> int:
+    """1 + the `[`, `{` and `,` in `text`: every JSON value but the first opens an array or object or
+    follows a comma."""
+    marks = ("[", "{", ",") if isinstance(text, str) else (b"[", b"{", b",")
+    return 1 + sum(text.count(mark) for mark in marks)
+
+
 def check_json_values(text: str | bytes, source: str, what: str, error: type = ValueError) -> None:
-    """Raise `error` unless the JSON `text` can hold at most MAX_JSON_VALUES values, counted without
-    parsing it: every value but the first opens an array or object or follows a comma (counting the
-    brackets and commas inside strings too only makes the bound looser)."""
-    bound = 1
-    for mark in ("[", "{", ",") if isinstance(text, str) else (b"[", b"{", b","):
-        bound += text.count(mark)
-    if bound > MAX_JSON_VALUES:
+    """Raise `error` unless the JSON `text` holds at most MAX_JSON_VALUES values, counted without parsing
+    it. The marks are counted in the whole text first (fast); only when that exceeds the limit (marks
+    inside strings, a description of commas, count there too) are the strings set aside and the marks
+    counted again."""
+    if _value_bound(text) <= MAX_JSON_VALUES:
+        return
+    kind = bytes if isinstance(text, (bytes, bytearray)) else str
+    if _value_bound(_JSON_STRING[kind].sub('""' if kind is str else b'""', text)) > MAX_JSON_VALUES:
         raise error(f"{source}: {what} holds more than {MAX_JSON_VALUES:,} JSON values (the limit)")
 
 
@@ -269,6 +284,7 @@ def read_json(path: str, what: str, error: type = ValueError) -> object:
     """Parse a JSON file (read_bounded, check_json_values, check_depth); any failure raises `error` with
     one line naming the file (and line) and `what`."""
     text = read_text_bounded(path, what, error)
+    text = text[1:] if text.startswith("\ufeff") else text  # a byte order mark, as json.loads(bytes) allows
     check_json_values(text, path, what, error)
     try:
         data = json.loads(text)

@@ -23,22 +23,29 @@ _CPUSET_PART = re.compile(r"(\^?)([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 
 def parse_cpuset(text: str) -> set[int]:
-    """libvirt cpuset syntax: '0-3,^2,8' -> {0, 1, 3, 8}. Raises ValueError on anything else, and for a
-    CPU number of CPUSET_LEN or more."""
-    include: set[int] = set()
-    exclude: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
+    """libvirt's cpuset syntax, read as libvirt does (virBitmapParse): items applied in order, each
+    adding a CPU or a range or removing one CPU ('^2'): '0-3,^2,8' -> {0, 1, 3, 8}, '^2,0-3' -> {0..3}.
+    ValueError for anything libvirt refuses: another syntax, a negated range, a CPU number of CPUSET_LEN
+    or more, and a set that names no CPU at all."""
+    cpus: set[int] = set()
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()  # libvirt accepts one trailing comma
+    for part in parts:
         m = _CPUSET_PART.fullmatch(part)
         if m is None:
             raise ValueError(f"{part[:40]!r} is not a CPU or a range of CPUs")
         lo = int(m[2])
         hi = int(m[3]) if m[3] is not None else lo
-        if hi >= CPUSET_LEN or hi < lo:
-            raise ValueError(f"{part[:40]!r}: not a range of CPUs below {CPUSET_LEN}")
-        (exclude if m[1] else include).update(range(lo, hi + 1))
-    return include - exclude
+        if hi >= CPUSET_LEN or hi < lo or (m[1] and m[3] is not None):
+            raise ValueError(f"{part[:40]!r}: not a CPU or a range of CPUs below {CPUSET_LEN}")
+        if m[1]:
+            cpus.discard(lo)
+        else:
+            cpus.update(range(lo, hi + 1))
+    if not cpus:
+        raise ValueError(f"{text[:40]!r} names no CPU")
+    return cpus
 
 
 def guest_zones(facts) -> tuple[dict, Any]:

@@ -45,6 +45,8 @@ _GROUP_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-:\[\]]+$")
 _RANGE_RE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
 _MAX_EXPANSION = 100_000
+_MAX_DIGITS = 10  # of a number in a host range
+_MAX_NAME = 253  # characters of a host name (DNS)
 
 
 from vmaudit.errors import InventoryError  # noqa: E402,F401 - re-exported
@@ -297,8 +299,13 @@ def expand_pattern(pattern: str, where: str) -> list[str]:
     if not m:
         if "[" in pattern or "]" in pattern:
             raise InventoryError(f"{where}: bad host range in {pattern!r} (expected [start:end] or [start:end:step])")
+        if len(pattern) > _MAX_NAME:
+            raise InventoryError(f"{where}: host name {pattern[:40]!r}... is longer than {_MAX_NAME} characters")
         return [pattern]
-    start, end, step = m.group(1), m.group(2), int(m.group(3) or 1)
+    start, end, step_text = m.group(1), m.group(2), m.group(3) or "1"
+    if max(len(start), len(end), len(step_text)) > _MAX_DIGITS:
+        raise InventoryError(f"{where}: host range in {pattern[:80]!r}: numbers of at most {_MAX_DIGITS} digits")
+    step = int(step_text)
     head, tail = pattern[:m.start()], pattern[m.end():]
     if step < 1:
         raise InventoryError(f"{where}: bad host range in {pattern!r}: the step must be positive")

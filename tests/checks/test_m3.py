@@ -589,8 +589,12 @@ def test_cpu_vulns_vulnerable_components(name, text, status):
 def test_cpuset_syntax():
     assert parse_cpuset("0-3,^2,8") == {0, 1, 3, 8}
     assert parse_cpuset(" 0-1, 16383") == {0, 1, 16383}
-    # libvirt refuses CPU numbers beyond its mask; a range is refused before it is expanded
-    for bad in ("x", "3-1", "16384", "0-99999999999", "0-", "-1", "1--2", "^", "0x10"):
+    assert parse_cpuset("^2,0-3") == {0, 1, 2, 3}  # items apply in order, as in libvirt
+    assert parse_cpuset("0-1,") == {0, 1}
+    # libvirt refuses CPU numbers beyond its mask (a range is refused before it is expanded), negated
+    # ranges, and a set of no CPU: a guest "pinned nowhere" must not escape every pairing
+    for bad in ("x", "3-1", "16384", "0-99999999999", "0-", "-1", "1--2", "^", "0x10", "^0-3", "", "0,^0",
+                "1,,2", ",1", ","):
         with pytest.raises(ValueError):
             parse_cpuset(bad)
 

@@ -106,26 +106,28 @@ def test_merging_two_definitions_keeps_the_worse_and_says_when():
     assert [(r.status, r.message) for r in same] == [("fail", "bad (now and after the next start)")]
 
 
-def test_an_audited_snapshot_is_freed_without_the_cyclic_collector():
-    """The audit pauses the cyclic garbage collector: nothing may keep a snapshot's guests alive through a
-    reference cycle once it is evaluated (a running guest's two definitions refer to each other; a check
-    that keeps an exception and raises it again makes exception -> traceback -> frame -> exception)."""
+def test_an_audited_snapshot_is_freed_without_the_cyclic_collector(monkeypatch):
+    """A one-shot command runs without the cyclic garbage collector: nothing may keep a snapshot's guests
+    alive through a reference cycle once it is evaluated (a running guest's two definitions refer to each
+    other; a check that keeps an exception makes exception -> traceback -> frame -> exception)."""
     import gc
     import json
     import weakref
 
     from vmtest import host_root, test_uri
 
-    from vmaudit.audit import collect_facts, gc_paused
+    from vmaudit import gcpolicy
+    from vmaudit.audit import collect_facts
 
     data = json.loads(json.dumps(collect_facts(root=str(host_root("debian-broken")), uri=test_uri("m3-broken"))))
     enabled = gc.isenabled()
-    gc.disable()
+    gc.disable()  # as gcpolicy.disable_for_process(), undone below
+    monkeypatch.setattr(gcpolicy, "_process_without_gc", True)
     try:
         facts = Facts(data)
         guests = facts.guests()
         assert any("persistent" in g.definitions() and "live" in g.definitions() for g in guests)
-        with gc_paused():
+        with gcpolicy.paused():
             found = evaluate(facts, Policy())
         assert any(f["message"].startswith("evidence missing") for f in found)  # exceptions were raised
         refs = [weakref.ref(facts)] + [weakref.ref(g) for g in guests]

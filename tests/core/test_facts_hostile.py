@@ -278,6 +278,7 @@ def test_a_marker_reason_cannot_amplify_the_report():
     (r"<memory[^>]*>[^<]*</memory>", "", "M2-BALLOON"),
     (r"<vcpu[^>]*>[^<]*</vcpu>", "<vcpu placement='static'>two</vcpu>", "M4-CPU-OVERCOMMIT"),
     (r"<vcpu[^>]*>[^<]*</vcpu>", "<vcpu placement='static' current='-1'>2</vcpu>", "M4-CPU-OVERCOMMIT"),
+    (r"<vcpu[^>]*>[^<]*</vcpu>", "<vcpu placement='static'>4294967296</vcpu>", "M4-CPU-OVERCOMMIT"),  # > UINT_MAX
 ])
 def test_a_number_libvirt_would_refuse_is_missing_evidence_not_a_crash(old, new, check_id):
     import re
@@ -308,7 +309,11 @@ def test_a_pci_address_that_is_not_a_number_is_missing_evidence():
 
     assert pci_bdf(ET.fromstring("<address domain='0x0000' bus='0x01' slot='0x00' function='0x1'/>")) == "0000:01:00.1"
     assert pci_bdf(ET.fromstring("<address domain='0' bus='010' slot='2' function='0'/>")) == "0000:08:02.0"  # octal, as strtoul
-    for bad in ("bus='one'", "bus='-1'", "slot='0x'", "function='9z'"):
+    assert pci_bdf(ET.fromstring("<address domain='0xffff' bus='0xff' slot='0x1f' function='7'/>")) == "ffff:ff:1f.7"
+    # what C's strtoul (base 0) or libvirt's ranges refuse, though Python's int(x, 0) may take it
+    for bad in ("bus='one'", "bus='-1'", "slot='0x'", "function='9z'", "slot='0x20'", "bus='0x100'",
+                "function='8'", "bus='0x1_0'", "bus='0b11'", "bus='0o17'", "bus='\u0661\u0662'", "bus=' 1'",
+                "domain='0x10000'"):
         with pytest.raises(EvidenceMissing, match="PCI address"):
             pci_bdf(ET.fromstring(f"<address {bad}/>"))
 
@@ -327,6 +332,9 @@ def test_memory_units_are_libvirts_rounded_up_to_kib():
     assert kib("<memory unit='GB'>1</memory>") == 976563  # 10^9 bytes, rounded up
     assert kib("<memory unit='bytes'>1</memory>") == 1
     assert kib("<memory unit='PiB'>1</memory>") == 1024 ** 4
-    for bad in ("<memory>-1</memory>", "<memory>1e6</memory>", "<memory unit='KiB'/>", "<memory>１２</memory>"):
+    assert kib("<memory unit='byte'>2048</memory>") == 2
+    assert kib("<memory unit='EiB'>7</memory>") == 7 * 1024 ** 5
+    for bad in ("<memory>-1</memory>", "<memory>1e6</memory>", "<memory unit='KiB'/>", "<memory>１２</memory>",
+                "<memory unit='EiB'>8</memory>", "<memory unit='b'>9999999999999999999</memory>"):  # > LLONG_MAX bytes
         with pytest.raises(EvidenceMissing):
             kib(bad)

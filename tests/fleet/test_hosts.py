@@ -96,7 +96,9 @@ def test_plain_list_with_user_and_port(tmp_path):
     ("bad.ini", "[dmz]\nhv01\nhv02\nhv01 ansible_port=22\n", "bad.ini, line 4: host hv01 is listed twice in group [dmz] (first at line 2)"),
     ("bad.ini", "[dmz]\nhv[01-03]\n", "bad.ini, line 2: bad host range"),
     # refused before 10^12 names are built (a typo must not exhaust the collector's memory)
-    ("bad.ini", "[dmz]\nhv[0:999999999999]\n", "bad.ini, line 2: host range in 'hv[0:999999999999]' expands to too many hosts"),
+    ("bad.ini", "[dmz]\nhv[0:9999999999]\n", "bad.ini, line 2: host range in 'hv[0:9999999999]' expands to too many hosts"),
+    ("bad.ini", "[dmz]\nhv[1:" + "9" * 5000 + "]\n", "bad.ini, line 2: host range in 'hv[1:9999"),  # int() would refuse it
+    ("bad.ini", "[dmz]\n" + "h" * 300 + "[1:90000]\n", "bad.ini, line 2: host name 'hhhh"),  # 90,000 names of 300+ chars
     ("bad.ini", "[dmz]\nhv01 ansible_port=ssh\n", "bad.ini, line 2: host hv01: ansible_port 'ssh' is not a TCP port"),
     # issue 12: int() made 22.5 port 22 and true port 1
     ("bad.yml", "all:\n  hosts:\n    hv01:\n      ansible_port: 22.5\n", "bad.yml, line 4: host hv01: ansible_port 22.5 is not a TCP port"),

@@ -137,3 +137,26 @@ def test_json_of_too_many_values_is_refused_before_it_is_parsed(tmp_path, comman
     res = vmaudit_measured(*argv)
     assert_refused(res, str(many))
     assert "10,000,000 JSON values" in res["err"]
+
+
+def test_marks_inside_strings_are_not_values():
+    """A description of commas is one string: the count sets strings aside before it refuses."""
+    from vmaudit.fsutil import MAX_JSON_VALUES, check_json_values
+
+    commas = '{"x": "' + "," * (MAX_JSON_VALUES + 5) + '", "y": [1, 2, {"z": "\\"[,"}]}'
+    check_json_values(commas, "f.json", "snapshot")  # accepted, as text and as bytes
+    check_json_values(commas.encode(), "f.json", "snapshot")
+    many = "[" + "[]," * MAX_JSON_VALUES + "[]]"
+    for text in (many, many.encode(), '["\\"",' + many[1:]):  # an escaped quote ends no string
+        with pytest.raises(ValueError, match="more than 10,000,000 JSON values"):
+            check_json_values(text, "f.json", "snapshot")
+    # an unterminated string swallows the rest (not JSON: the parser says so), in linear time
+    check_json_values('["' + '\\"' * (MAX_JSON_VALUES // 4) + ",," * MAX_JSON_VALUES + "\\", "f.json", "x")
+
+
+def test_a_json_input_may_start_with_a_byte_order_mark(tmp_path):
+    from vmaudit.fsutil import read_json
+
+    bom = tmp_path / "plan.json"
+    bom.write_bytes(b'\xef\xbb\xbf{"moves": []}')
+    assert read_json(str(bom), "the plan") == {"moves": []}
