@@ -609,9 +609,11 @@ class Guest:
             return None
         if self._devices is None:
             index: dict = {}
-            devices = self.tree.find("devices")
-            for child in devices if devices is not None else ():
-                index.setdefault(child.tag, []).append(child)
+            # every <devices> element, as libvirt's parser and ElementPath read them (libvirt writes
+            # one; a hand-edited or hostile definition must not hide a device in a second one)
+            for devices in self.tree.iterfind("devices"):
+                for child in devices:
+                    index.setdefault(child.tag, []).append(child)
             self._devices = index
         return self._devices.get(tag, [])
 

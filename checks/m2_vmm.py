@@ -178,18 +178,27 @@ def _guest_pci(guest: Guest) -> list[str]:
     return sorted(set(hostdevs).union(guest.view(_hostdev_nic_pci)))
 
 
-def _pci_holders(facts: Facts) -> dict[str, list[str]]:
-    """PCI address -> the guests passing it through in any definition, in guest order (a guest once per
-    definition). A guest whose definitions cannot all be read counts with those read before the gap."""
+def _pci_holders(facts: Facts) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """({PCI address: the guests passing it through in any definition, in guest order (a guest once per
+    definition)}, {guest: why a definition of it cannot be read}). Every definition is read on its own:
+    one that cannot be read hides nothing the others pass through, and is itself a gap."""
     holders: dict[str, list[str]] = {}
+    gaps: dict[str, str] = {}
     for guest in facts.guests():
         try:
-            for definition in guest.definitions().values():
-                for bdf in _guest_pci(definition):
-                    holders.setdefault(bdf, []).append(guest.name)
-        except EvidenceMissing:
+            definitions = list(guest.definitions().values())
+        except (EvidenceMissing, NotApplicable) as exc:
+            gaps[guest.name] = str(exc)
             continue
-    return holders
+        for definition in definitions:
+            try:
+                devices = _guest_pci(definition)
+            except EvidenceMissing as exc:
+                gaps.setdefault(guest.name, str(exc))
+                continue
+            for bdf in devices:
+                holders.setdefault(bdf, []).append(guest.name)
+    return holders, gaps
 
 
 def _mib(kib: float) -> int:
@@ -457,12 +466,15 @@ def passthrough_group(guest, facts, policy):
     # device -> the last other guest (in guest order) passing it through; the holders are collected
     # once per snapshot (asking every other guest for every guest with passthrough was quadratic)
     others: dict[str, str] = {}
-    for bdf, names in per_snapshot(facts, _pci_holders).items():
+    holders, gaps = per_snapshot(facts, _pci_holders)
+    for bdf, names in holders.items():
         for name in names:
             if name != guest.name:
                 others[bdf] = name
     evidence: dict = {"pci_devices": devices, "groups": {}}
     problems, absent, unknown = [], [], []
+    # another guest whose devices cannot be read may take a member of this guest's groups
+    unknown += [f"devices of guest {name}: {why}" for name, why in gaps.items() if name != guest.name]
     for bdf in devices:
         dev, gap = lookup(pci, bdf)
         if gap is not None:

@@ -232,30 +232,86 @@ def cpu_vulns(facts, policy):
                      "host", evidence)
 
 
+@guest_view
+def _pinning(tree: ET.Element) -> tuple:
+    """The guest's CPU pinning as written: (vcpu/@cpuset if static placement else None, vcpu's text,
+    ((vcpupin/@vcpu, @cpuset), ...), emulatorpin/@cpuset or None, (iothreadpin/@cpuset, ...)). Kept
+    with the guest while its XML is parsed, so the host-wide check does not parse it again; read (and
+    refused) by _guest_cpus."""
+    vcpu = tree.find("vcpu")
+    cpuset = vcpu.get("cpuset") if vcpu is not None and vcpu.get("placement", "static") == "static" else None
+    text = (vcpu.text or "1").strip() if vcpu is not None else "1"
+    pins = tuple((p.get("vcpu", "-1"), p.get("cpuset", "")) for p in tree.iterfind("cputune/vcpupin"))
+    emu = tree.find("cputune/emulatorpin")
+    io = tuple(p.get("cpuset", "") for p in tree.iterfind("cputune/iothreadpin"))
+    return cpuset or None, text, pins, emu.get("cpuset", "") if emu is not None else None, io
+
+
 def _guest_cpus(g, all_cpus: set[int]) -> set[int]:
     """Host CPUs a guest's vCPUs and emulator threads may run on, from its pinning (libvirt semantics:
     vcpupin per vCPU, else vcpu/@cpuset, else every CPU; emulatorpin, else vcpu/@cpuset)."""
-    vcpu = g.find("vcpu")
-    default = all_cpus
-    if vcpu is not None and vcpu.get("cpuset") and vcpu.get("placement", "static") == "static":
-        default = parse_cpuset(vcpu.get("cpuset")) & all_cpus
+    cpuset, text, vcpupins, emulator, iothreads = g.view(_pinning)
+    default = parse_cpuset(cpuset) & all_cpus if cpuset else all_cpus
     # pins address every vCPU the guest may have, not only the current ones
-    text = (vcpu.text or "1").strip() if vcpu is not None else "1"
     if not text.isascii() or not text.isdigit():
         raise EvidenceMissing(f"vcpu of guest {g.name}: {text[:40]!r} is not a number of vCPUs")
     count = max(int(text), 1)
-    pins = {int(p.get("vcpu", -1)): parse_cpuset(p.get("cpuset", "")) for p in g.findall("cputune/vcpupin")}
+    pins = {}
+    for vcpu, pin in vcpupins:
+        if not vcpu.isascii() or not vcpu.isdigit():
+            raise ValueError(f"vcpupin vcpu {vcpu[:20]!r} is not a vCPU number")
+        pins[int(vcpu)] = parse_cpuset(pin)
     cpus: set[int] = set()
-    pinned = [i for i in pins if 0 <= i < count]
+    pinned = [i for i in pins if i < count]
     for i in pinned:
         cpus |= pins[i]
     if len(pinned) < count:  # a vCPU without its own pin runs where the guest's default allows
         cpus |= default
-    emu = g.find("cputune/emulatorpin")
-    cpus |= parse_cpuset(emu.get("cpuset", "")) if emu is not None else default
-    for io in g.findall("cputune/iothreadpin"):
-        cpus |= parse_cpuset(io.get("cpuset", ""))
+    cpus |= parse_cpuset(emulator) if emulator is not None else default
+    for pin in iothreads:
+        cpus |= parse_cpuset(pin)
     return cpus & all_cpus if all_cpus else cpus
+
+
+PAIRS_SHOWN = 100  # pairs of guests in the evidence: a host of 1,000s of unpinned guests has millions
+
+
+def _zone_pairs(cores: dict[str, set], zoned: dict[str, str]) -> tuple[list[dict], bool]:
+    """([{guests, zones, cores}], whether there are more): pairs of guests of different zones that may
+    run on one core, at most PAIRS_SHOWN, found through the cores more than one zone may use (never by
+    comparing every guest with every other)."""
+    on_core: dict[frozenset, dict[str, list[str]]] = {}
+    for name in sorted(cores):
+        for core in cores[name]:
+            on_core.setdefault(core, {}).setdefault(zoned[name], []).append(name)
+    found: set[tuple[str, str]] = set()
+    more = False
+    for core in sorted((c for c, zones in on_core.items() if len(zones) > 1), key=sorted):
+        zones = on_core[core]
+        for za in sorted(zones):
+            for zb in sorted(z for z in zones if z > za):
+                for a in zones[za]:
+                    for b in zones[zb]:
+                        pair = (a, b) if a < b else (b, a)
+                        if pair in found:
+                            continue
+                        if len(found) == PAIRS_SHOWN:
+                            more = True
+                            break
+                        found.add(pair)
+                    if more:
+                        break
+                if more:
+                    break
+            if more:
+                break
+        if more:
+            break
+    pairs = []
+    for a, b in sorted(found):
+        shared = sorted(",".join(map(str, sorted(c))) for c in cores[a] & cores[b])
+        pairs.append({"guests": [a, b], "zones": [zoned[a], zoned[b]], "cores": shared[:8]})
+    return pairs, more
 
 
 @check("M3-CORE-SHARING", severity="medium",
@@ -269,7 +325,8 @@ def core_sharing(facts, policy):
     able to run on sibling threads at the same time.
 
     Rule: two guests of different zones whose allowed host CPUs (vcpupin, else vcpu/@cpuset, else all;
-    emulatorpin; iothreadpin) include threads of one multi-threaded core -> warn, naming the pairs.
+    emulatorpin; iothreadpin) include threads of one multi-threaded core -> warn, naming the pairs (the
+    first 100; `pairs_truncated` says there are more).
     Unpinned guests on an SMT host therefore warn as soon as two zones are present. Guests without a
     zone are listed but not paired (M1-ZONE-UNLABELLED covers them). One zone at most, or SMT off
     (smt/control off/forceoff/notsupported, or smt/active 0), passes without reading the topology.
@@ -310,21 +367,19 @@ def core_sharing(facts, policy):
             errors.append(str(exc))
         except ValueError as exc:
             errors.append(f"{g.name}: bad cpuset ({exc})")
-    pairs = []
-    names = sorted(cores)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if zoned[a] != zoned[b] and cores[a] & cores[b]:
-                shared = sorted(",".join(map(str, sorted(c))) for c in cores[a] & cores[b])
-                pairs.append({"guests": [a, b], "zones": [zoned[a], zoned[b]], "cores": shared[:8]})
+    pairs, more = _zone_pairs(cores, zoned)
     evidence["pairs"] = pairs
+    if more:
+        evidence["pairs_truncated"] = f"the first {PAIRS_SHOWN} pairs; there are more"
     if errors:
         evidence["not_judged"] = errors  # guests whose CPUs are unknown: a warn about others stands
     if pairs:
         text = "; ".join(f"{p['guests'][0]} ({p['zones'][0]}) / {p['guests'][1]} ({p['zones'][1]})"
                          for p in pairs[:5])
-        yield Result("warn", f"guests of different zones can run on sibling threads: {text}", "host", evidence,
-                     "each core serves one zone", f"{len(pairs)} pair(s)")
+        count = f"more than {PAIRS_SHOWN} pairs" if more else f"{len(pairs)} pair(s)"
+        yield Result("warn", f"guests of different zones can run on sibling threads: {text}"
+                     + (f" (and more: {count})" if more else ""), "host", evidence,
+                     "each core serves one zone", count)
     elif errors:
         evidence["reason"] = "; ".join(errors)
         yield Result("error", "evidence missing: " + "; ".join(errors), "host", evidence)

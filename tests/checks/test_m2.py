@@ -6,6 +6,7 @@ the host lacks, more guest RAM than the host has). Live sources are given in the
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from vmtest import audit, findings, host_root, make_policy, one, test_uri, with_sources
@@ -557,3 +558,28 @@ def test_fixture_trees_have_the_m2_facts(host):
     facts = facts_of(host, None)["sources"]
     for name in ("cpu", "meminfo", "cmdline", "modules", "kvm", "virt_platform", "iommu", "vfio"):
         assert not (isinstance(facts[name], dict) and "unavailable" in facts[name]), (name, facts[name])
+
+
+def test_passthrough_group_another_guests_unreadable_device_is_a_gap_not_a_pass():
+    """Another guest's malformed PCI address (a hand-edited definition, a hostile agent) must not hide
+    the device it also passes through: the guest's verdict is an error naming it, never a pass."""
+    share = ("<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x01' "
+             "slot='0x00' function='0x1'/></source></hostdev>")
+    bad = ("<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x02' "
+           "slot='junk' function='0x0'/></source></hostdev>")
+
+    def gpu01(extra: str) -> dict:
+        facts = hardened()
+        gpu = domain(facts, "gpu01")
+        for key in ("xml", "xml_inactive"):  # gpu01 keeps 01:00.0 only; db01 takes its group peer 01:00.1
+            gpu[key] = re.sub(r"<hostdev[^<]*<source>\s*<address domain='0x0000' bus='0x01' slot='0x00' "
+                              r"function='0x1'/>\s*</source>\s*</hostdev>", "", gpu[key])
+        db = domain(facts, "db01")
+        for key in ("xml", "xml_inactive"):
+            if key in db:
+                db[key] = db[key].replace("</devices>", extra + "</devices>")
+        return one(audit(facts=facts), "M2-PASSTHROUGH-GROUP", "guest:gpu01")
+
+    assert gpu01(share)["status"] == "fail"
+    hidden = gpu01(bad + share)
+    assert hidden["status"] == "error" and "db01" in hidden["message"] and "junk" in hidden["message"], hidden

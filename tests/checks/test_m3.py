@@ -772,3 +772,33 @@ def test_broken_hosts_fail_the_host_checks(host):
         assert one(report, cid)["status"] == "fail", cid
     assert one(report, "M3-NESTED")["status"] == "warn"
     assert findings(report, "M3-GRAPHICS-EXPOSED", "guest:lab02")[0]["status"] == "fail"
+
+
+def test_core_sharing_names_a_bounded_number_of_pairs_on_a_large_host():
+    """2,000 unpinned guests of two zones on an SMT host: a million pairs may share a core. The check
+    finds them through the shared cores, not guest by guest, and names the first PAIRS_SHOWN."""
+    from vmaudit.checks.m3_kernel_cpu import PAIRS_SHOWN
+
+    facts = snap("debian-broken")
+    domains = facts["sources"]["libvirt"]["domains"]
+    template = next(d for d in domains if d["name"] == "lab01")
+    xml = re.sub(r"<cputune>.*?</cputune>", "", template["xml"], flags=re.S)  # unpinned
+    xml = re.sub(r" cpuset='[^']*'", "", xml)
+    zone = re.search(r"<vmaudit:zone>([^<]*)</vmaudit:zone>", xml)
+    assert zone, "fixture guest carries no zone label"
+    clones = []
+    for i in range(2000):
+        record = copy.deepcopy(template)
+        name, uuid = f"big{i:04d}", f"00000000-0000-4000-8000-{i:012d}"
+        record.update(name=name, uuid=uuid)
+        record["xml"] = (xml.replace(f"<name>{template['name']}</name>", f"<name>{name}</name>")
+                            .replace(f"<uuid>{template['uuid']}</uuid>", f"<uuid>{uuid}</uuid>")
+                            .replace(zone[0], zone[0].replace(zone[1], ("dmz", "internal")[i % 2])))
+        record.pop("xml_inactive", None)
+        record["persistent"], record["state"] = False, "running"
+        clones.append(record)
+    facts["sources"]["libvirt"]["domains"] = clones
+    f = one(run(facts), "M3-CORE-SHARING")
+    assert f["status"] == "warn" and len(f["evidence"]["pairs"]) == PAIRS_SHOWN
+    assert "pairs_truncated" in f["evidence"] and f"more than {PAIRS_SHOWN} pairs" in f["message"]
+    assert all(p["zones"][0] != p["zones"][1] for p in f["evidence"]["pairs"])

@@ -338,3 +338,20 @@ def test_memory_units_are_libvirts_rounded_up_to_kib():
                 "<memory unit='EiB'>8</memory>", "<memory unit='b'>9999999999999999999</memory>"):  # > LLONG_MAX bytes
         with pytest.raises(EvidenceMissing):
             kib(bad)
+
+
+def test_a_device_in_a_second_devices_element_is_judged():
+    """libvirt writes one <devices>; its parser (and ElementPath) read every one. A device in a second
+    one must count, not pass unseen: a VNC display listening on every address there still fails."""
+    facts = snapshot()
+    records = sorted((d for d in facts["sources"]["libvirt"]["domains"] if d.get("state") == "running"),
+                     key=lambda d: d["name"])  # libvirt lists guests in no fixed order
+    record = records[0]
+    vnc = "<devices><graphics type='vnc' port='5999' autoport='no' listen='192.0.2.7'/></devices>"
+    before = findings(audit(facts=copy.deepcopy(facts)), "M3-GRAPHICS-EXPOSED", f"guest:{record['name']}")
+    assert before and "192.0.2.7" not in before[0]["message"]
+    for key in ("xml", "xml_inactive"):
+        if key in record:
+            record[key] = record[key].replace("</domain>", vnc + "</domain>")
+    f = findings(audit(facts=facts), "M3-GRAPHICS-EXPOSED", f"guest:{record['name']}")
+    assert f and f[0]["status"] in ("warn", "fail") and "192.0.2.7" in f[0]["message"], f
