@@ -144,6 +144,23 @@ def put_guest_images(root: Path, images: dict[str, tuple[int, int, int]]) -> Non
             put_file(root, path, mode, uid, gid)
 
 
+def domain_parses(monkeypatch) -> list[str]:
+    """The guest definitions parsed (ET.fromstring of a <domain>) from now on in this test: to show that
+    a check reads what the engine kept with each guest instead of parsing every guest again."""
+    import xml.etree.ElementTree as ET
+
+    parsed: list[str] = []
+    real = ET.fromstring
+
+    def counting(text, *args, **kwargs):
+        if isinstance(text, str) and text.lstrip().startswith("<domain"):
+            parsed.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(ET, "fromstring", counting)
+    return parsed
+
+
 def set_xml(domain: dict, xml) -> dict:
     """Give a guest record of a snapshot this XML (or marker) as every definition it has: the live one
     and, for a running persistent guest, the persistent one (`xml_inactive`) too."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 from guest_helpers import INVENTORY_JSON, MIXED_POLICY, clean_facts, mixed_facts, run
-from vmtest import one, set_xml, with_sources
+from vmtest import domain_parses, one, set_xml, with_sources
 
 from vmaudit.facts import unavailable
 
@@ -143,18 +143,9 @@ def test_net_zone_resolves_bridge_networks_and_default_portgroups(tmp_path):
 def test_net_zone_reads_the_guests_without_parsing_them_again(tmp_path, monkeypatch):
     """M1-NET-ZONE runs after the guests' trees are dropped: it reads their interfaces from a view, so
     each definition is parsed once per audit (with networks mapped to zones it parsed every one again)."""
-    import xml.etree.ElementTree as ET
 
     facts = mixed_facts(tmp_path)
-    parsed = []
-    real = ET.fromstring
-
-    def counting(text, *args, **kwargs):
-        if isinstance(text, str) and text.lstrip().startswith("<domain"):
-            parsed.append(text)
-        return real(text, *args, **kwargs)
-
-    monkeypatch.setattr(ET, "fromstring", counting)
+    parsed = domain_parses(monkeypatch)
     report = run(facts, MIXED_POLICY)
     assert one(report, "M1-NET-ZONE", "guest:web01")["evidence"]["interfaces"][0]["attached_to"] == \
         ["dmz-net", "br-dmz"]

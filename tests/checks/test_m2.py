@@ -9,7 +9,7 @@ import copy
 import re
 
 import pytest
-from vmtest import audit, findings, host_root, make_policy, one, test_uri, with_sources
+from vmtest import audit, domain_parses, findings, host_root, make_policy, one, test_uri, with_sources
 
 from vmaudit.audit import collect_facts
 from vmaudit.facts import not_collected, unavailable
@@ -296,22 +296,13 @@ def test_passthrough_knows_the_other_guests_devices_without_parsing_them_again(m
     """Each definition is parsed once per audit: the devices other guests pass through come from a view
     kept when their tree was dropped, not from parsing every other guest again for each guest with
     passthrough (quadratic on a host of many guests, and it held their trees to the end)."""
-    import xml.etree.ElementTree as ET
 
     facts = broken()
     app = domain(facts, "app01")  # passes 0000:41:00.1 through, like nic01's group member
     app["xml"] = app["xml"].replace(
         "</devices>", "<interface type='hostdev' managed='yes'><source><address type='pci' domain='0x0000' "
         "bus='0x41' slot='0x00' function='0x1'/></source></interface></devices>")
-    parsed = []
-    real = ET.fromstring
-
-    def counting(text, *args, **kwargs):
-        if isinstance(text, str) and text.lstrip().startswith("<domain"):
-            parsed.append(text)
-        return real(text, *args, **kwargs)
-
-    monkeypatch.setattr(ET, "fromstring", counting)
+    parsed = domain_parses(monkeypatch)
     r = audit(facts=facts)
     f = one(r, "M2-PASSTHROUGH-GROUP", "guest:nic01")  # app01 comes first: its tree is gone by then
     assert f["status"] == "fail" and "passed to guest app01" in f["message"]

@@ -17,6 +17,7 @@ import rpmcache
 from vmtest import (
     REQUIRE_REAL,
     audit,
+    domain_parses,
     findings,
     host_root,
     make_root,
@@ -482,19 +483,9 @@ def test_ksm_pass_fail_severity_error():
 def test_ksm_reads_the_guests_without_parsing_them_again(monkeypatch):
     """M3-KSM runs after the guests' trees are dropped: it reads a view, so each definition is parsed
     once per audit (parsing every guest again cost as much as the first parse on a large host)."""
-    import xml.etree.ElementTree as ET
 
-    facts = snap("debian-broken")
-    facts["sources"]["cpu_security"]["smt_control"] = "off"  # M3-CORE-SHARING reads the XML again (not here)
-    parsed = []
-    real = ET.fromstring
-
-    def counting(text, *args, **kwargs):
-        if isinstance(text, str) and text.lstrip().startswith("<domain"):
-            parsed.append(text)
-        return real(text, *args, **kwargs)
-
-    monkeypatch.setattr(ET, "fromstring", counting)
+    facts = snap("debian-broken")  # SMT on, two zones: M3-CORE-SHARING reads pinning from a view too
+    parsed = domain_parses(monkeypatch)
     f = one(run(facts), "M3-KSM")
     assert f["status"] == "fail" and sorted(f["evidence"]["guests_without_nosharepages"]) == ["lab01", "lab02", "lab03"]
     domains = facts["sources"]["libvirt"]["domains"]
