@@ -163,25 +163,11 @@ def run_check(spec: CheckSpec, args: tuple, resource: str) -> list[Result]:
         out.extend(spec.func(*args))
     except (EvidenceMissing, NotApplicable) as exc:
         out.append(_missing(spec, exc, resource))
-        _forget_frames(exc)
     except Exception as exc:  # a defect in one check must not hide the other checks' results
         log.debug("check %s raised", spec.id, exc_info=True)  # -v: where the defect is
         out.append(Result("error", f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc}", resource=resource,
                           evidence={"exception": f"{type(exc).__name__}: {exc}"}))
-        _forget_frames(exc)
     return out
-
-
-def _forget_frames(exc: BaseException) -> None:
-    """Drop the traceback of a handled exception (and of those it chains). A check that re-raises an
-    exception it kept (`value, gap = facts.lookup(...)`, then `raise gap`) makes a reference cycle:
-    exception -> traceback -> frame -> its local `gap`. That cycle would hold the frames' `facts` and
-    with it every guest of the snapshot until the cyclic collector runs, which an audit pauses."""
-    seen = 0
-    while exc is not None and seen < 16:
-        exc.__traceback__ = None
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
 
 
 # "Worst status wins" when the two definitions of a guest disagree: a proven problem over missing

@@ -8,6 +8,7 @@ libvirt (domain XML: pinning, memoryBacking).
 
 from __future__ import annotations
 
+import itertools
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -284,29 +285,22 @@ def _zone_pairs(cores: dict[str, set], zoned: dict[str, str]) -> tuple[list[dict
     for name in sorted(cores):
         for core in cores[name]:
             on_core.setdefault(core, {}).setdefault(zoned[name], []).append(name)
+
+    def candidates():
+        for core in sorted((c for c, zones in on_core.items() if len(zones) > 1), key=sorted):
+            zones = on_core[core]
+            for za, zb in itertools.combinations(sorted(zones), 2):
+                for a, b in itertools.product(zones[za], zones[zb]):
+                    yield (a, b) if a < b else (b, a)
+
     found: set[tuple[str, str]] = set()
     more = False
-    for core in sorted((c for c, zones in on_core.items() if len(zones) > 1), key=sorted):
-        zones = on_core[core]
-        for za in sorted(zones):
-            for zb in sorted(z for z in zones if z > za):
-                for a in zones[za]:
-                    for b in zones[zb]:
-                        pair = (a, b) if a < b else (b, a)
-                        if pair in found:
-                            continue
-                        if len(found) == PAIRS_SHOWN:
-                            more = True
-                            break
-                        found.add(pair)
-                    if more:
-                        break
-                if more:
-                    break
-            if more:
+    for pair in candidates():
+        if pair not in found:
+            if len(found) == PAIRS_SHOWN:
+                more = True
                 break
-        if more:
-            break
+            found.add(pair)
     pairs = []
     for a, b in sorted(found):
         shared = sorted(",".join(map(str, sorted(c))) for c in cores[a] & cores[b])
