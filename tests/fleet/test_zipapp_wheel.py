@@ -5,6 +5,7 @@ explicit list once each, nothing else, and collects agentless against the real s
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +35,11 @@ def wheel_venv(tmp_path_factory):
     """A venv with vmaudit installed from its wheel (no editable checkout); its dependencies come from
     the test venv's site-packages through a .pth line (paths only: no editable finder is loaded)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(REPO)],
+    # built from a copy: an in-tree build leaves build/ in the checkout (and would reuse a stale one)
+    src = tmp / "src"
+    shutil.copytree(REPO, src, symlinks=True,  # the fixture hosts hold absolute links
+                    ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(src)],
                    check=True, capture_output=True, timeout=300)
     wheel = next((tmp / "dist").glob("vmaudit-*.whl"))
     env = tmp / "venv"
